@@ -1,0 +1,1 @@
+//! `prun ctl`: the control socket (SPEC 6).

@@ -1,0 +1,13 @@
+//! prun: a declarative pipeline runner.
+//!
+//! The modules follow the data flow of one invocation:
+//! `spec` (YAML as written, with spans) → `model` (validated, resolved) →
+//! `graph` (petgraph view) → `plan` (pure data: instances, wiring, orders) →
+//! `runtime` (the supervisor, emits events) → `report` (renders events).
+//! `ctl` is the control socket that stages use for locks and events.
+//! See ARCHITECTURE.md for the five-minute tour.
+
+pub mod ctl;
+pub mod plan;
+pub mod report;
+pub mod runtime;

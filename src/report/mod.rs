@@ -1,0 +1,1 @@
+//! Final report and terminal output (SPEC 7): consumes runtime events only.

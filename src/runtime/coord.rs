@@ -1,0 +1,1 @@
+//! Semaphores, events and deadlock detection (SPEC 3.2, 6).

@@ -1,0 +1,1 @@
+//! Queue routing (SPEC 4): owned by the data-plane work.
