@@ -8,6 +8,8 @@
 //! See ARCHITECTURE.md for the five-minute tour.
 
 pub mod ctl;
+pub mod diag;
+pub mod spec;
 pub mod plan;
 pub mod report;
 pub mod runtime;
