@@ -7,8 +7,11 @@
 //! `ctl` is the control socket that stages use for locks and events.
 //! See ARCHITECTURE.md for the five-minute tour.
 
+pub mod cli;
 pub mod ctl;
 pub mod diag;
+pub mod graph;
+pub mod model;
 pub mod spec;
 pub mod plan;
 pub mod report;

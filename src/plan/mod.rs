@@ -6,6 +6,9 @@
 //! only be known when an instance starts (its index, foreach item, run directory,
 //! the `/dev/fd/N` paths) is kept as a [`Template`] and rendered at spawn time.
 
+pub mod build;
+pub mod show;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,8 +76,10 @@ pub enum Role {
     Producer,
     /// Reads a queue and writes one.
     Filter,
-    /// Reads a queue, writes none.
+    /// Reads a queue, writes none, its output goes to prun's log.
     Consumer,
+    /// Reads a queue and sends its output out of the pipeline (a file or prun's stdout).
+    Sink,
     /// Neither reads nor writes queues, `daemon: true`.
     Daemon,
     /// A foreach stage (one instance per item).
@@ -89,6 +94,7 @@ impl Role {
             Role::Producer => "producer",
             Role::Filter => "filter",
             Role::Consumer => "consumer",
+            Role::Sink => "sink",
             Role::Daemon => "daemon",
             Role::Batch => "batch",
             Role::Job => "job",
@@ -463,5 +469,83 @@ mod tests {
         assert_eq!(r.delay(2), Duration::from_millis(200));
         assert_eq!(r.delay(3), Duration::from_millis(350));
         assert_eq!(r.delay(40), Duration::from_millis(350));
+    }
+}
+
+impl StagePlan {
+    /// Every queue this stage is attached to, with the port.
+    pub fn queue_ports(&self) -> Vec<(QueueId, Port)> {
+        let mut out = Vec::new();
+        if let Input::Queue(q) = self.stdin {
+            out.push((q, Port::Stdin));
+        }
+        if let Output::Queue(q) = self.stdout {
+            out.push((q, Port::Stdout));
+        }
+        if let Output::Queue(q) = self.stderr {
+            out.push((q, Port::Stderr));
+        }
+        for f in &self.fds {
+            out.push((f.queue, Port::Fd(f.fd)));
+        }
+        if let Instances::Foreach { source: ForeachSource::Queue(q), .. } = self.instances {
+            out.push((q, Port::Foreach));
+        }
+        out
+    }
+
+    /// Queues this stage reads (stdin, read fds, foreach source).
+    pub fn reads(&self) -> Vec<QueueId> {
+        let mut out: Vec<QueueId> = self
+            .queue_ports()
+            .into_iter()
+            .filter(|(_, p)| self.port_reads(*p))
+            .map(|(q, _)| q)
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// Queues this stage writes (stdout, stderr, write fds).
+    pub fn writes(&self) -> Vec<QueueId> {
+        let mut out: Vec<QueueId> = self
+            .queue_ports()
+            .into_iter()
+            .filter(|(_, p)| !self.port_reads(*p))
+            .map(|(q, _)| q)
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// True when the stage reads through this port.
+    pub fn port_reads(&self, port: Port) -> bool {
+        match port {
+            Port::Stdin | Port::Foreach => true,
+            Port::Stdout | Port::Stderr => false,
+            Port::Fd(n) => self.fds.iter().any(|f| f.fd == n && f.direction == FdDirection::Read),
+        }
+    }
+
+    pub fn stdin_queue(&self) -> Option<QueueId> {
+        match self.stdin {
+            Input::Queue(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// True when the command line contains `needle` as literal text.
+    pub fn mentions(&self, needle: &str) -> bool {
+        let lit = |t: &Template| {
+            t.pieces.iter().any(|p| matches!(p, Piece::Literal(s) | Piece::Value(s) if s.contains(needle)))
+        };
+        match &self.command {
+            CommandTemplate::Argv(argv) => argv.iter().any(lit),
+            CommandTemplate::Shell(t) => lit(t),
+        }
+    }
+
+    pub fn is_foreach(&self) -> bool {
+        matches!(self.instances, Instances::Foreach { .. })
     }
 }

@@ -1,1 +1,452 @@
-//! JSON Schema of the pipeline file (placeholder, filled below).
+//! JSON Schema of the pipeline file, generated from the Rust types below (schemars).
+//!
+//! These types mirror the file as a user writes it, for editors and CI; the decoder
+//! in `decode` is what prun itself uses (it reports every problem with a span). A test
+//! checks that both accept the same keys, and another that `schemas/` is up to date.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// A prun pipeline file.
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields, title = "prun pipeline")]
+#[allow(dead_code)]
+pub struct PipelineFile {
+    /// Format version; must be 1.
+    #[schemars(range(min = 1, max = 1))]
+    version: u32,
+    /// Pipeline name (defaults to the file name).
+    name: Option<String>,
+    description: Option<String>,
+    /// Values for `${params.NAME}`, overridable with `--set NAME=VALUE`.
+    params: Option<BTreeMap<Name, Scalar>>,
+    /// Environment for every stage; values may use interpolation.
+    env: Option<BTreeMap<String, Scalar>>,
+    queues: Option<BTreeMap<Name, Option<Queue>>>,
+    /// Counting semaphores: name → number of permits (1 = a lock).
+    semaphores: Option<BTreeMap<Name, Count>>,
+    events: Option<Events>,
+    /// Stage fields applied to every stage (a stage's own value wins).
+    defaults: Option<Defaults>,
+    shutdown: Option<Shutdown>,
+    /// The stages, in order.
+    stages: BTreeMap<Name, Stage>,
+}
+
+/// A name: lowercase letter first, then `a-z`, `0-9`, `_`, `-`.
+#[derive(JsonSchema, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Name(#[schemars(regex(pattern = r"^[a-z][a-z0-9_-]*$"))] String);
+
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Scalar {
+    String(String),
+    Number(f64),
+    Bool(bool),
+}
+
+#[derive(JsonSchema, Serialize)]
+struct Count(#[schemars(range(min = 1))] u32);
+
+/// `250ms`, `5s`, `2m`, `1h`, or a number of seconds.
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Duration {
+    Text(#[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Z]*(\s*[0-9]+\s*[a-zA-Z]+)*\s*$"))] String),
+    Seconds(#[schemars(range(min = 0))] f64),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Queue {
+    /// Records buffered inside prun before writers block.
+    #[schemars(range(min = 1))]
+    capacity: Option<u64>,
+    delivery: Option<Delivery>,
+    framing: Option<Framing>,
+    /// End-of-stream record sent to every reader (e.g. "None").
+    sentinel: Option<Scalar>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Delivery {
+    /// Each record to exactly one reader (a work queue).
+    Shared,
+    /// Every record to every reader.
+    Broadcast,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Framing {
+    Lines,
+    Nul,
+    Bytes,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Events {
+    List(Vec<Name>),
+    Map(BTreeMap<Name, Option<EventDecl>>),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct EventDecl {
+    initially: Option<SetClear>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum SetClear {
+    Set,
+    Clear,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Shutdown {
+    /// Grace period between the stop signal and SIGKILL (default 10s).
+    timeout: Option<Duration>,
+    /// Default stop signal (default TERM).
+    signal: Option<Signal>,
+}
+
+/// A signal name (`TERM`, `SIGINT`, ...) or number.
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Signal {
+    Name(#[schemars(regex(pattern = r"^(?i)(SIG)?(HUP|INT|QUIT|ABRT|KILL|USR1|USR2|PIPE|ALRM|TERM|CONT|STOP|TSTP|WINCH)$"))] String),
+    Number(u8),
+}
+
+macro_rules! stage_fields {
+    ($(#[$m:meta])* $vis:vis struct $name:ident { $($extra:tt)* }) => {
+        $(#[$m])*
+        #[derive(JsonSchema, Serialize)]
+        #[schemars(deny_unknown_fields)]
+        #[allow(dead_code)]
+        $vis struct $name {
+            $($extra)*
+            /// Working directory (default: where prun was started).
+            cwd: Option<String>,
+            /// Extra environment variables.
+            env: Option<BTreeMap<String, Scalar>>,
+            /// N identical instances `stage.0 … stage.N-1`.
+            #[schemars(range(min = 1))]
+            replicas: Option<u32>,
+            /// With `foreach`: at most this many items at once (default: number of CPUs).
+            #[schemars(range(min = 1))]
+            parallel: Option<u32>,
+            stdin: Option<Input>,
+            stdout: Option<Output>,
+            stderr: Option<Output>,
+            /// Extra descriptors bound to queues: `{3: {read: q}}`.
+            fds: Option<BTreeMap<String, Fd>>,
+            after: Option<After>,
+            /// Events that must be set before an instance starts.
+            waits: Option<OneOrMany>,
+            /// Events this stage sets, and when.
+            sets: Option<BTreeMap<Name, Trigger>>,
+            /// Semaphores each running instance holds one permit of.
+            semaphore: Option<OneOrMany>,
+            ready: Option<Ready>,
+            /// A service: the pipeline does not wait for it and stops it at the end.
+            daemon: Option<bool>,
+            /// Kill an instance that runs longer (state `timed out`).
+            timeout: Option<Duration>,
+            stop: Option<Stop>,
+            restart: Option<Restart>,
+            on_failure: Option<OnFailure>,
+            /// Exit codes that count as success (default [0]).
+            success_codes: Option<Vec<u8>>,
+        }
+    };
+}
+
+stage_fields! {
+    /// A stage: one or more instances of a command.
+    struct Stage {
+        /// argv, executed directly (no shell). Numbers are taken as written.
+        cmd: Option<Vec<Scalar>>,
+        /// A command line run with `/bin/sh -c`.
+        sh: Option<String>,
+        /// One instance per item.
+        foreach: Option<Foreach>,
+    }
+}
+
+stage_fields! {
+    /// Fields applied to every stage.
+    struct Defaults {}
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum OneOrMany {
+    One(Name),
+    Many(Vec<Name>),
+}
+
+/// A queue name, `{file: path}`, `inherit` or `null`.
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Input {
+    Null(()),
+    Word(String),
+    File(FileIn),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct FileIn {
+    file: String,
+}
+
+/// A queue name, `{file: path, append: bool}`, `log`, `inherit` or `null`.
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Output {
+    Null(()),
+    Word(String),
+    File(FileOut),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct FileOut {
+    file: String,
+    append: Option<bool>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Fd {
+    Read(FdRead),
+    Write(FdWrite),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+struct FdRead {
+    read: Name,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+struct FdWrite {
+    write: Name,
+}
+
+/// A list of stages (condition `succeeded`), or a map stage → condition.
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum After {
+    List(OneOrMany),
+    Map(BTreeMap<Name, Option<Condition>>),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Condition {
+    Started,
+    Ready,
+    Succeeded,
+    Completed,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Trigger {
+    Word(TriggerWord),
+    Line(LineMatch),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum TriggerWord {
+    Started,
+    Ready,
+    Succeeded,
+    Failed,
+    Exited,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+struct LineMatch {
+    /// A regular expression matched against the instance's log lines.
+    line: String,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Foreach {
+    Items(Vec<Scalar>),
+    Range(Range),
+    Glob(String),
+    Lines(String),
+    Queue(Name),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Range {
+    from: Option<i64>,
+    /// Exclusive end, like Python's `range`.
+    to: i64,
+    step: Option<i64>,
+}
+
+/// Readiness probe: exactly one of `line`, `file`, `delay`, `tcp`, `cmd`.
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Ready {
+    line: Option<String>,
+    file: Option<String>,
+    delay: Option<Duration>,
+    /// `host:port`
+    tcp: Option<String>,
+    cmd: Option<Vec<Scalar>>,
+    /// How often `cmd` is retried (default 1s).
+    interval: Option<Duration>,
+    /// Fail the instance when it is not ready in time.
+    timeout: Option<Duration>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Stop {
+    signal: Option<Signal>,
+    timeout: Option<Duration>,
+    cmd: Option<Vec<Scalar>>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Restart {
+    Policy(RestartPolicy),
+    Full(RestartFull),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum RestartPolicy {
+    Never,
+    OnFailure,
+    Always,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct RestartFull {
+    policy: Option<RestartPolicy>,
+    max: Option<u32>,
+    backoff: Option<Duration>,
+    max_backoff: Option<Duration>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum OnFailure {
+    Stop,
+    Continue,
+    Ignore,
+}
+
+/// The schema as a JSON value, with `x-` keys allowed wherever unknown keys are not.
+pub fn pipeline_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(PipelineFile);
+    let mut value = serde_json::to_value(&schema).unwrap_or_default();
+    allow_x_keys(&mut value);
+    value
+}
+
+pub fn pipeline_schema_json() -> String {
+    serde_json::to_string_pretty(&pipeline_schema()).unwrap_or_default()
+}
+
+fn allow_x_keys(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+                let patterns = map.entry("patternProperties").or_insert_with(|| serde_json::json!({}));
+                if let Some(p) = patterns.as_object_mut() {
+                    p.insert("^x-".into(), serde_json::json!({}));
+                }
+            }
+            for (_, child) in map.iter_mut() {
+                allow_x_keys(child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(allow_x_keys),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::decode::*;
+
+    fn props<'a>(schema: &'a serde_json::Value, def: &str) -> Vec<&'a str> {
+        let obj = if def.is_empty() { schema } else { &schema["$defs"][def] };
+        let mut keys: Vec<&str> = obj["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(keys: &[&'static str]) -> Vec<&'static str> {
+        let mut k = keys.to_vec();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn schema_keys_match_the_decoder() {
+        let s = pipeline_schema();
+        assert_eq!(props(&s, ""), sorted(TOP_KEYS));
+        assert_eq!(props(&s, "Stage"), sorted(STAGE_KEYS));
+        let defaults: Vec<&str> = STAGE_KEYS.iter().copied().filter(|k| !NOT_IN_DEFAULTS.contains(k)).collect();
+        assert_eq!(props(&s, "Defaults"), sorted(&defaults));
+        assert_eq!(props(&s, "Queue"), sorted(QUEUE_KEYS));
+        assert_eq!(props(&s, "Shutdown"), sorted(SHUTDOWN_KEYS));
+        assert_eq!(props(&s, "Ready"), sorted(READY_KEYS));
+        assert_eq!(props(&s, "Stop"), sorted(STOP_KEYS));
+        assert_eq!(props(&s, "RestartFull"), sorted(RESTART_KEYS));
+        assert_eq!(props(&s, "Range"), sorted(RANGE_KEYS));
+        assert_eq!(props(&s, "FileOut"), sorted(FILE_KEYS));
+    }
+}

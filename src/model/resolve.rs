@@ -1,0 +1,511 @@
+//! Resolution: names to ids, defaults applied, `${params.*}`/`${env.*}` substituted.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Model, QueueModel, StageSpans};
+use crate::diag::{Diagnostic, did_you_mean, one_of};
+use crate::plan::*;
+use crate::spec::{
+    AfterSpec, ForeachSpec, IoSpec, PipelineSpec, ProbeSpec, RefName, S, StageSpec, TPiece, Tmpl,
+    TriggerSpec,
+};
+
+pub struct Context<'a> {
+    pub pipeline_dir: &'a Path,
+    pub start_dir: &'a Path,
+    pub file_stem: String,
+}
+
+/// Default grace period between the stop signal and SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn resolve(
+    spec: &PipelineSpec,
+    ctx: &Context<'_>,
+    sets: &[(String, String)],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Model> {
+    let mut params: Vec<(String, String)> =
+        spec.params.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect();
+    for (k, v) in sets {
+        match params.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => {
+                let known: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+                diags.push(
+                    Diagnostic::error("unknown-param", format!("`--set {k}=...` names no param of this pipeline"))
+                        .help(did_you_mean(k, known.iter().copied()).unwrap_or_else(|| {
+                            if known.is_empty() {
+                                "this pipeline declares no `params`".to_string()
+                            } else {
+                                format!("the params are {}", one_of(&known))
+                            }
+                        })),
+                );
+            }
+        }
+    }
+
+    let mut r = Resolver {
+        diags,
+        params,
+        pipeline_env: Vec::new(),
+        pipeline_dir: ctx.pipeline_dir.display().to_string(),
+        queues: spec.queues.iter().map(|q| q.name.value.clone()).collect(),
+        semaphores: spec.semaphores.iter().map(|(n, _)| n.value.clone()).collect(),
+        events: spec.events.iter().map(|e| e.name.value.clone()).collect(),
+        stages: spec.stages.iter().map(|s| s.name.value.clone()).collect(),
+    };
+
+    // The pipeline's own env may use params and the process environment.
+    let scope = Scope::pipeline();
+    let mut env = Vec::new();
+    for (k, t) in &spec.env {
+        let t = r.template(t, &scope);
+        env.push((k.value.clone(), t));
+    }
+    r.pipeline_env = env;
+
+    let queues = spec
+        .queues
+        .iter()
+        .map(|q| QueueModel {
+            name: q.name.value.clone(),
+            capacity: q.capacity.as_ref().map(|c| c.value as usize).unwrap_or(1024),
+            delivery: q.delivery.as_ref().map(|d| d.value).unwrap_or(Delivery::Shared),
+            framing: q.framing.as_ref().map(|f| f.value).unwrap_or(Framing::Lines),
+            sentinel: q.sentinel.as_ref().map(|s| s.value.clone().into_bytes()),
+        })
+        .collect();
+
+    let shutdown_timeout = spec.shutdown_timeout.as_ref().map(|d| d.value).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    let default_signal = spec.shutdown_signal.as_ref().map(|s| s.value).unwrap_or(libc::SIGTERM);
+    let empty = StageSpec::default();
+    let defaults = spec.defaults.as_ref().unwrap_or(&empty);
+    let mut stages = Vec::new();
+    let mut stage_spans = Vec::new();
+    for s in &spec.stages {
+        let (plan, spans) = r.stage(s, defaults, shutdown_timeout, default_signal);
+        stages.push(plan);
+        stage_spans.push(spans);
+    }
+
+    let model = Model {
+        name: spec.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| ctx.file_stem.clone()),
+        description: spec.description.as_ref().map(|d| d.value.clone()),
+        pipeline_dir: ctx.pipeline_dir.to_path_buf(),
+        start_dir: ctx.start_dir.to_path_buf(),
+        params: r.params.clone(),
+        queues,
+        semaphores: spec
+            .semaphores
+            .iter()
+            .map(|(n, c)| SemaphorePlan { name: n.value.clone(), count: c.value.clamp(1, u32::MAX as i128) as u32 })
+            .collect(),
+        events: spec
+            .events
+            .iter()
+            .map(|e| EventPlan { name: e.name.value.clone(), initially_set: e.initially_set })
+            .collect(),
+        stages,
+        stage_spans,
+        event_spans: spec.events.iter().map(|e| e.name.span).collect(),
+        queue_spans: spec.queues.iter().map(|q| q.name.span).collect(),
+        shutdown_timeout,
+    };
+    Some(model)
+}
+
+/// Which per-instance references a template may use.
+struct Scope {
+    foreach: bool,
+    fds: Vec<i32>,
+    /// `${stage}`, `${instance}`... (false for foreach sources, which are read once).
+    instance: bool,
+}
+
+impl Scope {
+    fn pipeline() -> Scope {
+        Scope { foreach: true, fds: Vec::new(), instance: true }
+    }
+}
+
+struct Resolver<'d> {
+    diags: &'d mut Vec<Diagnostic>,
+    params: Vec<(String, String)>,
+    pipeline_env: Vec<(String, Template)>,
+    pipeline_dir: String,
+    queues: Vec<String>,
+    semaphores: Vec<String>,
+    events: Vec<String>,
+    stages: Vec<String>,
+}
+
+impl Resolver<'_> {
+    fn template(&mut self, t: &Tmpl, scope: &Scope) -> Template {
+        let mut pieces = Vec::new();
+        for p in &t.pieces {
+            match p {
+                TPiece::Lit(s) => pieces.push(Piece::Literal(s.clone())),
+                TPiece::Ref(r) => {
+                    if let Some(mut ps) = self.reference(r, scope) {
+                        pieces.append(&mut ps);
+                    }
+                }
+            }
+        }
+        Template { pieces }
+    }
+
+    fn reference(&mut self, r: &S<RefName>, scope: &Scope) -> Option<Vec<Piece>> {
+        let var = |v| Some(vec![Piece::Var(v)]);
+        match &r.value {
+            RefName::Param(name) => match self.params.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => Some(vec![Piece::Value(v.clone())]),
+                None => {
+                    let known: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+                    let help = did_you_mean(name, known.iter().copied()).unwrap_or_else(|| {
+                        format!("declare it under `params:` (known: {})", one_of(&known))
+                    });
+                    self.diags.push(
+                        Diagnostic::error("unknown-param", format!("unknown param `{name}`"))
+                            .at(r.span, "no such param")
+                            .help(help),
+                    );
+                    None
+                }
+            },
+            RefName::Env { name, default } => {
+                if let Some((_, t)) = self.pipeline_env.iter().find(|(n, _)| n == name) {
+                    return Some(t.pieces.clone());
+                }
+                match (std::env::var(name), default) {
+                    (Ok(v), _) => Some(vec![Piece::Value(v)]),
+                    (Err(_), Some(d)) => Some(vec![Piece::Value(d.clone())]),
+                    (Err(_), None) => {
+                        self.diags.push(
+                            Diagnostic::error("unset-env", format!("environment variable `{name}` is not set"))
+                                .at(r.span, "not set")
+                                .help(format!(
+                                    "set it before running prun, declare it in the pipeline's `env`, or give a default: `${{env.{name}:-default}}`"
+                                )),
+                        );
+                        None
+                    }
+                }
+            }
+            RefName::PipelineDir => Some(vec![Piece::Value(self.pipeline_dir.clone())]),
+            RefName::RunDir => var(InstanceVar::RunDir),
+            RefName::Stage | RefName::Instance | RefName::Replicas if !scope.instance => {
+                self.not_here(r, "a foreach source is read once for the whole stage, not per instance");
+                None
+            }
+            RefName::Stage => var(InstanceVar::Stage),
+            RefName::Instance => var(InstanceVar::Instance),
+            RefName::Replicas => var(InstanceVar::Replicas),
+            RefName::Item | RefName::Index if !scope.foreach || !scope.instance => {
+                self.not_here(r, "`${item}` and `${index}` exist only in a stage with `foreach`");
+                None
+            }
+            RefName::Item => var(InstanceVar::Item),
+            RefName::Index => var(InstanceVar::Index),
+            RefName::Fd(n) => {
+                if scope.fds.contains(n) {
+                    var(InstanceVar::Fd(*n))
+                } else {
+                    self.diags.push(
+                        Diagnostic::error("unknown-fd", format!("descriptor {n} is not bound in this stage's `fds`"))
+                            .at(r.span, "no such descriptor")
+                            .help(format!("bind it first: `fds: {{{n}: {{read: QUEUE}}}}`")),
+                    );
+                    None
+                }
+            }
+        }
+    }
+
+    fn not_here(&mut self, r: &S<RefName>, help: &str) {
+        self.diags.push(
+            Diagnostic::error("variable-not-available", "this interpolation is not available here")
+                .at(r.span, "not available here")
+                .help(help.to_string()),
+        );
+    }
+
+    fn lookup(&mut self, name: &S<String>, kind: &str, table: &[String], declare: &str) -> Option<usize> {
+        if let Some(i) = table.iter().position(|n| *n == name.value) {
+            return Some(i);
+        }
+        let help = did_you_mean(&name.value, table.iter().map(String::as_str)).unwrap_or_else(|| {
+            if table.is_empty() {
+                format!("declare it under `{declare}:`")
+            } else {
+                format!("declare it under `{declare}:`, or use one of {}", one_of(table))
+            }
+        });
+        self.diags.push(
+            Diagnostic::error(
+                match kind {
+                    "queue" => "unknown-queue",
+                    "stage" => "unknown-stage",
+                    "event" => "unknown-event",
+                    _ => "unknown-semaphore",
+                },
+                format!("unknown {kind} `{}`", name.value),
+            )
+            .at(name.span, format!("no {kind} with this name"))
+            .help(help),
+        );
+        None
+    }
+
+    fn queue(&mut self, name: &S<String>) -> Option<QueueId> {
+        let table = self.queues.clone();
+        self.lookup(name, "queue", &table, "queues")
+    }
+
+    fn stage(
+        &mut self,
+        s: &StageSpec,
+        d: &StageSpec,
+        shutdown_timeout: Duration,
+        default_signal: i32,
+    ) -> (StagePlan, StageSpans) {
+        let name = s.name.value.clone();
+        let mut spans = StageSpans { name: s.name.span, ..Default::default() };
+
+        let foreach = s.foreach.as_ref();
+        let fds_spec = s.fds.as_ref().or(d.fds.as_ref());
+        let fds_nums: Vec<i32> = fds_spec.map(|f| f.iter().map(|x| x.fd.value).collect()).unwrap_or_default();
+        let scope = Scope { foreach: foreach.is_some(), fds: fds_nums, instance: true };
+
+        // cmd / sh
+        let command = match (&s.cmd, &s.sh) {
+            (Some(_), Some(_)) => {
+                self.diags.push(
+                    Diagnostic::error("cmd-and-sh", format!("stage `{name}` has both `cmd` and `sh`"))
+                        .at(s.name.span, "pick one")
+                        .help("use `cmd` for an argv run directly, or `sh` for a shell command line, not both"),
+                );
+                CommandTemplate::Argv(Vec::new())
+            }
+            (None, None) => {
+                self.diags.push(
+                    Diagnostic::error("missing-command", format!("stage `{name}` has no `cmd` or `sh`"))
+                        .at(s.name.span, "nothing to run")
+                        .help("add `cmd: [program, args...]` or `sh: \"shell command\"`"),
+                );
+                CommandTemplate::Argv(Vec::new())
+            }
+            (Some(cmd), None) => {
+                spans.program = cmd.value.first().map(|t| t.span);
+                CommandTemplate::Argv(cmd.value.iter().map(|t| self.template(t, &scope)).collect())
+            }
+            (None, Some(sh)) => CommandTemplate::Shell(self.template(sh, &scope)),
+        };
+
+        let cwd = s.cwd.as_ref().or(d.cwd.as_ref()).map(|t| self.template(t, &scope));
+        let mut env: Vec<(String, Template)> =
+            self.pipeline_env.iter().map(|(k, t)| (k.clone(), t.clone())).collect();
+        for block in [d.env.as_ref(), s.env.as_ref()].into_iter().flatten() {
+            for (k, t) in block {
+                let t = self.template(t, &scope);
+                match env.iter_mut().find(|(n, _)| *n == k.value) {
+                    Some(slot) => slot.1 = t,
+                    None => env.push((k.value.clone(), t)),
+                }
+            }
+        }
+
+        // instances
+        let replicas = s.replicas.as_ref().or(d.replicas.as_ref());
+        let parallel = s.parallel.as_ref().or(d.parallel.as_ref());
+        if let (Some(f), Some(r)) = (foreach, s.replicas.as_ref()) {
+            self.diags.push(
+                Diagnostic::error("foreach-with-replicas", format!("stage `{name}` has both `foreach` and `replicas`"))
+                    .at(r.span, "replicas of a foreach stage")
+                    .related(f.span, "foreach here")
+                    .help("a foreach stage runs one instance per item; limit concurrency with `parallel` instead"),
+            );
+        }
+        if let (None, Some(p)) = (foreach, s.parallel.as_ref()) {
+            self.diags.push(
+                Diagnostic::warning("parallel-without-foreach", format!("`parallel` has no effect on stage `{name}`"))
+                    .at(p.span, "ignored")
+                    .help("`parallel` limits a `foreach` stage; for N copies of a stage use `replicas`"),
+            );
+        }
+        let instances = match foreach {
+            Some(f) => {
+                let source_scope = Scope { foreach: false, fds: Vec::new(), instance: false };
+                let source = match &f.value {
+                    ForeachSpec::Items(items) => ForeachSource::Items(
+                        items.iter().map(|t| self.template(t, &source_scope).render(&InstanceVars::default())).collect(),
+                    ),
+                    ForeachSpec::Range { from, to, step } => {
+                        ForeachSource::Range { from: *from, to: *to, step: step.value }
+                    }
+                    ForeachSpec::Glob(t) => ForeachSource::Glob(self.template(t, &source_scope)),
+                    ForeachSpec::Lines(t) => ForeachSource::Lines(self.template(t, &source_scope)),
+                    ForeachSpec::Queue(q) => ForeachSource::Queue(self.queue(q).unwrap_or(usize::MAX)),
+                };
+                let parallel = parallel
+                    .map(|p| p.value as usize)
+                    .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+                Instances::Foreach { source, parallel }
+            }
+            None => Instances::Replicas {
+                count: replicas.map(|r| r.value as usize).unwrap_or(1),
+                named_by_index: replicas.is_some(),
+            },
+        };
+
+        // streams
+        let stdin = match s.stdin.as_ref().or(d.stdin.as_ref()) {
+            None => Input::Null,
+            Some(io) => match &io.value {
+                IoSpec::Null => Input::Null,
+                IoSpec::Inherit => Input::Inherit,
+                IoSpec::Log => Input::Null,
+                IoSpec::Queue(q) => self.queue(q).map(Input::Queue).unwrap_or(Input::Null),
+                IoSpec::File { path, .. } => Input::File(self.template(path, &scope)),
+            },
+        };
+        let output = |r: &mut Self, io: Option<&S<IoSpec>>| match io {
+            None => Output::Log,
+            Some(io) => match &io.value {
+                IoSpec::Null => Output::Null,
+                IoSpec::Inherit => Output::Inherit,
+                IoSpec::Log => Output::Log,
+                IoSpec::Queue(q) => r.queue(q).map(Output::Queue).unwrap_or(Output::Null),
+                IoSpec::File { path, append } => Output::File { path: r.template(path, &scope), append: *append },
+            },
+        };
+        let stdout = output(self, s.stdout.as_ref().or(d.stdout.as_ref()));
+        let stderr = output(self, s.stderr.as_ref().or(d.stderr.as_ref()));
+        let mut fds = Vec::new();
+        for f in fds_spec.into_iter().flatten() {
+            if let Some(q) = self.queue(&f.queue) {
+                fds.push(FdBinding {
+                    fd: f.fd.value,
+                    direction: if f.write { FdDirection::Write } else { FdDirection::Read },
+                    queue: q,
+                });
+            }
+        }
+
+        // coordination
+        let mut after = Vec::new();
+        let stages = self.stages.clone();
+        for a in s.after.as_ref().or(d.after.as_ref()).into_iter().flatten() {
+            let AfterSpec { stage, condition } = a;
+            if let Some(id) = self.lookup(stage, "stage", &stages, "stages") {
+                after.push((id, condition.value));
+                spans.after.push(stage.span);
+            }
+        }
+        let events = self.events.clone();
+        let mut waits = Vec::new();
+        for e in s.waits.as_ref().or(d.waits.as_ref()).into_iter().flatten() {
+            if let Some(id) = self.lookup(e, "event", &events, "events") {
+                waits.push(id);
+                spans.waits.push(e.span);
+            }
+        }
+        let mut sets = Vec::new();
+        for (e, t) in s.sets.as_ref().or(d.sets.as_ref()).into_iter().flatten() {
+            if let Some(id) = self.lookup(e, "event", &events, "events") {
+                let trigger = match &t.value {
+                    TriggerSpec::Started => Trigger::Started,
+                    TriggerSpec::Ready => Trigger::Ready,
+                    TriggerSpec::Succeeded => Trigger::Succeeded,
+                    TriggerSpec::Failed => Trigger::Failed,
+                    TriggerSpec::Exited => Trigger::Exited,
+                    TriggerSpec::Line(r) => Trigger::Line(Regex(r.clone())),
+                };
+                sets.push((id, trigger));
+                spans.sets.push(e.span);
+            }
+        }
+        let sems = self.semaphores.clone();
+        let mut semaphores = Vec::new();
+        for n in s.semaphore.as_ref().or(d.semaphore.as_ref()).into_iter().flatten() {
+            if let Some(id) = self.lookup(n, "semaphore", &sems, "semaphores") {
+                semaphores.push(id);
+            }
+        }
+
+        let ready = s.ready.as_ref().or(d.ready.as_ref()).map(|r| ReadyProbe {
+            timeout: r.value.timeout,
+            kind: match &r.value.kind {
+                ProbeSpec::Line(re) => ProbeKind::Line(Regex(re.clone())),
+                ProbeSpec::File(t) => ProbeKind::File(self.template(t, &scope)),
+                ProbeSpec::Delay(d) => ProbeKind::Delay(*d),
+                ProbeSpec::Tcp(a) => ProbeKind::Tcp(a.value.clone()),
+                ProbeSpec::Cmd { argv, interval } => ProbeKind::Cmd {
+                    argv: argv.iter().map(|t| self.template(t, &scope)).collect(),
+                    interval: *interval,
+                },
+            },
+        });
+
+        let stop_spec = s.stop.as_ref().or(d.stop.as_ref()).map(|x| &x.value);
+        let stop = StopSpec {
+            signal: stop_spec.and_then(|x| x.signal).unwrap_or(default_signal),
+            timeout: stop_spec.and_then(|x| x.timeout).unwrap_or(shutdown_timeout),
+            cmd: stop_spec
+                .and_then(|x| x.cmd.as_ref())
+                .map(|argv| argv.iter().map(|t| self.template(t, &scope)).collect()),
+        };
+        let restart = match s.restart.as_ref().or(d.restart.as_ref()) {
+            None => RestartSpec::never(),
+            Some(r) => {
+                let base = RestartSpec::never();
+                RestartSpec {
+                    policy: r.value.policy,
+                    max: r.value.max.or(base.max),
+                    backoff: r.value.backoff.unwrap_or(base.backoff),
+                    max_backoff: r.value.max_backoff.unwrap_or(base.max_backoff),
+                }
+            }
+        };
+        let success_codes = match s.success_codes.as_ref().or(d.success_codes.as_ref()) {
+            Some(c) if c.value.is_empty() => {
+                self.diags.push(
+                    Diagnostic::error("invalid-value", format!("`success_codes` of stage `{name}` is empty"))
+                        .at(c.span, "no exit code would count as success")
+                        .help("list at least one code, e.g. `success_codes: [0, 1]`"),
+                );
+                vec![0]
+            }
+            Some(c) => c.value.iter().map(|v| v.value as i32).collect(),
+            None => vec![0],
+        };
+        let plan = StagePlan {
+            name,
+            role: Role::Job,
+            command,
+            cwd,
+            env,
+            instances,
+            stdin,
+            stdout,
+            stderr,
+            fds,
+            after,
+            waits,
+            sets,
+            semaphores,
+            ready,
+            daemon: s.daemon.as_ref().or(d.daemon.as_ref()).map(|b| b.value).unwrap_or(false),
+            timeout: s.timeout.as_ref().or(d.timeout.as_ref()).map(|t| t.value),
+            stop,
+            restart,
+            on_failure: s.on_failure.as_ref().or(d.on_failure.as_ref()).map(|o| o.value).unwrap_or(OnFailure::Stop),
+            success_codes,
+        };
+        (plan, spans)
+    }
+}
+

@@ -1,0 +1,133 @@
+//! `prun plan`: the plan as readable text.
+
+use std::fmt::Write;
+
+use super::*;
+
+pub fn render(p: &Plan) -> String {
+    let mut o = String::new();
+    let name = |id: StageId| p.stages[id].name.as_str();
+    let _ = writeln!(o, "pipeline {}", p.name);
+    let _ = writeln!(o, "\ninstances:");
+    for s in &p.stages {
+        let instances = match &s.instances {
+            Instances::Replicas { count, named_by_index } if *named_by_index => {
+                let names: Vec<String> = (0..*count).map(|i| format!("{}.{i}", s.name)).collect();
+                if names.len() > 6 {
+                    format!("{} … {} ({count} replicas)", names[0], names[names.len() - 1])
+                } else {
+                    names.join(" ")
+                }
+            }
+            Instances::Replicas { .. } => s.name.clone(),
+            Instances::Foreach { source, parallel } => {
+                format!("{}[item] for each {} (parallel {parallel})", s.name, describe_source(p, source))
+            }
+        };
+        let mut extra = Vec::new();
+        if s.daemon {
+            extra.push("daemon".to_string());
+        }
+        if !s.semaphores.is_empty() {
+            let names: Vec<&str> = s.semaphores.iter().map(|i| p.semaphores[*i].name.as_str()).collect();
+            extra.push(format!("semaphore {}", names.join(", ")));
+        }
+        if !s.waits.is_empty() {
+            let names: Vec<&str> = s.waits.iter().map(|i| p.events[*i].name.as_str()).collect();
+            extra.push(format!("waits {}", names.join(", ")));
+        }
+        if !s.sets.is_empty() {
+            let names: Vec<&str> = s.sets.iter().map(|(i, _)| p.events[*i].name.as_str()).collect();
+            extra.push(format!("sets {}", names.join(", ")));
+        }
+        if !s.after.is_empty() {
+            let deps: Vec<String> =
+                s.after.iter().map(|(d, c)| format!("{} {}", name(*d), condition_name(*c))).collect();
+            extra.push(format!("after {}", deps.join(", ")));
+        }
+        let extra = if extra.is_empty() { String::new() } else { format!("  [{}]", extra.join("; ")) };
+        let _ = writeln!(o, "  {:<10} {:<9} {}{}", s.name, s.role.as_str(), instances, extra);
+    }
+    let _ = writeln!(o, "\nstart waves:");
+    for (i, w) in p.start_waves.iter().enumerate() {
+        let names: Vec<&str> = w.iter().map(|s| name(*s)).collect();
+        let _ = writeln!(o, "  {}: {}", i + 1, names.join(", "));
+    }
+    if !p.queues.is_empty() {
+        let _ = writeln!(o, "\nwiring:");
+        for q in &p.queues {
+            let ends = |es: &[Endpoint]| -> String {
+                es.iter().map(|e| format!("{}:{}", name(e.stage), port_name(e.port))).collect::<Vec<_>>().join(", ")
+            };
+            let how = match q.wiring {
+                Wiring::Direct => "direct pipe".to_string(),
+                Wiring::Routed => format!(
+                    "routed, {}, {}, capacity {}{}",
+                    match q.delivery {
+                        Delivery::Shared => "shared",
+                        Delivery::Broadcast => "broadcast",
+                    },
+                    match q.framing {
+                        Framing::Lines => "lines",
+                        Framing::Nul => "nul",
+                        Framing::Bytes => "bytes",
+                    },
+                    q.capacity,
+                    q.sentinel
+                        .as_ref()
+                        .map(|s| format!(", sentinel {:?}", String::from_utf8_lossy(s)))
+                        .unwrap_or_default()
+                ),
+            };
+            let _ = writeln!(o, "  {}: {} → {} ({how})", q.name, ends(&q.writers), ends(&q.readers));
+        }
+    }
+    if !p.semaphores.is_empty() {
+        let _ = writeln!(o, "\nsemaphores:");
+        for s in &p.semaphores {
+            let _ = writeln!(o, "  {} ({} permit{})", s.name, s.count, if s.count == 1 { "" } else { "s" });
+        }
+    }
+    if !p.events.is_empty() {
+        let _ = writeln!(o, "\nevents:");
+        for e in &p.events {
+            let _ = writeln!(o, "  {} (initially {})", e.name, if e.initially_set { "set" } else { "clear" });
+        }
+    }
+    let _ = writeln!(o, "\nshutdown order (drain):");
+    for (i, step) in p.stop_order.iter().enumerate() {
+        let names: Vec<&str> = step.iter().map(|s| name(*s)).collect();
+        let _ = writeln!(o, "  {}: {}", i + 1, names.join(", "));
+    }
+    let _ = writeln!(o, "  grace period {}", humantime::format_duration(p.shutdown_timeout));
+    o
+}
+
+fn describe_source(p: &Plan, s: &ForeachSource) -> String {
+    match s {
+        ForeachSource::Items(items) => format!("{} item(s)", items.len()),
+        ForeachSource::Range { from, to, step } => format!("range {from}..{to} step {step}"),
+        ForeachSource::Glob(t) => format!("file matching {}", t.render(&InstanceVars::default())),
+        ForeachSource::Lines(t) => format!("line of {}", t.render(&InstanceVars::default())),
+        ForeachSource::Queue(q) => format!("record of queue {}", p.queues.get(*q).map(|q| q.name.as_str()).unwrap_or("?")),
+    }
+}
+
+pub fn condition_name(c: Condition) -> &'static str {
+    match c {
+        Condition::Started => "started",
+        Condition::Ready => "ready",
+        Condition::Succeeded => "succeeded",
+        Condition::Completed => "completed",
+    }
+}
+
+pub fn port_name(p: Port) -> String {
+    match p {
+        Port::Stdin => "stdin".into(),
+        Port::Stdout => "stdout".into(),
+        Port::Stderr => "stderr".into(),
+        Port::Fd(n) => format!("fd{n}"),
+        Port::Foreach => "foreach".into(),
+    }
+}
