@@ -166,8 +166,16 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-const SUBCOMMANDS: &[&str] =
-    &["run", "validate", "plan", "graph", "schema", "ctl", "completions", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "run",
+    "validate",
+    "plan",
+    "graph",
+    "schema",
+    "ctl",
+    "completions",
+    "help",
+];
 
 /// `prun FILE ...` means `prun run FILE ...`.
 pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
@@ -188,7 +196,9 @@ pub fn main() -> i32 {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => exit::OK,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit::OK
+                }
                 _ => exit::USAGE,
             };
         }
@@ -201,7 +211,9 @@ pub fn main() -> i32 {
         Command::Schema(a) => schema_cmd(a),
         Command::Ctl(a) => crate::ctl::ctl_main(a),
         Command::Completions(a) => {
-            clap_complete::generate(a.shell, &mut Cli::command(), "prun", &mut std::io::stdout());
+            let mut buf = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "prun", &mut buf);
+            emit(&String::from_utf8_lossy(&buf));
             exit::OK
         }
     }
@@ -218,7 +230,13 @@ fn use_color(when: When, stream_is_tty: bool) -> bool {
 /// Load a file for `run`/`plan`/`graph`: print diagnostics (warnings too) on stderr;
 /// `None` means invalid (exit 2, nothing started).
 fn load_for_run(f: &FileArgs, color: When) -> Option<Model> {
-    let loaded = load(&f.file, &LoadOptions { sets: f.set.clone(), start_dir: None });
+    let loaded = load(
+        &f.file,
+        &LoadOptions {
+            sets: f.set.clone(),
+            start_dir: None,
+        },
+    );
     let color = use_color(color, std::io::stderr().is_terminal());
     print_human(&loaded.file, color);
     loaded.model
@@ -237,7 +255,7 @@ fn run(a: RunArgs) -> i32 {
     };
     let plan = crate::plan::build::build(model);
     if a.dry_run {
-        print!("{}", crate::plan::show::render(&plan));
+        emit(&crate::plan::show::render(&plan));
         return exit::OK;
     }
     let opts = crate::runtime::RunOptions {
@@ -257,13 +275,24 @@ fn validate(a: ValidateArgs) -> i32 {
     let mut json = Vec::new();
     let mut total = (0usize, 0usize);
     for path in &a.files {
-        let mut loaded = load(path, &LoadOptions { sets: a.set.clone(), start_dir: None });
+        let mut loaded = load(
+            path,
+            &LoadOptions {
+                sets: a.set.clone(),
+                start_dir: None,
+            },
+        );
         if a.strict {
             for d in loaded.file.diagnostics.iter_mut() {
                 d.severity = Severity::Error;
             }
         }
-        let errors = loaded.file.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+        let errors = loaded
+            .file
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
         let warnings = loaded.file.diagnostics.len() - errors;
         total.0 += errors;
         total.1 += warnings;
@@ -276,11 +305,11 @@ fn validate(a: ValidateArgs) -> i32 {
                 }
             }
             Format::Json => json.extend(loaded.file.to_json()),
-            Format::Github => print!("{}", loaded.file.to_github()),
+            Format::Github => emit(&loaded.file.to_github()),
         }
     }
     match a.format {
-        Format::Json => println!("{}", serde_json::Value::Array(json)),
+        Format::Json => emit(&format!("{}\n", serde_json::Value::Array(json))),
         Format::Human if a.files.len() > 1 || total.0 > 0 => {
             eprintln!(
                 "{} file(s) checked: {} error(s), {} warning(s)",
@@ -307,7 +336,7 @@ fn plan_cmd(f: &FileArgs) -> i32 {
         return exit::USAGE;
     };
     let plan: Plan = crate::plan::build::build(model);
-    print!("{}", crate::plan::show::render(&plan));
+    emit(&crate::plan::show::render(&plan));
     exit::OK
 }
 
@@ -319,7 +348,7 @@ fn graph_cmd(a: GraphArgs) -> i32 {
         GraphFormat::Dot => crate::graph::render::dot(&model),
         GraphFormat::Mermaid => crate::graph::render::mermaid(&model),
     };
-    print!("{out}");
+    emit(&out);
     exit::OK
 }
 
@@ -328,6 +357,12 @@ fn schema_cmd(a: SchemaArgs) -> i32 {
         SchemaKind::Pipeline => crate::spec::schema::pipeline_schema_json(),
         SchemaKind::Report => crate::report::report_schema_json(),
     };
-    println!("{schema}");
+    emit(&format!("{schema}\n"));
     exit::OK
+}
+
+/// Write to stdout; a closed pipe (`prun schema | head`) is not an error worth a panic.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }

@@ -56,7 +56,10 @@ impl Diagnostic {
     }
 
     pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
     }
 
     pub fn at(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
@@ -88,7 +91,10 @@ impl Diagnostic {
 }
 
 /// "did you mean `x`?" for the closest candidate, if any is close enough.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     closest(name, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
@@ -121,7 +127,9 @@ pub struct FileDiagnostics {
 
 impl FileDiagnostics {
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -131,8 +139,13 @@ impl FileDiagnostics {
 
     /// Render one diagnostic with miette's graphical handler.
     pub fn render_human(&self, d: &Diagnostic, color: bool) -> String {
-        let named = NamedSource::new(self.path.clone(), self.source.to_string()).with_language("yaml");
-        let report = Rendered { file: self, d, named };
+        let named =
+            NamedSource::new(self.path.clone(), self.source.to_string()).with_language("yaml");
+        let report = Rendered {
+            file: self,
+            d,
+            named,
+        };
         let theme = if color {
             miette::GraphicalTheme::unicode()
         } else {
@@ -172,7 +185,7 @@ impl FileDiagnostics {
             let (line, col) = d.span.map(|s| self.line_col(s.offset)).unwrap_or((1, 1));
             let mut msg = format!("{} [{}]", d.message, d.full_code());
             if let Some(h) = &d.help {
-                msg.push_str("\n");
+                msg.push('\n');
                 msg.push_str(h);
             }
             out.push_str(&format!(
@@ -203,7 +216,9 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 }
 
 fn gh_escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn gh_escape_prop(s: &str) -> String {
@@ -244,7 +259,10 @@ impl miette::Diagnostic for Rendered<'_> {
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.d.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.d
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {

@@ -12,7 +12,7 @@ pub mod ctl;
 pub mod diag;
 pub mod graph;
 pub mod model;
-pub mod spec;
 pub mod plan;
 pub mod report;
 pub mod runtime;
+pub mod spec;

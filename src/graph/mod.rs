@@ -48,10 +48,18 @@ pub struct Graph {
 impl Graph {
     pub fn build(m: &Model) -> Graph {
         let mut g = DiGraph::new();
-        let stages: Vec<_> = (0..m.stages.len()).map(|i| g.add_node(Node::Stage(i))).collect();
-        let queues: Vec<_> = (0..m.queues.len()).map(|i| g.add_node(Node::Queue(i))).collect();
-        let events: Vec<_> = (0..m.events.len()).map(|i| g.add_node(Node::Event(i))).collect();
-        let semaphores: Vec<_> = (0..m.semaphores.len()).map(|i| g.add_node(Node::Semaphore(i))).collect();
+        let stages: Vec<_> = (0..m.stages.len())
+            .map(|i| g.add_node(Node::Stage(i)))
+            .collect();
+        let queues: Vec<_> = (0..m.queues.len())
+            .map(|i| g.add_node(Node::Queue(i)))
+            .collect();
+        let events: Vec<_> = (0..m.events.len())
+            .map(|i| g.add_node(Node::Event(i)))
+            .collect();
+        let semaphores: Vec<_> = (0..m.semaphores.len())
+            .map(|i| g.add_node(Node::Semaphore(i)))
+            .collect();
         for (si, s) in m.stages.iter().enumerate() {
             for (q, port) in s.queue_ports() {
                 if q >= queues.len() {
@@ -77,7 +85,13 @@ impl Graph {
                 g.add_edge(stages[si], semaphores[*sem], Edge::Uses);
             }
         }
-        Graph { g, stages, queues, events, semaphores }
+        Graph {
+            g,
+            stages,
+            queues,
+            events,
+            semaphores,
+        }
     }
 }
 
@@ -169,7 +183,9 @@ pub fn check(m: &Model, diags: &mut Vec<Diagnostic>) {
             })
             .collect();
         queues.sort();
-        let Some(&first) = queues.first() else { continue };
+        let Some(&first) = queues.first() else {
+            continue;
+        };
         let mut stages: Vec<usize> = scc
             .iter()
             .filter_map(|i| match data[*i] {
@@ -181,7 +197,11 @@ pub fn check(m: &Model, diags: &mut Vec<Diagnostic>) {
         let names: Vec<String> = queues
             .iter()
             .map(|q| format!("queue `{}`", m.queues[*q].name))
-            .chain(stages.iter().map(|s| format!("stage `{}`", m.stages[*s].name)))
+            .chain(
+                stages
+                    .iter()
+                    .map(|s| format!("stage `{}`", m.stages[*s].name)),
+            )
             .collect();
         let mut d = Diagnostic::warning("data-cycle", format!("data cycle: {}", names.join(", ")))
             .at(m.queue_spans[first], "records flow back into this queue")

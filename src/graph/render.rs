@@ -22,7 +22,9 @@ fn label(m: &Model, n: &Node) -> String {
         Node::Stage(i) => {
             let s = &m.stages[*i];
             match &s.instances {
-                crate::plan::Instances::Replicas { count, .. } if *count > 1 => format!("{} ×{count}", s.name),
+                crate::plan::Instances::Replicas { count, .. } if *count > 1 => {
+                    format!("{} ×{count}", s.name)
+                }
                 crate::plan::Instances::Foreach { .. } => format!("{} (foreach)", s.name),
                 _ => s.name.clone(),
             }

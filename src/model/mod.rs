@@ -82,7 +82,11 @@ pub fn load(path: &Path, options: &LoadOptions) -> Loaded {
         Err(d) => {
             return Loaded {
                 model: None,
-                file: FileDiagnostics { path: display, source: Arc::from(""), diagnostics: vec![d] },
+                file: FileDiagnostics {
+                    path: display,
+                    source: Arc::from(""),
+                    diagnostics: vec![*d],
+                },
             };
         }
     };
@@ -104,30 +108,50 @@ pub fn load_source(display: &str, path: &Path, source: String, options: &LoadOpt
     let pipeline_dir = pipeline_dir.canonicalize().unwrap_or(pipeline_dir);
     let mut model = None;
     if let Some(spec) = spec {
-        let ctx = resolve::Context { pipeline_dir: &pipeline_dir, start_dir: &start_dir, file_stem: file_stem(path) };
+        let ctx = resolve::Context {
+            pipeline_dir: &pipeline_dir,
+            start_dir: &start_dir,
+            file_stem: file_stem(path),
+        };
         if let Some(m) = resolve::resolve(&spec, &ctx, &options.sets, &mut diags) {
             rules::check(&spec, &m, &mut diags);
             model = Some(m);
         }
     }
-    diags.sort_by_key(|d| (std::cmp::Reverse(d.severity), d.span.map(|s| s.offset).unwrap_or(0)));
+    diags.sort_by_key(|d| {
+        (
+            std::cmp::Reverse(d.severity),
+            d.span.map(|s| s.offset).unwrap_or(0),
+        )
+    });
     diags.dedup();
     let has_errors = diags.iter().any(|d| d.severity == Severity::Error);
     Loaded {
         model: if has_errors { None } else { model },
-        file: FileDiagnostics { path: display.to_string(), source: Arc::from(source), diagnostics: diags },
+        file: FileDiagnostics {
+            path: display.to_string(),
+            source: Arc::from(source),
+            diagnostics: diags,
+        },
     }
 }
 
 fn file_stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into())
 }
 
-fn read_source(path: &Path) -> Result<String, Diagnostic> {
+fn read_source(path: &Path) -> Result<String, Box<Diagnostic>> {
     let shown = path.display();
     if path.is_dir() {
-        return Err(Diagnostic::error("io", format!("`{shown}` is a directory, not a pipeline file"))
-            .help("pass the YAML file itself, e.g. `pipelines/baozi.yaml`"));
+        return Err(Box::new(
+            Diagnostic::error(
+                "io",
+                format!("`{shown}` is a directory, not a pipeline file"),
+            )
+            .help("pass the YAML file itself, e.g. `pipelines/baozi.yaml`"),
+        ));
     }
     let bytes = std::fs::read(path).map_err(|e| {
         let help = if e.kind() == std::io::ErrorKind::NotFound {
@@ -135,14 +159,19 @@ fn read_source(path: &Path) -> Result<String, Diagnostic> {
         } else {
             "check that the file is readable"
         };
-        Diagnostic::error("io", format!("cannot read `{shown}`: {e}")).help(help)
+        Box::new(Diagnostic::error("io", format!("cannot read `{shown}`: {e}")).help(help))
     })?;
     String::from_utf8(bytes).map_err(|e| {
-        Diagnostic::error(
-            "not-utf8",
-            format!("`{shown}` is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+        Box::new(
+            Diagnostic::error(
+                "not-utf8",
+                format!(
+                    "`{shown}` is not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+            .help("a pipeline file is YAML text encoded as UTF-8"),
         )
-        .help("a pipeline file is YAML text encoded as UTF-8")
     })
 }
 

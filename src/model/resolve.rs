@@ -26,22 +26,30 @@ pub fn resolve(
     sets: &[(String, String)],
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Model> {
-    let mut params: Vec<(String, String)> =
-        spec.params.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect();
+    let mut params: Vec<(String, String)> = spec
+        .params
+        .iter()
+        .map(|(k, v)| (k.value.clone(), v.value.clone()))
+        .collect();
     for (k, v) in sets {
         match params.iter_mut().find(|(n, _)| n == k) {
             Some(slot) => slot.1 = v.clone(),
             None => {
                 let known: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
                 diags.push(
-                    Diagnostic::error("unknown-param", format!("`--set {k}=...` names no param of this pipeline"))
-                        .help(did_you_mean(k, known.iter().copied()).unwrap_or_else(|| {
+                    Diagnostic::error(
+                        "unknown-param",
+                        format!("`--set {k}=...` names no param of this pipeline"),
+                    )
+                    .help(
+                        did_you_mean(k, known.iter().copied()).unwrap_or_else(|| {
                             if known.is_empty() {
                                 "this pipeline declares no `params`".to_string()
                             } else {
                                 format!("the params are {}", one_of(&known))
                             }
-                        })),
+                        }),
+                    ),
                 );
             }
         }
@@ -53,7 +61,11 @@ pub fn resolve(
         pipeline_env: Vec::new(),
         pipeline_dir: ctx.pipeline_dir.display().to_string(),
         queues: spec.queues.iter().map(|q| q.name.value.clone()).collect(),
-        semaphores: spec.semaphores.iter().map(|(n, _)| n.value.clone()).collect(),
+        semaphores: spec
+            .semaphores
+            .iter()
+            .map(|(n, _)| n.value.clone())
+            .collect(),
         events: spec.events.iter().map(|e| e.name.value.clone()).collect(),
         stages: spec.stages.iter().map(|s| s.name.value.clone()).collect(),
     };
@@ -72,15 +84,35 @@ pub fn resolve(
         .iter()
         .map(|q| QueueModel {
             name: q.name.value.clone(),
-            capacity: q.capacity.as_ref().map(|c| c.value as usize).unwrap_or(1024),
-            delivery: q.delivery.as_ref().map(|d| d.value).unwrap_or(Delivery::Shared),
-            framing: q.framing.as_ref().map(|f| f.value).unwrap_or(Framing::Lines),
+            capacity: q
+                .capacity
+                .as_ref()
+                .map(|c| c.value as usize)
+                .unwrap_or(1024),
+            delivery: q
+                .delivery
+                .as_ref()
+                .map(|d| d.value)
+                .unwrap_or(Delivery::Shared),
+            framing: q
+                .framing
+                .as_ref()
+                .map(|f| f.value)
+                .unwrap_or(Framing::Lines),
             sentinel: q.sentinel.as_ref().map(|s| s.value.clone().into_bytes()),
         })
         .collect();
 
-    let shutdown_timeout = spec.shutdown_timeout.as_ref().map(|d| d.value).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
-    let default_signal = spec.shutdown_signal.as_ref().map(|s| s.value).unwrap_or(libc::SIGTERM);
+    let shutdown_timeout = spec
+        .shutdown_timeout
+        .as_ref()
+        .map(|d| d.value)
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    let default_signal = spec
+        .shutdown_signal
+        .as_ref()
+        .map(|s| s.value)
+        .unwrap_or(libc::SIGTERM);
     let empty = StageSpec::default();
     let defaults = spec.defaults.as_ref().unwrap_or(&empty);
     let mut stages = Vec::new();
@@ -92,7 +124,11 @@ pub fn resolve(
     }
 
     let model = Model {
-        name: spec.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| ctx.file_stem.clone()),
+        name: spec
+            .name
+            .as_ref()
+            .map(|n| n.value.clone())
+            .unwrap_or_else(|| ctx.file_stem.clone()),
         description: spec.description.as_ref().map(|d| d.value.clone()),
         pipeline_dir: ctx.pipeline_dir.to_path_buf(),
         start_dir: ctx.start_dir.to_path_buf(),
@@ -101,12 +137,18 @@ pub fn resolve(
         semaphores: spec
             .semaphores
             .iter()
-            .map(|(n, c)| SemaphorePlan { name: n.value.clone(), count: c.value.clamp(1, u32::MAX as i128) as u32 })
+            .map(|(n, c)| SemaphorePlan {
+                name: n.value.clone(),
+                count: c.value.clamp(1, u32::MAX as i128) as u32,
+            })
             .collect(),
         events: spec
             .events
             .iter()
-            .map(|e| EventPlan { name: e.name.value.clone(), initially_set: e.initially_set })
+            .map(|e| EventPlan {
+                name: e.name.value.clone(),
+                initially_set: e.initially_set,
+            })
             .collect(),
         stages,
         stage_spans,
@@ -127,7 +169,11 @@ struct Scope {
 
 impl Scope {
     fn pipeline() -> Scope {
-        Scope { foreach: true, fds: Vec::new(), instance: true }
+        Scope {
+            foreach: true,
+            fds: Vec::new(),
+            instance: true,
+        }
     }
 }
 
@@ -198,14 +244,20 @@ impl Resolver<'_> {
             RefName::PipelineDir => Some(vec![Piece::Value(self.pipeline_dir.clone())]),
             RefName::RunDir => var(InstanceVar::RunDir),
             RefName::Stage | RefName::Instance | RefName::Replicas if !scope.instance => {
-                self.not_here(r, "a foreach source is read once for the whole stage, not per instance");
+                self.not_here(
+                    r,
+                    "a foreach source is read once for the whole stage, not per instance",
+                );
                 None
             }
             RefName::Stage => var(InstanceVar::Stage),
             RefName::Instance => var(InstanceVar::Instance),
             RefName::Replicas => var(InstanceVar::Replicas),
             RefName::Item | RefName::Index if !scope.foreach || !scope.instance => {
-                self.not_here(r, "`${item}` and `${index}` exist only in a stage with `foreach`");
+                self.not_here(
+                    r,
+                    "`${item}` and `${index}` exist only in a stage with `foreach`",
+                );
                 None
             }
             RefName::Item => var(InstanceVar::Item),
@@ -215,9 +267,12 @@ impl Resolver<'_> {
                     var(InstanceVar::Fd(*n))
                 } else {
                     self.diags.push(
-                        Diagnostic::error("unknown-fd", format!("descriptor {n} is not bound in this stage's `fds`"))
-                            .at(r.span, "no such descriptor")
-                            .help(format!("bind it first: `fds: {{{n}: {{read: QUEUE}}}}`")),
+                        Diagnostic::error(
+                            "unknown-fd",
+                            format!("descriptor {n} is not bound in this stage's `fds`"),
+                        )
+                        .at(r.span, "no such descriptor")
+                        .help(format!("bind it first: `fds: {{{n}: {{read: QUEUE}}}}`")),
                     );
                     None
                 }
@@ -227,23 +282,36 @@ impl Resolver<'_> {
 
     fn not_here(&mut self, r: &S<RefName>, help: &str) {
         self.diags.push(
-            Diagnostic::error("variable-not-available", "this interpolation is not available here")
-                .at(r.span, "not available here")
-                .help(help.to_string()),
+            Diagnostic::error(
+                "variable-not-available",
+                "this interpolation is not available here",
+            )
+            .at(r.span, "not available here")
+            .help(help.to_string()),
         );
     }
 
-    fn lookup(&mut self, name: &S<String>, kind: &str, table: &[String], declare: &str) -> Option<usize> {
+    fn lookup(
+        &mut self,
+        name: &S<String>,
+        kind: &str,
+        table: &[String],
+        declare: &str,
+    ) -> Option<usize> {
         if let Some(i) = table.iter().position(|n| *n == name.value) {
             return Some(i);
         }
-        let help = did_you_mean(&name.value, table.iter().map(String::as_str)).unwrap_or_else(|| {
-            if table.is_empty() {
-                format!("declare it under `{declare}:`")
-            } else {
-                format!("declare it under `{declare}:`, or use one of {}", one_of(table))
-            }
-        });
+        let help =
+            did_you_mean(&name.value, table.iter().map(String::as_str)).unwrap_or_else(|| {
+                if table.is_empty() {
+                    format!("declare it under `{declare}:`")
+                } else {
+                    format!(
+                        "declare it under `{declare}:`, or use one of {}",
+                        one_of(table)
+                    )
+                }
+            });
         self.diags.push(
             Diagnostic::error(
                 match kind {
@@ -273,12 +341,21 @@ impl Resolver<'_> {
         default_signal: i32,
     ) -> (StagePlan, StageSpans) {
         let name = s.name.value.clone();
-        let mut spans = StageSpans { name: s.name.span, ..Default::default() };
+        let mut spans = StageSpans {
+            name: s.name.span,
+            ..Default::default()
+        };
 
         let foreach = s.foreach.as_ref();
         let fds_spec = s.fds.as_ref().or(d.fds.as_ref());
-        let fds_nums: Vec<i32> = fds_spec.map(|f| f.iter().map(|x| x.fd.value).collect()).unwrap_or_default();
-        let scope = Scope { foreach: foreach.is_some(), fds: fds_nums, instance: true };
+        let fds_nums: Vec<i32> = fds_spec
+            .map(|f| f.iter().map(|x| x.fd.value).collect())
+            .unwrap_or_default();
+        let scope = Scope {
+            foreach: foreach.is_some(),
+            fds: fds_nums,
+            instance: true,
+        };
 
         // cmd / sh
         let command = match (&s.cmd, &s.sh) {
@@ -290,11 +367,23 @@ impl Resolver<'_> {
                 );
                 CommandTemplate::Argv(Vec::new())
             }
+            (Some(_), None) | (None, Some(_)) if s.has_cmd_key && s.has_sh_key => {
+                self.diags.push(
+                    Diagnostic::error("cmd-and-sh", format!("stage `{name}` has both `cmd` and `sh`"))
+                        .at(s.name.span, "pick one")
+                        .help("use `cmd` for an argv run directly, or `sh` for a shell command line, not both"),
+                );
+                CommandTemplate::Argv(Vec::new())
+            }
+            (None, None) if s.has_cmd_key || s.has_sh_key => CommandTemplate::Argv(Vec::new()),
             (None, None) => {
                 self.diags.push(
-                    Diagnostic::error("missing-command", format!("stage `{name}` has no `cmd` or `sh`"))
-                        .at(s.name.span, "nothing to run")
-                        .help("add `cmd: [program, args...]` or `sh: \"shell command\"`"),
+                    Diagnostic::error(
+                        "missing-command",
+                        format!("stage `{name}` has no `cmd` or `sh`"),
+                    )
+                    .at(s.name.span, "nothing to run")
+                    .help("add `cmd: [program, args...]` or `sh: \"shell command\"`"),
                 );
                 CommandTemplate::Argv(Vec::new())
             }
@@ -305,9 +394,16 @@ impl Resolver<'_> {
             (None, Some(sh)) => CommandTemplate::Shell(self.template(sh, &scope)),
         };
 
-        let cwd = s.cwd.as_ref().or(d.cwd.as_ref()).map(|t| self.template(t, &scope));
-        let mut env: Vec<(String, Template)> =
-            self.pipeline_env.iter().map(|(k, t)| (k.clone(), t.clone())).collect();
+        let cwd = s
+            .cwd
+            .as_ref()
+            .or(d.cwd.as_ref())
+            .map(|t| self.template(t, &scope));
+        let mut env: Vec<(String, Template)> = self
+            .pipeline_env
+            .iter()
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
         for block in [d.env.as_ref(), s.env.as_ref()].into_iter().flatten() {
             for (k, t) in block {
                 let t = self.template(t, &scope);
@@ -331,28 +427,49 @@ impl Resolver<'_> {
         }
         if let (None, Some(p)) = (foreach, s.parallel.as_ref()) {
             self.diags.push(
-                Diagnostic::warning("parallel-without-foreach", format!("`parallel` has no effect on stage `{name}`"))
-                    .at(p.span, "ignored")
-                    .help("`parallel` limits a `foreach` stage; for N copies of a stage use `replicas`"),
+                Diagnostic::warning(
+                    "parallel-without-foreach",
+                    format!("`parallel` has no effect on stage `{name}`"),
+                )
+                .at(p.span, "ignored")
+                .help(
+                    "`parallel` limits a `foreach` stage; for N copies of a stage use `replicas`",
+                ),
             );
         }
         let instances = match foreach {
             Some(f) => {
-                let source_scope = Scope { foreach: false, fds: Vec::new(), instance: false };
+                let source_scope = Scope {
+                    foreach: false,
+                    fds: Vec::new(),
+                    instance: false,
+                };
                 let source = match &f.value {
                     ForeachSpec::Items(items) => ForeachSource::Items(
-                        items.iter().map(|t| self.template(t, &source_scope).render(&InstanceVars::default())).collect(),
+                        items
+                            .iter()
+                            .map(|t| {
+                                self.template(t, &source_scope)
+                                    .render(&InstanceVars::default())
+                            })
+                            .collect(),
                     ),
-                    ForeachSpec::Range { from, to, step } => {
-                        ForeachSource::Range { from: *from, to: *to, step: step.value }
-                    }
+                    ForeachSpec::Range { from, to, step } => ForeachSource::Range {
+                        from: *from,
+                        to: *to,
+                        step: step.value,
+                    },
                     ForeachSpec::Glob(t) => ForeachSource::Glob(self.template(t, &source_scope)),
                     ForeachSpec::Lines(t) => ForeachSource::Lines(self.template(t, &source_scope)),
-                    ForeachSpec::Queue(q) => ForeachSource::Queue(self.queue(q).unwrap_or(usize::MAX)),
+                    ForeachSpec::Queue(q) => {
+                        ForeachSource::Queue(self.queue(q).unwrap_or(usize::MAX))
+                    }
                 };
-                let parallel = parallel
-                    .map(|p| p.value as usize)
-                    .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+                let parallel = parallel.map(|p| p.value as usize).unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(1)
+                });
                 Instances::Foreach { source, parallel }
             }
             None => Instances::Replicas {
@@ -379,7 +496,10 @@ impl Resolver<'_> {
                 IoSpec::Inherit => Output::Inherit,
                 IoSpec::Log => Output::Log,
                 IoSpec::Queue(q) => r.queue(q).map(Output::Queue).unwrap_or(Output::Null),
-                IoSpec::File { path, append } => Output::File { path: r.template(path, &scope), append: *append },
+                IoSpec::File { path, append } => Output::File {
+                    path: r.template(path, &scope),
+                    append: *append,
+                },
             },
         };
         let stdout = output(self, s.stdout.as_ref().or(d.stdout.as_ref()));
@@ -389,7 +509,11 @@ impl Resolver<'_> {
             if let Some(q) = self.queue(&f.queue) {
                 fds.push(FdBinding {
                     fd: f.fd.value,
-                    direction: if f.write { FdDirection::Write } else { FdDirection::Read },
+                    direction: if f.write {
+                        FdDirection::Write
+                    } else {
+                        FdDirection::Read
+                    },
                     queue: q,
                 });
             }
@@ -430,7 +554,13 @@ impl Resolver<'_> {
         }
         let sems = self.semaphores.clone();
         let mut semaphores = Vec::new();
-        for n in s.semaphore.as_ref().or(d.semaphore.as_ref()).into_iter().flatten() {
+        for n in s
+            .semaphore
+            .as_ref()
+            .or(d.semaphore.as_ref())
+            .into_iter()
+            .flatten()
+        {
             if let Some(id) = self.lookup(n, "semaphore", &sems, "semaphores") {
                 semaphores.push(id);
             }
@@ -453,7 +583,9 @@ impl Resolver<'_> {
         let stop_spec = s.stop.as_ref().or(d.stop.as_ref()).map(|x| &x.value);
         let stop = StopSpec {
             signal: stop_spec.and_then(|x| x.signal).unwrap_or(default_signal),
-            timeout: stop_spec.and_then(|x| x.timeout).unwrap_or(shutdown_timeout),
+            timeout: stop_spec
+                .and_then(|x| x.timeout)
+                .unwrap_or(shutdown_timeout),
             cmd: stop_spec
                 .and_then(|x| x.cmd.as_ref())
                 .map(|argv| argv.iter().map(|t| self.template(t, &scope)).collect()),
@@ -473,9 +605,12 @@ impl Resolver<'_> {
         let success_codes = match s.success_codes.as_ref().or(d.success_codes.as_ref()) {
             Some(c) if c.value.is_empty() => {
                 self.diags.push(
-                    Diagnostic::error("invalid-value", format!("`success_codes` of stage `{name}` is empty"))
-                        .at(c.span, "no exit code would count as success")
-                        .help("list at least one code, e.g. `success_codes: [0, 1]`"),
+                    Diagnostic::error(
+                        "invalid-value",
+                        format!("`success_codes` of stage `{name}` is empty"),
+                    )
+                    .at(c.span, "no exit code would count as success")
+                    .help("list at least one code, e.g. `success_codes: [0, 1]`"),
                 );
                 vec![0]
             }
@@ -498,14 +633,23 @@ impl Resolver<'_> {
             sets,
             semaphores,
             ready,
-            daemon: s.daemon.as_ref().or(d.daemon.as_ref()).map(|b| b.value).unwrap_or(false),
+            daemon: s
+                .daemon
+                .as_ref()
+                .or(d.daemon.as_ref())
+                .map(|b| b.value)
+                .unwrap_or(false),
             timeout: s.timeout.as_ref().or(d.timeout.as_ref()).map(|t| t.value),
             stop,
             restart,
-            on_failure: s.on_failure.as_ref().or(d.on_failure.as_ref()).map(|o| o.value).unwrap_or(OnFailure::Stop),
+            on_failure: s
+                .on_failure
+                .as_ref()
+                .or(d.on_failure.as_ref())
+                .map(|o| o.value)
+                .unwrap_or(OnFailure::Stop),
             success_codes,
         };
         (plan, spans)
     }
 }
-

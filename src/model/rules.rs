@@ -14,26 +14,44 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
         let span = m.queue_spans[qi];
         if writers[qi].is_empty() {
             diags.push(
-                Diagnostic::error("queue-without-writer", format!("queue `{}` has no writer", q.name))
-                    .at(span, "nothing writes to this queue")
-                    .help(format!("send a stage's output to it: `stdout: {}`, or remove the queue", q.name)),
+                Diagnostic::error(
+                    "queue-without-writer",
+                    format!("queue `{}` has no writer", q.name),
+                )
+                .at(span, "nothing writes to this queue")
+                .help(format!(
+                    "send a stage's output to it: `stdout: {}`, or remove the queue",
+                    q.name
+                )),
             );
         }
         if readers[qi].is_empty() {
             diags.push(
-                Diagnostic::error("queue-without-reader", format!("queue `{}` has no reader", q.name))
-                    .at(span, "nothing reads this queue")
-                    .help(format!("read it from a stage: `stdin: {}`, or remove the queue", q.name)),
+                Diagnostic::error(
+                    "queue-without-reader",
+                    format!("queue `{}` has no reader", q.name),
+                )
+                .at(span, "nothing reads this queue")
+                .help(format!(
+                    "read it from a stage: `stdin: {}`, or remove the queue",
+                    q.name
+                )),
             );
         }
         if q.framing == Framing::Bytes {
-            let writer_instances: usize = writers[qi].iter().map(|e| m.instance_count(e.stage)).sum();
-            let reader_instances: usize = readers[qi].iter().map(|e| m.instance_count(e.stage)).sum();
+            let writer_instances: usize =
+                writers[qi].iter().map(|e| m.instance_count(e.stage)).sum();
+            let reader_instances: usize =
+                readers[qi].iter().map(|e| m.instance_count(e.stage)).sum();
             let foreach_reader = readers[qi].iter().any(|e| e.port == Port::Foreach);
             let problem = if writer_instances > 1 {
-                Some("it has more than one writer instance, and a byte stream cannot be merged safely")
+                Some(
+                    "it has more than one writer instance, and a byte stream cannot be merged safely",
+                )
             } else if q.delivery == Delivery::Shared && reader_instances > 1 {
-                Some("it has more than one reader instance with `delivery: shared`, and a byte stream cannot be split fairly")
+                Some(
+                    "it has more than one reader instance with `delivery: shared`, and a byte stream cannot be split fairly",
+                )
             } else if foreach_reader {
                 Some("a foreach stage needs records, and a byte stream has none")
             } else {
@@ -66,10 +84,9 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
                 );
             }
             if waits_for_end {
-                let shared = writers
-                    .iter()
-                    .enumerate()
-                    .find(|(qi, ws)| ws.iter().any(|w| w.stage == *dep) && readers[*qi].iter().any(|r| r.stage == si));
+                let shared = writers.iter().enumerate().find(|(qi, ws)| {
+                    ws.iter().any(|w| w.stage == *dep) && readers[*qi].iter().any(|r| r.stage == si)
+                });
                 if let Some((qi, _)) = shared {
                     diags.push(
                         Diagnostic::error(
@@ -87,14 +104,20 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
             }
             if *dep == si {
                 diags.push(
-                    Diagnostic::error("dependency-cycle", format!("stage `{}` is `after` itself", s.name))
-                        .at(span, "depends on itself")
-                        .help("remove this entry from `after`"),
+                    Diagnostic::error(
+                        "dependency-cycle",
+                        format!("stage `{}` is `after` itself", s.name),
+                    )
+                    .at(span, "depends on itself")
+                    .help("remove this entry from `after`"),
                 );
             }
         }
         if s.stdin_queue().is_some()
-            && let Instances::Foreach { source: crate::plan::ForeachSource::Queue(_), .. } = s.instances
+            && let Instances::Foreach {
+                source: crate::plan::ForeachSource::Queue(_),
+                ..
+            } = s.instances
         {
             diags.push(
                 Diagnostic::error(
@@ -110,7 +133,10 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
     // Events waited on that nothing can set (ctl may still set them: a warning).
     for (ei, e) in m.events.iter().enumerate() {
         let waited = m.stages.iter().any(|s| s.waits.contains(&ei));
-        let set_by_stage = m.stages.iter().any(|s| s.sets.iter().any(|(id, _)| *id == ei));
+        let set_by_stage = m
+            .stages
+            .iter()
+            .any(|s| s.sets.iter().any(|(id, _)| *id == ei));
         if waited && !e.initially_set && !set_by_stage {
             let uses_ctl = m.stages.iter().any(|s| s.mentions("ctl"));
             if !uses_ctl {
@@ -134,9 +160,13 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
 fn check_programs(_spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     for (si, s) in m.stages.iter().enumerate() {
-        let crate::plan::CommandTemplate::Argv(argv) = &s.command else { continue };
+        let crate::plan::CommandTemplate::Argv(argv) = &s.command else {
+            continue;
+        };
         let Some(first) = argv.first() else { continue };
-        let [crate::plan::Piece::Literal(program)] = first.pieces.as_slice() else { continue };
+        let [crate::plan::Piece::Literal(program)] = first.pieces.as_slice() else {
+            continue;
+        };
         if s.cwd.is_some() && !program.starts_with('/') && program.contains('/') {
             continue;
         }
@@ -158,7 +188,9 @@ fn check_programs(_spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) 
 
 fn is_executable(p: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|md| md.is_file() && md.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|md| md.is_file() && md.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 impl Model {

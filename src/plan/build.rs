@@ -43,7 +43,11 @@ pub fn build(m: Model) -> Plan {
                 sentinel: q.sentinel,
                 writers: w.clone(),
                 readers: r.clone(),
-                wiring: if direct { Wiring::Direct } else { Wiring::Routed },
+                wiring: if direct {
+                    Wiring::Direct
+                } else {
+                    Wiring::Routed
+                },
             }
         })
         .collect();

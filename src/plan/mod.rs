@@ -158,7 +158,9 @@ pub struct InstanceVars<'a> {
 
 impl Template {
     pub fn literal(s: impl Into<String>) -> Self {
-        Template { pieces: vec![Piece::Literal(s.into())] }
+        Template {
+            pieces: vec![Piece::Literal(s.into())],
+        }
     }
 
     /// Render for argv, a path or an environment value: no quoting.
@@ -201,7 +203,10 @@ impl Template {
     /// True when the template uses `${item}` or `${index}`.
     pub fn uses_item(&self) -> bool {
         self.pieces.iter().any(|p| {
-            matches!(p, Piece::Var(InstanceVar::Item) | Piece::Var(InstanceVar::Index))
+            matches!(
+                p,
+                Piece::Var(InstanceVar::Item) | Piece::Var(InstanceVar::Index)
+            )
         })
     }
 }
@@ -209,7 +214,8 @@ impl Template {
 /// Quote a value for POSIX sh so it is exactly one word.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
     {
         return s.to_string();
     }
@@ -231,13 +237,20 @@ pub enum Instances {
     /// `replicas: N` (N = 1 for a plain stage; then the instance is named `stage`).
     Replicas { count: usize, named_by_index: bool },
     /// One instance per item, at most `parallel` at once.
-    Foreach { source: ForeachSource, parallel: usize },
+    Foreach {
+        source: ForeachSource,
+        parallel: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ForeachSource {
     Items(Vec<String>),
-    Range { from: i64, to: i64, step: i64 },
+    Range {
+        from: i64,
+        to: i64,
+        step: i64,
+    },
     /// Glob pattern, expanded when the stage is first considered for start.
     Glob(Template),
     /// File with one item per line.
@@ -319,7 +332,10 @@ pub enum ProbeKind {
     Delay(Duration),
     /// `host:port`
     Tcp(String),
-    Cmd { argv: Vec<Template>, interval: Duration },
+    Cmd {
+        argv: Vec<Template>,
+        interval: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -358,7 +374,9 @@ impl RestartSpec {
 
     /// Delay before restart number `n` (1-based): backoff·2^(n-1), capped.
     pub fn delay(&self, n: u32) -> Duration {
-        let factor = 1u32.checked_shl(n.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(n.saturating_sub(1).min(31))
+            .unwrap_or(u32::MAX);
         self.backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }
@@ -445,33 +463,6 @@ pub struct EventPlan {
     pub initially_set: bool,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_quote_keeps_one_word() {
-        assert_eq!(shell_quote("abc"), "abc");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
-
-    #[test]
-    fn restart_backoff_is_exponential_and_capped() {
-        let r = RestartSpec {
-            policy: RestartPolicy::Always,
-            max: None,
-            backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(350),
-        };
-        assert_eq!(r.delay(1), Duration::from_millis(100));
-        assert_eq!(r.delay(2), Duration::from_millis(200));
-        assert_eq!(r.delay(3), Duration::from_millis(350));
-        assert_eq!(r.delay(40), Duration::from_millis(350));
-    }
-}
-
 impl StagePlan {
     /// Every queue this stage is attached to, with the port.
     pub fn queue_ports(&self) -> Vec<(QueueId, Port)> {
@@ -488,7 +479,11 @@ impl StagePlan {
         for f in &self.fds {
             out.push((f.queue, Port::Fd(f.fd)));
         }
-        if let Instances::Foreach { source: ForeachSource::Queue(q), .. } = self.instances {
+        if let Instances::Foreach {
+            source: ForeachSource::Queue(q),
+            ..
+        } = self.instances
+        {
             out.push((q, Port::Foreach));
         }
         out
@@ -523,7 +518,10 @@ impl StagePlan {
         match port {
             Port::Stdin | Port::Foreach => true,
             Port::Stdout | Port::Stderr => false,
-            Port::Fd(n) => self.fds.iter().any(|f| f.fd == n && f.direction == FdDirection::Read),
+            Port::Fd(n) => self
+                .fds
+                .iter()
+                .any(|f| f.fd == n && f.direction == FdDirection::Read),
         }
     }
 
@@ -537,7 +535,9 @@ impl StagePlan {
     /// True when the command line contains `needle` as literal text.
     pub fn mentions(&self, needle: &str) -> bool {
         let lit = |t: &Template| {
-            t.pieces.iter().any(|p| matches!(p, Piece::Literal(s) | Piece::Value(s) if s.contains(needle)))
+            t.pieces
+                .iter()
+                .any(|p| matches!(p, Piece::Literal(s) | Piece::Value(s) if s.contains(needle)))
         };
         match &self.command {
             CommandTemplate::Argv(argv) => argv.iter().any(lit),
@@ -547,5 +547,32 @@ impl StagePlan {
 
     pub fn is_foreach(&self) -> bool {
         matches!(self.instances, Instances::Foreach { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_keeps_one_word() {
+        assert_eq!(shell_quote("abc"), "abc");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn restart_backoff_is_exponential_and_capped() {
+        let r = RestartSpec {
+            policy: RestartPolicy::Always,
+            max: None,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(350),
+        };
+        assert_eq!(r.delay(1), Duration::from_millis(100));
+        assert_eq!(r.delay(2), Duration::from_millis(200));
+        assert_eq!(r.delay(3), Duration::from_millis(350));
+        assert_eq!(r.delay(40), Duration::from_millis(350));
     }
 }

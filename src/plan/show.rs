@@ -11,17 +11,28 @@ pub fn render(p: &Plan) -> String {
     let _ = writeln!(o, "\ninstances:");
     for s in &p.stages {
         let instances = match &s.instances {
-            Instances::Replicas { count, named_by_index } if *named_by_index => {
+            Instances::Replicas {
+                count,
+                named_by_index,
+            } if *named_by_index => {
                 let names: Vec<String> = (0..*count).map(|i| format!("{}.{i}", s.name)).collect();
                 if names.len() > 6 {
-                    format!("{} … {} ({count} replicas)", names[0], names[names.len() - 1])
+                    format!(
+                        "{} … {} ({count} replicas)",
+                        names[0],
+                        names[names.len() - 1]
+                    )
                 } else {
                     names.join(" ")
                 }
             }
             Instances::Replicas { .. } => s.name.clone(),
             Instances::Foreach { source, parallel } => {
-                format!("{}[item] for each {} (parallel {parallel})", s.name, describe_source(p, source))
+                format!(
+                    "{}[item] for each {} (parallel {parallel})",
+                    s.name,
+                    describe_source(p, source)
+                )
             }
         };
         let mut extra = Vec::new();
@@ -29,7 +40,11 @@ pub fn render(p: &Plan) -> String {
             extra.push("daemon".to_string());
         }
         if !s.semaphores.is_empty() {
-            let names: Vec<&str> = s.semaphores.iter().map(|i| p.semaphores[*i].name.as_str()).collect();
+            let names: Vec<&str> = s
+                .semaphores
+                .iter()
+                .map(|i| p.semaphores[*i].name.as_str())
+                .collect();
             extra.push(format!("semaphore {}", names.join(", ")));
         }
         if !s.waits.is_empty() {
@@ -37,16 +52,34 @@ pub fn render(p: &Plan) -> String {
             extra.push(format!("waits {}", names.join(", ")));
         }
         if !s.sets.is_empty() {
-            let names: Vec<&str> = s.sets.iter().map(|(i, _)| p.events[*i].name.as_str()).collect();
+            let names: Vec<&str> = s
+                .sets
+                .iter()
+                .map(|(i, _)| p.events[*i].name.as_str())
+                .collect();
             extra.push(format!("sets {}", names.join(", ")));
         }
         if !s.after.is_empty() {
-            let deps: Vec<String> =
-                s.after.iter().map(|(d, c)| format!("{} {}", name(*d), condition_name(*c))).collect();
+            let deps: Vec<String> = s
+                .after
+                .iter()
+                .map(|(d, c)| format!("{} {}", name(*d), condition_name(*c)))
+                .collect();
             extra.push(format!("after {}", deps.join(", ")));
         }
-        let extra = if extra.is_empty() { String::new() } else { format!("  [{}]", extra.join("; ")) };
-        let _ = writeln!(o, "  {:<10} {:<9} {}{}", s.name, s.role.as_str(), instances, extra);
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", extra.join("; "))
+        };
+        let _ = writeln!(
+            o,
+            "  {:<10} {:<9} {}{}",
+            s.name,
+            s.role.as_str(),
+            instances,
+            extra
+        );
     }
     let _ = writeln!(o, "\nstart waves:");
     for (i, w) in p.start_waves.iter().enumerate() {
@@ -57,7 +90,10 @@ pub fn render(p: &Plan) -> String {
         let _ = writeln!(o, "\nwiring:");
         for q in &p.queues {
             let ends = |es: &[Endpoint]| -> String {
-                es.iter().map(|e| format!("{}:{}", name(e.stage), port_name(e.port))).collect::<Vec<_>>().join(", ")
+                es.iter()
+                    .map(|e| format!("{}:{}", name(e.stage), port_name(e.port)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             let how = match q.wiring {
                 Wiring::Direct => "direct pipe".to_string(),
@@ -79,19 +115,36 @@ pub fn render(p: &Plan) -> String {
                         .unwrap_or_default()
                 ),
             };
-            let _ = writeln!(o, "  {}: {} → {} ({how})", q.name, ends(&q.writers), ends(&q.readers));
+            let _ = writeln!(
+                o,
+                "  {}: {} → {} ({how})",
+                q.name,
+                ends(&q.writers),
+                ends(&q.readers)
+            );
         }
     }
     if !p.semaphores.is_empty() {
         let _ = writeln!(o, "\nsemaphores:");
         for s in &p.semaphores {
-            let _ = writeln!(o, "  {} ({} permit{})", s.name, s.count, if s.count == 1 { "" } else { "s" });
+            let _ = writeln!(
+                o,
+                "  {} ({} permit{})",
+                s.name,
+                s.count,
+                if s.count == 1 { "" } else { "s" }
+            );
         }
     }
     if !p.events.is_empty() {
         let _ = writeln!(o, "\nevents:");
         for e in &p.events {
-            let _ = writeln!(o, "  {} (initially {})", e.name, if e.initially_set { "set" } else { "clear" });
+            let _ = writeln!(
+                o,
+                "  {} (initially {})",
+                e.name,
+                if e.initially_set { "set" } else { "clear" }
+            );
         }
     }
     let _ = writeln!(o, "\nshutdown order (drain):");
@@ -99,7 +152,11 @@ pub fn render(p: &Plan) -> String {
         let names: Vec<&str> = step.iter().map(|s| name(*s)).collect();
         let _ = writeln!(o, "  {}: {}", i + 1, names.join(", "));
     }
-    let _ = writeln!(o, "  grace period {}", humantime::format_duration(p.shutdown_timeout));
+    let _ = writeln!(
+        o,
+        "  grace period {}",
+        humantime::format_duration(p.shutdown_timeout)
+    );
     o
 }
 
@@ -109,7 +166,10 @@ fn describe_source(p: &Plan, s: &ForeachSource) -> String {
         ForeachSource::Range { from, to, step } => format!("range {from}..{to} step {step}"),
         ForeachSource::Glob(t) => format!("file matching {}", t.render(&InstanceVars::default())),
         ForeachSource::Lines(t) => format!("line of {}", t.render(&InstanceVars::default())),
-        ForeachSource::Queue(q) => format!("record of queue {}", p.queues.get(*q).map(|q| q.name.as_str()).unwrap_or("?")),
+        ForeachSource::Queue(q) => format!(
+            "record of queue {}",
+            p.queues.get(*q).map(|q| q.name.as_str()).unwrap_or("?")
+        ),
     }
 }
 

@@ -13,13 +13,41 @@ use crate::diag::{Diagnostic, did_you_mean, one_of};
 use crate::plan::{Condition, Delivery, Framing, OnFailure, RestartPolicy};
 
 pub const TOP_KEYS: &[&str] = &[
-    "version", "name", "description", "params", "env", "queues", "semaphores", "events",
-    "defaults", "shutdown", "stages",
+    "version",
+    "name",
+    "description",
+    "params",
+    "env",
+    "queues",
+    "semaphores",
+    "events",
+    "defaults",
+    "shutdown",
+    "stages",
 ];
 pub const STAGE_KEYS: &[&str] = &[
-    "cmd", "sh", "cwd", "env", "replicas", "foreach", "parallel", "stdin", "stdout", "stderr",
-    "fds", "after", "waits", "sets", "semaphore", "ready", "daemon", "timeout", "stop", "restart",
-    "on_failure", "success_codes",
+    "cmd",
+    "sh",
+    "cwd",
+    "env",
+    "replicas",
+    "foreach",
+    "parallel",
+    "stdin",
+    "stdout",
+    "stderr",
+    "fds",
+    "after",
+    "waits",
+    "sets",
+    "semaphore",
+    "ready",
+    "daemon",
+    "timeout",
+    "stop",
+    "restart",
+    "on_failure",
+    "success_codes",
 ];
 /// Keys of a stage that make no sense for every stage at once.
 pub const NOT_IN_DEFAULTS: &[&str] = &["cmd", "sh", "foreach"];
@@ -37,7 +65,10 @@ pub const FD_KEYS: &[&str] = &["read", "write"];
 /// Decode a whole file. Returns the spec (when the document had the right overall
 /// shape) and every diagnostic found.
 pub fn decode(src: &str) -> (Option<PipelineSpec>, Vec<Diagnostic>) {
-    let mut d = Decoder { src, diags: Vec::new() };
+    let mut d = Decoder {
+        src,
+        diags: Vec::new(),
+    };
     let root = match node::parse(src) {
         Ok(n) => n,
         Err(e) => {
@@ -59,14 +90,15 @@ fn syntax_error(src: &str, e: &serde_saphyr::Error) -> Diagnostic {
         let offset = offset_of(src, l.line() as usize, l.column() as usize);
         Span::new(offset, usize::from(offset < src.len()))
     });
-    let mut diag = Diagnostic::error("yaml-syntax", format!("invalid YAML: {message}"))
-        .help(if message.contains("tab") {
+    let mut diag = Diagnostic::error("yaml-syntax", format!("invalid YAML: {message}")).help(
+        if message.contains("tab") {
             "YAML indentation must use spaces, not tabs"
         } else if message.contains("duplicate") {
             "each key may appear once per map"
         } else {
             "check the indentation and the quoting around this point"
-        });
+        },
+    );
     if let Some(span) = span {
         diag = diag.at(span, "here");
     }
@@ -78,7 +110,10 @@ fn offset_of(src: &str, line: usize, column: usize) -> usize {
     let mut offset = 0;
     for (i, l) in src.split_inclusive('\n').enumerate() {
         if i + 1 == line {
-            let col = l.char_indices().nth(column.saturating_sub(1)).map(|(b, _)| b);
+            let col = l
+                .char_indices()
+                .nth(column.saturating_sub(1))
+                .map(|(b, _)| b);
             return offset + col.unwrap_or(l.len());
         }
         offset += l.len();
@@ -98,11 +133,17 @@ pub struct Fields<'n> {
 
 impl<'n> Fields<'n> {
     pub fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, v)| *v)
     }
 
     pub fn key_span(&self, key: &str) -> Option<Span> {
-        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, k, _)| k.span)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, k, _)| k.span)
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -116,7 +157,9 @@ impl<'n> Fields<'n> {
 
 impl<'a> Decoder<'a> {
     fn raw(&self, span: Span) -> &'a str {
-        self.src.get(span.offset..span.offset + span.len).unwrap_or("")
+        self.src
+            .get(span.offset..span.offset + span.len)
+            .unwrap_or("")
     }
 
     fn push(&mut self, d: Diagnostic) {
@@ -129,12 +172,19 @@ impl<'a> Decoder<'a> {
                 "invalid-type",
                 format!("{what} must be {expected}, found {}", node.kind.type_name()),
             )
-            .at(node.span, format!("expected {expected}")),
+            .at(node.span, format!("expected {expected}"))
+            .help(format!(
+                "write {expected} here (docs/format.md lists every key and its type)"
+            )),
         );
     }
 
     /// Map entries with string keys; `null` counts as an empty map.
-    pub fn map<'n>(&mut self, node: &'n Node, what: &str) -> Option<Vec<(S<String>, &'n Node, &'n Node)>> {
+    pub fn map<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+    ) -> Option<Vec<(S<String>, &'n Node, &'n Node)>> {
         match &node.kind {
             Kind::Null => Some(Vec::new()),
             Kind::Map(entries) => {
@@ -142,7 +192,9 @@ impl<'a> Decoder<'a> {
                 for (k, v) in entries {
                     let key = match &k.kind {
                         Kind::Str(s) => s.clone(),
-                        Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => self.raw(k.span).to_string(),
+                        Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => {
+                            self.raw(k.span).to_string()
+                        }
                         _ => {
                             self.type_error(k, &format!("a key of {what}"), "a string");
                             continue;
@@ -151,10 +203,13 @@ impl<'a> Decoder<'a> {
                     if let Some((first, _, _)) = out.iter().find(|(f, _, _)| f.value == key) {
                         let first_span = first.span;
                         self.push(
-                            Diagnostic::error("duplicate-key", format!("duplicate key `{key}` in {what}"))
-                                .at(k.span, "written again here")
-                                .related(first_span, "first written here")
-                                .help("each key may appear once per map: remove or rename one of them"),
+                            Diagnostic::error(
+                                "duplicate-key",
+                                format!("duplicate key `{key}` in {what}"),
+                            )
+                            .at(k.span, "written again here")
+                            .related(first_span, "first written here")
+                            .help("each key may appear once per map: remove or rename one of them"),
                         );
                         continue;
                     }
@@ -170,9 +225,16 @@ impl<'a> Decoder<'a> {
     }
 
     /// A map whose keys must be among `allowed` (keys starting with `x-` are ignored).
-    pub fn fields<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&'static str]) -> Option<Fields<'n>> {
+    pub fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        allowed: &[&'static str],
+    ) -> Option<Fields<'n>> {
         let entries = self.map(node, what)?;
-        let mut fields = Fields { entries: Vec::new() };
+        let mut fields = Fields {
+            entries: Vec::new(),
+        };
         for (key, knode, v) in entries {
             if key.value.starts_with("x-") {
                 continue;
@@ -180,13 +242,20 @@ impl<'a> Decoder<'a> {
             match allowed.iter().find(|a| **a == key.value) {
                 Some(a) => fields.entries.push((a, knode, v)),
                 None => {
-                    let help = did_you_mean(&key.value, allowed.iter().copied()).unwrap_or_else(|| {
-                        format!("{what} accepts {}; keys starting with `x-` are ignored", one_of(allowed))
-                    });
+                    let help =
+                        did_you_mean(&key.value, allowed.iter().copied()).unwrap_or_else(|| {
+                            format!(
+                                "{what} accepts {}; keys starting with `x-` are ignored",
+                                one_of(allowed)
+                            )
+                        });
                     self.push(
-                        Diagnostic::error("unknown-key", format!("unknown key `{}` in {what}", key.value))
-                            .at(key.span, "unknown key")
-                            .help(help),
+                        Diagnostic::error(
+                            "unknown-key",
+                            format!("unknown key `{}` in {what}", key.value),
+                        )
+                        .at(key.span, "unknown key")
+                        .help(help),
                     );
                 }
             }
@@ -227,6 +296,20 @@ impl<'a> Decoder<'a> {
     pub fn int(&mut self, node: &Node, what: &str) -> Option<S<i128>> {
         match &node.kind {
             Kind::Int(i) => Some(S::new(*i, node.span)),
+            Kind::Float(_)
+                if self
+                    .raw(node.span)
+                    .trim()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'-' || b == b'+') =>
+            {
+                self.push(
+                    Diagnostic::error("out-of-range", format!("{what} is too large"))
+                        .at(node.span, "too large")
+                        .help("use a smaller whole number"),
+                );
+                None
+            }
             Kind::Str(s) if s.trim().parse::<i128>().is_ok() => {
                 self.type_error(node, what, "an integer (write it without quotes)");
                 None
@@ -243,9 +326,12 @@ impl<'a> Decoder<'a> {
         let v = self.int(node, what)?;
         if v.value < min || v.value > max {
             self.push(
-                Diagnostic::error("out-of-range", format!("{what} must be between {min} and {max}, found {}", v.value))
-                    .at(node.span, "out of range")
-                    .help(format!("use a whole number from {min} to {max}")),
+                Diagnostic::error(
+                    "out-of-range",
+                    format!("{what} must be between {min} and {max}, found {}", v.value),
+                )
+                .at(node.span, "out of range")
+                .help(format!("use a whole number from {min} to {max}")),
             );
             return None;
         }
@@ -265,9 +351,15 @@ impl<'a> Decoder<'a> {
     pub fn duration(&mut self, node: &Node, what: &str) -> Option<S<Duration>> {
         let parsed = match &node.kind {
             Kind::Int(i) if *i >= 0 => u64::try_from(*i).ok().map(Duration::from_secs),
-            Kind::Float(f) if f.is_finite() && *f >= 0.0 && *f < 1e12 => Some(Duration::from_secs_f64(*f)),
+            Kind::Float(f) if f.is_finite() && *f >= 0.0 && *f < 1e12 => {
+                Some(Duration::from_secs_f64(*f))
+            }
             Kind::Str(s) => humantime::parse_duration(s.trim()).ok().or_else(|| {
-                s.trim().parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e12).map(Duration::from_secs_f64)
+                s.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e12)
+                    .map(Duration::from_secs_f64)
             }),
             Kind::Int(_) | Kind::Float(_) => None,
             _ => {
@@ -289,11 +381,18 @@ impl<'a> Decoder<'a> {
     }
 
     /// One of a fixed set of words.
-    pub fn keyword<T: Clone>(&mut self, node: &Node, what: &str, words: &[(&str, T)]) -> Option<S<T>> {
+    pub fn keyword<T: Clone>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        words: &[(&str, T)],
+    ) -> Option<S<T>> {
         let names: Vec<&str> = words.iter().map(|(n, _)| *n).collect();
         let text = match &node.kind {
             Kind::Str(s) => s.clone(),
-            Kind::Bool(_) | Kind::Int(_) | Kind::Float(_) | Kind::Null => self.raw(node.span).to_string(),
+            Kind::Bool(_) | Kind::Int(_) | Kind::Float(_) | Kind::Null => {
+                self.raw(node.span).to_string()
+            }
             _ => {
                 self.type_error(node, what, &format!("one of {}", one_of(&names)));
                 return None;
@@ -319,14 +418,19 @@ impl<'a> Decoder<'a> {
         }
         let suggestion = key.value.to_lowercase().replace([' ', '.'], "_");
         let help = if interp::valid_ident(&suggestion) {
-            format!("names start with a lowercase letter and use only `a-z`, `0-9`, `_` and `-`: try `{suggestion}`")
+            format!(
+                "names start with a lowercase letter and use only `a-z`, `0-9`, `_` and `-`: try `{suggestion}`"
+            )
         } else {
             "names start with a lowercase letter and use only `a-z`, `0-9`, `_` and `-`".to_string()
         };
         self.push(
-            Diagnostic::error("invalid-name", format!("invalid {kind} name `{}`", key.value))
-                .at(key.span, "invalid name")
-                .help(help),
+            Diagnostic::error(
+                "invalid-name",
+                format!("invalid {kind} name `{}`", key.value),
+            )
+            .at(key.span, "invalid name")
+            .help(help),
         );
         false
     }
@@ -386,7 +490,10 @@ impl<'a> Decoder<'a> {
 
     fn names(&mut self, node: &Node, what: &str) -> Vec<S<String>> {
         let items = self.list_or_one(node);
-        items.into_iter().filter_map(|n| self.string(n, what)).collect()
+        items
+            .into_iter()
+            .filter_map(|n| self.string(n, what))
+            .collect()
     }
 
     // ----- the document -----
@@ -400,15 +507,21 @@ impl<'a> Decoder<'a> {
             return None;
         }
         let f = self.fields(root, "the pipeline", TOP_KEYS)?;
-        let mut p = PipelineSpec { stages_span: Span::new(0, 0), ..Default::default() };
+        let mut p = PipelineSpec {
+            stages_span: Span::new(0, 0),
+            ..Default::default()
+        };
         match f.get("version") {
             Some(v) => {
                 if let Some(n) = self.int(v, "`version`") {
                     if n.value != 1 {
                         self.push(
-                            Diagnostic::error("unsupported-version", format!("unsupported version {}", n.value))
-                                .at(v.span, "only version 1 exists")
-                                .help("write `version: 1`"),
+                            Diagnostic::error(
+                                "unsupported-version",
+                                format!("unsupported version {}", n.value),
+                            )
+                            .at(v.span, "only version 1 exists")
+                            .help("write `version: 1`"),
                         );
                     }
                     p.version = Some(n);
@@ -465,11 +578,16 @@ impl<'a> Decoder<'a> {
             p.events = self.events(v);
         }
         if let Some(v) = f.get("defaults") {
-            let name = S::new("defaults".to_string(), f.key_span("defaults").unwrap_or_default());
+            let name = S::new(
+                "defaults".to_string(),
+                f.key_span("defaults").unwrap_or_default(),
+            );
             p.defaults = self.stage(name, v, true);
         }
-        if let Some(v) = f.get("shutdown") {
-            if let Some(sf) = self.fields(v, "`shutdown`", SHUTDOWN_KEYS) {
+        if let Some(v) = f.get("shutdown")
+            && let Some(sf) = self.fields(v, "`shutdown`", SHUTDOWN_KEYS)
+        {
+            {
                 if let Some(t) = sf.get("timeout") {
                     p.shutdown_timeout = self.duration(t, "`shutdown.timeout`");
                 }
@@ -510,9 +628,12 @@ impl<'a> Decoder<'a> {
         for (k, _, v) in self.map(node, what).unwrap_or_default() {
             if k.value.is_empty() || k.value.contains('=') || k.value.contains('\0') {
                 self.push(
-                    Diagnostic::error("invalid-name", format!("invalid environment variable name `{}`", k.value))
-                        .at(k.span, "invalid name")
-                        .help("environment variable names cannot be empty or contain `=`"),
+                    Diagnostic::error(
+                        "invalid-name",
+                        format!("invalid environment variable name `{}`", k.value),
+                    )
+                    .at(k.span, "invalid name")
+                    .help("environment variable names cannot be empty or contain `=`"),
                 );
                 continue;
             }
@@ -534,19 +655,44 @@ impl<'a> Decoder<'a> {
             );
         }
         let f = self.fields(node, &what, QUEUE_KEYS)?;
-        let capacity = f.get("capacity").and_then(|v| self.int_in(v, &format!("the capacity of {what}"), 1, 1 << 32));
+        let capacity = f
+            .get("capacity")
+            .and_then(|v| self.int_in(v, &format!("the capacity of {what}"), 1, 1 << 32));
         let delivery = f.get("delivery").and_then(|v| {
-            self.keyword(v, "delivery", &[("shared", Delivery::Shared), ("broadcast", Delivery::Broadcast)])
+            self.keyword(
+                v,
+                "delivery",
+                &[
+                    ("shared", Delivery::Shared),
+                    ("broadcast", Delivery::Broadcast),
+                ],
+            )
         });
         let framing = f.get("framing").and_then(|v| {
-            self.keyword(v, "framing", &[("lines", Framing::Lines), ("nul", Framing::Nul), ("bytes", Framing::Bytes)])
+            self.keyword(
+                v,
+                "framing",
+                &[
+                    ("lines", Framing::Lines),
+                    ("nul", Framing::Nul),
+                    ("bytes", Framing::Bytes),
+                ],
+            )
         });
-        let sentinel = f.get("sentinel").and_then(|v| self.scalar_text(v, &format!("the sentinel of {what}")));
+        let sentinel = f
+            .get("sentinel")
+            .and_then(|v| self.scalar_text(v, &format!("the sentinel of {what}")));
         if let Some(s) = &sentinel {
             let bad = match framing.as_ref().map(|f| f.value) {
-                Some(Framing::Bytes) => Some("a queue with `framing: bytes` has no records, so it cannot have a sentinel"),
-                Some(Framing::Nul) if s.value.contains('\0') => Some("the sentinel cannot contain the NUL delimiter"),
-                None | Some(Framing::Lines) if s.value.contains('\n') => Some("the sentinel cannot contain a newline"),
+                Some(Framing::Bytes) => Some(
+                    "a queue with `framing: bytes` has no records, so it cannot have a sentinel",
+                ),
+                Some(Framing::Nul) if s.value.contains('\0') => {
+                    Some("the sentinel cannot contain the NUL delimiter")
+                }
+                None | Some(Framing::Lines) if s.value.contains('\n') => {
+                    Some("the sentinel cannot contain a newline")
+                }
                 _ => None,
             };
             if let Some(msg) = bad {
@@ -555,7 +701,13 @@ impl<'a> Decoder<'a> {
                 ));
             }
         }
-        Some(QueueSpec { name, capacity, delivery, framing, sentinel })
+        Some(QueueSpec {
+            name,
+            capacity,
+            delivery,
+            framing,
+            sentinel,
+        })
     }
 
     fn events(&mut self, node: &Node) -> Vec<EventSpec> {
@@ -567,15 +719,21 @@ impl<'a> Decoder<'a> {
                         if let Some(prev) = out.iter().find(|e| e.name.value == name.value) {
                             let ps = prev.name.span;
                             self.push(
-                                Diagnostic::error("duplicate-name", format!("event `{}` is declared twice", name.value))
-                                    .at(name.span, "declared again here")
-                                    .related(ps, "first declared here")
-                                    .help("remove one of them"),
+                                Diagnostic::error(
+                                    "duplicate-name",
+                                    format!("event `{}` is declared twice", name.value),
+                                )
+                                .at(name.span, "declared again here")
+                                .related(ps, "first declared here")
+                                .help("remove one of them"),
                             );
                             continue;
                         }
                         self.declared_name(&name, "event");
-                        out.push(EventSpec { name, initially_set: false });
+                        out.push(EventSpec {
+                            name,
+                            initially_set: false,
+                        });
                     }
                 }
             }
@@ -585,11 +743,15 @@ impl<'a> Decoder<'a> {
                     let mut initially_set = false;
                     if let Some(f) = self.fields(v, &format!("event `{}`", k.value), EVENT_KEYS)
                         && let Some(i) = f.get("initially")
-                        && let Some(s) = self.keyword(i, "initial state", &[("set", true), ("clear", false)])
+                        && let Some(s) =
+                            self.keyword(i, "initial state", &[("set", true), ("clear", false)])
                     {
                         initially_set = s.value;
                     }
-                    out.push(EventSpec { name: k, initially_set });
+                    out.push(EventSpec {
+                        name: k,
+                        initially_set,
+                    });
                 }
             }
         }
@@ -597,16 +759,28 @@ impl<'a> Decoder<'a> {
     }
 
     pub fn stage(&mut self, name: S<String>, node: &Node, is_defaults: bool) -> Option<StageSpec> {
-        let what = if is_defaults { "`defaults`".to_string() } else { format!("stage `{}`", name.value) };
+        let what = if is_defaults {
+            "`defaults`".to_string()
+        } else {
+            format!("stage `{}`", name.value)
+        };
         let f = self.fields(node, &what, STAGE_KEYS)?;
-        let mut s = StageSpec { name, ..Default::default() };
+        let mut s = StageSpec {
+            name,
+            has_cmd_key: f.has("cmd"),
+            has_sh_key: f.has("sh"),
+            ..Default::default()
+        };
         if is_defaults {
             for k in NOT_IN_DEFAULTS {
                 if let Some(span) = f.key_span(k) {
                     self.push(
-                        Diagnostic::error("not-in-defaults", format!("`{k}` cannot be set in `defaults`"))
-                            .at(span, "not allowed here")
-                            .help("`cmd`, `sh` and `foreach` belong to each stage"),
+                        Diagnostic::error(
+                            "not-in-defaults",
+                            format!("`{k}` cannot be set in `defaults`"),
+                        )
+                        .at(span, "not allowed here")
+                        .help("`cmd`, `sh` and `foreach` belong to each stage"),
                     );
                 }
             }
@@ -676,13 +850,19 @@ impl<'a> Decoder<'a> {
             s.on_failure = self.keyword(
                 v,
                 "`on_failure` policy",
-                &[("stop", OnFailure::Stop), ("continue", OnFailure::Continue), ("ignore", OnFailure::Ignore)],
+                &[
+                    ("stop", OnFailure::Stop),
+                    ("continue", OnFailure::Continue),
+                    ("ignore", OnFailure::Ignore),
+                ],
             );
         }
         if let Some(v) = f.get("success_codes") {
             let items = self.list_or_one(v);
-            let codes: Vec<S<i128>> =
-                items.into_iter().filter_map(|n| self.int_in(n, "an exit code in `success_codes`", 0, 255)).collect();
+            let codes: Vec<S<i128>> = items
+                .into_iter()
+                .filter_map(|n| self.int_in(n, "an exit code in `success_codes`", 0, 255))
+                .collect();
             s.success_codes = Some(S::new(codes, v.span));
         }
         Some(s)
@@ -693,7 +873,11 @@ impl<'a> Decoder<'a> {
         if n.value < 1 || n.value > 100_000 {
             self.push(
                 Diagnostic::error(
-                    if key == "replicas" { "replicas-range" } else { "parallel-range" },
+                    if key == "replicas" {
+                        "replicas-range"
+                    } else {
+                        "parallel-range"
+                    },
                     format!("{what} must be between 1 and 100000, found {}", n.value),
                 )
                 .at(node.span, "out of range")
@@ -707,13 +891,19 @@ impl<'a> Decoder<'a> {
     fn cmd(&mut self, node: &Node, what: &str) -> Option<S<Vec<Tmpl>>> {
         let Kind::Seq(items) = &node.kind else {
             self.push(
-                Diagnostic::error("invalid-type", format!("{what} must be a list of arguments, found {}", node.kind.type_name()))
-                    .at(node.span, "expected a list")
-                    .help(if matches!(node.kind, Kind::Str(_)) {
-                        "write `cmd: [program, arg1, arg2]`, or use `sh:` to run a string with /bin/sh"
-                    } else {
-                        "write `cmd: [program, arg1, arg2]`"
-                    }),
+                Diagnostic::error(
+                    "invalid-type",
+                    format!(
+                        "{what} must be a list of arguments, found {}",
+                        node.kind.type_name()
+                    ),
+                )
+                .at(node.span, "expected a list")
+                .help(if matches!(node.kind, Kind::Str(_)) {
+                    "write `cmd: [program, arg1, arg2]`, or use `sh:` to run a string with /bin/sh"
+                } else {
+                    "write `cmd: [program, arg1, arg2]`"
+                }),
             );
             return None;
         };
@@ -725,7 +915,10 @@ impl<'a> Decoder<'a> {
             );
             return None;
         }
-        let argv: Vec<Tmpl> = items.iter().filter_map(|i| self.tmpl(i, &format!("an argument of {what}"))).collect();
+        let argv: Vec<Tmpl> = items
+            .iter()
+            .filter_map(|i| self.tmpl(i, &format!("an argument of {what}")))
+            .collect();
         (argv.len() == items.len()).then(|| S::new(argv, node.span))
     }
 
@@ -747,7 +940,11 @@ impl<'a> Decoder<'a> {
                 _ => IoSpec::Queue(S::new(s.clone(), node.span)),
             },
             Kind::Map(_) => {
-                let f = self.fields(node, what, if is_stdin { &FILE_KEYS[..1] } else { FILE_KEYS })?;
+                let f = self.fields(
+                    node,
+                    what,
+                    if is_stdin { &FILE_KEYS[..1] } else { FILE_KEYS },
+                )?;
                 let Some(path) = f.get("file") else {
                     self.push(
                         Diagnostic::error("missing-key", format!("{what} needs a `file` key"))
@@ -764,7 +961,11 @@ impl<'a> Decoder<'a> {
                 IoSpec::File { path, append }
             }
             _ => {
-                self.type_error(node, what, "a queue name, `{file: path}`, `inherit`, `log` or `null`");
+                self.type_error(
+                    node,
+                    what,
+                    "a queue name, `{file: path}`, `inherit`, `log` or `null`",
+                );
                 return None;
             }
         };
@@ -773,7 +974,10 @@ impl<'a> Decoder<'a> {
 
     fn fds(&mut self, node: &Node, what: &str) -> Vec<FdSpec> {
         let mut out = Vec::new();
-        for (k, _, v) in self.map(node, &format!("`fds` of {what}")).unwrap_or_default() {
+        for (k, _, v) in self
+            .map(node, &format!("`fds` of {what}"))
+            .unwrap_or_default()
+        {
             let fd = match k.value.parse::<i32>() {
                 Ok(n) if (3..=1023).contains(&n) => n,
                 _ => {
@@ -785,22 +989,33 @@ impl<'a> Decoder<'a> {
                     continue;
                 }
             };
-            let Some(f) = self.fields(v, &format!("descriptor {fd} of {what}"), FD_KEYS) else { continue };
+            let Some(f) = self.fields(v, &format!("descriptor {fd} of {what}"), FD_KEYS) else {
+                continue;
+            };
             let (read, write) = (f.get("read"), f.get("write"));
             let (node, is_write) = match (read, write) {
                 (Some(r), None) => (r, false),
                 (None, Some(w)) => (w, true),
                 _ => {
                     self.push(
-                        Diagnostic::error("invalid-fd", format!("descriptor {fd} of {what} needs exactly one of `read` or `write`"))
-                            .at(v.span, "one direction per descriptor")
-                            .help("write `{read: queue}` or `{write: queue}`"),
+                        Diagnostic::error(
+                            "invalid-fd",
+                            format!(
+                                "descriptor {fd} of {what} needs exactly one of `read` or `write`"
+                            ),
+                        )
+                        .at(v.span, "one direction per descriptor")
+                        .help("write `{read: queue}` or `{write: queue}`"),
                     );
                     continue;
                 }
             };
             if let Some(q) = self.string(node, "a queue name") {
-                out.push(FdSpec { fd: S::new(fd, k.span), write: is_write, queue: q });
+                out.push(FdSpec {
+                    fd: S::new(fd, k.span),
+                    write: is_write,
+                    queue: q,
+                });
             }
         }
         out
@@ -816,14 +1031,20 @@ impl<'a> Decoder<'a> {
         match &node.kind {
             Kind::Map(_) => {
                 let mut out = Vec::new();
-                for (k, _, v) in self.map(node, &format!("`after` of {what}")).unwrap_or_default() {
+                for (k, _, v) in self
+                    .map(node, &format!("`after` of {what}"))
+                    .unwrap_or_default()
+                {
                     let cond = if v.kind == Kind::Null {
                         Some(S::new(Condition::Succeeded, k.span))
                     } else {
                         self.keyword(v, "`after` condition", &conds)
                     };
                     if let Some(c) = cond {
-                        out.push(AfterSpec { stage: k, condition: c });
+                        out.push(AfterSpec {
+                            stage: k,
+                            condition: c,
+                        });
                     }
                 }
                 out
@@ -833,7 +1054,10 @@ impl<'a> Decoder<'a> {
                 .into_iter()
                 .map(|n| {
                     let span = n.span;
-                    AfterSpec { stage: n, condition: S::new(Condition::Succeeded, span) }
+                    AfterSpec {
+                        stage: n,
+                        condition: S::new(Condition::Succeeded, span),
+                    }
                 })
                 .collect(),
         }
@@ -848,17 +1072,29 @@ impl<'a> Decoder<'a> {
             ("exited", TriggerSpec::Exited),
         ];
         let mut out = Vec::new();
-        for (k, _, v) in self.map(node, &format!("`sets` of {what}")).unwrap_or_default() {
+        for (k, _, v) in self
+            .map(node, &format!("`sets` of {what}"))
+            .unwrap_or_default()
+        {
             let trig = match &v.kind {
                 Kind::Map(_) => {
-                    let Some(f) = self.fields(v, &format!("the trigger of event `{}`", k.value), &["line"]) else { continue };
+                    let Some(f) =
+                        self.fields(v, &format!("the trigger of event `{}`", k.value), &["line"])
+                    else {
+                        continue;
+                    };
                     match f.get("line") {
-                        Some(l) => self.regex(l, "`line`").map(|r| S::new(TriggerSpec::Line(r), v.span)),
+                        Some(l) => self
+                            .regex(l, "`line`")
+                            .map(|r| S::new(TriggerSpec::Line(r), v.span)),
                         None => {
                             self.push(
-                                Diagnostic::error("missing-key", "a line trigger needs `line: REGEX`")
-                                    .at(v.span, "no `line` here")
-                                    .help("write `{line: \"ready\"}`"),
+                                Diagnostic::error(
+                                    "missing-key",
+                                    "a line trigger needs `line: REGEX`",
+                                )
+                                .at(v.span, "no `line` here")
+                                .help("write `{line: \"ready\"}`"),
                             );
                             None
                         }
@@ -880,7 +1116,14 @@ impl<'a> Decoder<'a> {
         if present.len() != 1 {
             self.push(
                 Diagnostic::error("invalid-foreach", format!("{w} needs exactly one source"))
-                    .at(node.span, if present.is_empty() { "no source".to_string() } else { format!("found {}", one_of(&present)) })
+                    .at(
+                        node.span,
+                        if present.is_empty() {
+                            "no source".to_string()
+                        } else {
+                            format!("found {}", one_of(&present))
+                        },
+                    )
                     .help("use one of `items`, `range`, `glob`, `lines` or `queue`"),
             );
             return None;
@@ -893,11 +1136,25 @@ impl<'a> Decoder<'a> {
                     self.type_error(v, "`foreach.items`", "a list");
                     return None;
                 };
-                ForeachSpec::Items(items.iter().filter_map(|i| self.tmpl(i, "an item")).collect())
+                ForeachSpec::Items(
+                    items
+                        .iter()
+                        .filter_map(|i| self.tmpl(i, "an item"))
+                        .collect(),
+                )
             }
             "range" => {
                 let rf = self.fields(v, "`foreach.range`", RANGE_KEYS)?;
-                let get = |d: &mut Self, k: &str| -> Option<S<i128>> { rf.get(k).and_then(|n| d.int_in(n, &format!("`range.{k}`"), i64::MIN as i128, i64::MAX as i128)) };
+                let get = |d: &mut Self, k: &str| -> Option<S<i128>> {
+                    rf.get(k).and_then(|n| {
+                        d.int_in(
+                            n,
+                            &format!("`range.{k}`"),
+                            i64::MIN as i128,
+                            i64::MAX as i128,
+                        )
+                    })
+                };
                 let from = get(self, "from").map(|s| s.value as i64).unwrap_or(0);
                 let Some(to) = rf.get("to") else {
                     self.push(
@@ -907,10 +1164,13 @@ impl<'a> Decoder<'a> {
                     );
                     return None;
                 };
-                let to = self.int_in(to, "`range.to`", i64::MIN as i128, i64::MAX as i128)?.value as i64;
+                let to = self
+                    .int_in(to, "`range.to`", i64::MIN as i128, i64::MAX as i128)?
+                    .value as i64;
                 let step = match rf.get("step") {
                     Some(sn) => {
-                        let s = self.int_in(sn, "`range.step`", i64::MIN as i128, i64::MAX as i128)?;
+                        let s =
+                            self.int_in(sn, "`range.step`", i64::MIN as i128, i64::MAX as i128)?;
                         if s.value == 0 {
                             self.push(
                                 Diagnostic::error("invalid-value", "`range.step` cannot be 0")
@@ -924,15 +1184,22 @@ impl<'a> Decoder<'a> {
                     None => S::new(1, v.span),
                 };
                 let count = if step.value > 0 {
-                    ((to as i128 - from as i128).max(0) + step.value as i128 - 1) / step.value as i128
+                    ((to as i128 - from as i128).max(0) + step.value as i128 - 1)
+                        / step.value as i128
                 } else {
-                    ((from as i128 - to as i128).max(0) + (-step.value as i128) - 1) / (-step.value as i128)
+                    ((from as i128 - to as i128).max(0) + (-step.value as i128) - 1)
+                        / (-step.value as i128)
                 };
                 if count > 10_000_000 {
                     self.push(
-                        Diagnostic::error("out-of-range", format!("`foreach.range` has {count} items"))
-                            .at(v.span, "too many items")
-                            .help("a foreach runs one process per item; keep it under 10,000,000 items"),
+                        Diagnostic::error(
+                            "out-of-range",
+                            format!("`foreach.range` has {count} items"),
+                        )
+                        .at(v.span, "too many items")
+                        .help(
+                            "a foreach runs one process per item; keep it under 10,000,000 items",
+                        ),
                     );
                     return None;
                 }
@@ -948,11 +1215,21 @@ impl<'a> Decoder<'a> {
     fn ready(&mut self, node: &Node, what: &str) -> Option<S<ReadySpec>> {
         let w = format!("`ready` of {what}");
         let f = self.fields(node, &w, READY_KEYS)?;
-        let kinds: Vec<&str> = f.present().filter(|k| !matches!(*k, "timeout" | "interval")).collect();
+        let kinds: Vec<&str> = f
+            .present()
+            .filter(|k| !matches!(*k, "timeout" | "interval"))
+            .collect();
         if kinds.len() != 1 {
             self.push(
                 Diagnostic::error("invalid-probe", format!("{w} needs exactly one probe"))
-                    .at(node.span, if kinds.is_empty() { "no probe".to_string() } else { format!("found {}", one_of(&kinds)) })
+                    .at(
+                        node.span,
+                        if kinds.is_empty() {
+                            "no probe".to_string()
+                        } else {
+                            format!("found {}", one_of(&kinds))
+                        },
+                    )
                     .help("use one of `line`, `file`, `delay`, `tcp` or `cmd`"),
             );
             return None;
@@ -976,12 +1253,18 @@ impl<'a> Decoder<'a> {
             "delay" => ProbeSpec::Delay(self.duration(v, "`ready.delay`")?.value),
             "tcp" => {
                 let s = self.scalar_text(v, "`ready.tcp`")?;
-                let ok = s.value.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                let ok = s
+                    .value
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
                 if !ok {
                     self.push(
-                        Diagnostic::error("invalid-value", format!("`{}` is not a `host:port` address", s.value))
-                            .at(s.span, "expected host:port")
-                            .help("write `tcp: \"127.0.0.1:8080\"`"),
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!("`{}` is not a `host:port` address", s.value),
+                        )
+                        .at(s.span, "expected host:port")
+                        .help("write `tcp: \"127.0.0.1:8080\"`"),
                     );
                     return None;
                 }
@@ -1022,7 +1305,15 @@ impl<'a> Decoder<'a> {
         ];
         if !matches!(node.kind, Kind::Map(_)) {
             let p = self.keyword(node, "restart policy", &policies)?;
-            return Some(S::new(RestartSpec { policy: p.value, max: None, backoff: None, max_backoff: None }, node.span));
+            return Some(S::new(
+                RestartSpec {
+                    policy: p.value,
+                    max: None,
+                    backoff: None,
+                    max_backoff: None,
+                },
+                node.span,
+            ));
         }
         let f = self.fields(node, &format!("`restart` of {what}"), RESTART_KEYS)?;
         let policy = match f.get("policy") {
@@ -1041,7 +1332,15 @@ impl<'a> Decoder<'a> {
             Some(b) => Some(self.duration(b, "`restart.max_backoff`")?.value),
             None => None,
         };
-        Some(S::new(RestartSpec { policy, max, backoff, max_backoff }, node.span))
+        Some(S::new(
+            RestartSpec {
+                policy,
+                max,
+                backoff,
+                max_backoff,
+            },
+            node.span,
+        ))
     }
 }
 
@@ -1102,7 +1401,9 @@ mod tests {
 
     #[test]
     fn every_problem_at_once() {
-        let c = codes("version: 2\nstages:\n  a:\n    cmnd: [x]\n    replicas: zero\n  B:\n    sh: x\n");
+        let c = codes(
+            "version: 2\nstages:\n  a:\n    cmnd: [x]\n    replicas: zero\n  B:\n    sh: x\n",
+        );
         assert!(c.contains(&"unsupported-version"), "{c:?}");
         assert!(c.contains(&"unknown-key"), "{c:?}");
         assert!(c.contains(&"invalid-type"), "{c:?}");
@@ -1111,17 +1412,33 @@ mod tests {
 
     #[test]
     fn x_keys_are_ignored() {
-        assert!(codes("version: 1\nx-common: &c {a: 1}\nstages:\n  a:\n    x-note: hi\n    sh: 'true'\n").is_empty());
+        assert!(
+            codes(
+                "version: 1\nx-common: &c {a: 1}\nstages:\n  a:\n    x-note: hi\n    sh: 'true'\n"
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn durations() {
-        let (spec, d) = decode("version: 1\nstages:\n  a:\n    sh: x\n    timeout: 250ms\n  b:\n    sh: x\n    timeout: 2\n");
+        let (spec, d) = decode(
+            "version: 1\nstages:\n  a:\n    sh: x\n    timeout: 250ms\n  b:\n    sh: x\n    timeout: 2\n",
+        );
         assert!(d.is_empty(), "{d:?}");
         let s = spec.unwrap();
-        assert_eq!(s.stages[0].timeout.as_ref().unwrap().value, Duration::from_millis(250));
-        assert_eq!(s.stages[1].timeout.as_ref().unwrap().value, Duration::from_secs(2));
-        assert_eq!(codes("version: 1\nstages:\n  a:\n    sh: x\n    timeout: soon\n"), vec!["invalid-duration"]);
+        assert_eq!(
+            s.stages[0].timeout.as_ref().unwrap().value,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            s.stages[1].timeout.as_ref().unwrap().value,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            codes("version: 1\nstages:\n  a:\n    sh: x\n    timeout: soon\n"),
+            vec!["invalid-duration"]
+        );
     }
 
     #[test]

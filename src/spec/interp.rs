@@ -27,9 +27,9 @@ pub fn parse(value: &str, span: Span, raw: &str, diags: &mut Vec<Diagnostic>) ->
     while let Some(pos) = rest.find('$') {
         lit.push_str(&rest[..pos]);
         let after = &rest[pos..];
-        if after.starts_with("$${") {
+        if let Some(tail) = after.strip_prefix("$${") {
             lit.push_str("${");
-            rest = &after[3..];
+            rest = tail;
             continue;
         }
         if !after.starts_with("${") {
@@ -87,7 +87,9 @@ fn parse_name(inner: &str) -> Result<RefName, String> {
         if valid_ident(name) {
             return Ok(RefName::Param(name.to_string()));
         }
-        return Err(format!("`{name}` is not a valid param name: use `[a-z][a-z0-9_-]*`"));
+        return Err(format!(
+            "`{name}` is not a valid param name: use `[a-z][a-z0-9_-]*`"
+        ));
     }
     if let Some(spec) = inner.strip_prefix("env.") {
         let (name, default) = match spec.split_once(":-") {
@@ -98,7 +100,10 @@ fn parse_name(inner: &str) -> Result<RefName, String> {
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && !name.as_bytes()[0].is_ascii_digit()
         {
-            return Ok(RefName::Env { name: name.to_string(), default });
+            return Ok(RefName::Env {
+                name: name.to_string(),
+                default,
+            });
         }
         return Err(format!("`{name}` is not a valid environment variable name"));
     }
@@ -110,19 +115,22 @@ fn parse_name(inner: &str) -> Result<RefName, String> {
     }
     let mut known: Vec<&str> = SIMPLE.iter().map(|(n, _)| *n).collect();
     known.extend(["params.NAME", "env.NAME", "fd.N"]);
-    Err(did_you_mean(inner_trim, known.iter().copied()).unwrap_or_else(|| {
-        "known names: ${params.NAME}, ${env.NAME}, ${env.NAME:-default}, ${stage}, \
+    Err(
+        did_you_mean(inner_trim, known.iter().copied()).unwrap_or_else(|| {
+            "known names: ${params.NAME}, ${env.NAME}, ${env.NAME:-default}, ${stage}, \
          ${instance}, ${replicas}, ${item}, ${index}, ${fd.N}, ${pipeline.dir}, \
          ${run.dir}; write `$${` for a literal `${`"
-            .to_string()
-    }))
+                .to_string()
+        }),
+    )
 }
 
 pub fn valid_ident(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
 /// Find `needle` in the raw source of the value to give a reference its own span;
@@ -154,7 +162,9 @@ mod tests {
         assert!(d.is_empty());
         assert_eq!(t.pieces.len(), 5);
         assert_eq!(t.pieces[0], TPiece::Lit("a-".into()));
-        let TPiece::Ref(r) = &t.pieces[1] else { panic!() };
+        let TPiece::Ref(r) = &t.pieces[1] else {
+            panic!()
+        };
         assert_eq!(r.value, RefName::Param("n".into()));
         assert_eq!(r.span, Span::new(12, 11));
         assert_eq!(t.pieces[4], TPiece::Lit("${x}".into()));
@@ -164,8 +174,16 @@ mod tests {
     fn env_default() {
         let (t, d) = p("${env.HOME:-/tmp}");
         assert!(d.is_empty());
-        let TPiece::Ref(r) = &t.pieces[0] else { panic!() };
-        assert_eq!(r.value, RefName::Env { name: "HOME".into(), default: Some("/tmp".into()) });
+        let TPiece::Ref(r) = &t.pieces[0] else {
+            panic!()
+        };
+        assert_eq!(
+            r.value,
+            RefName::Env {
+                name: "HOME".into(),
+                default: Some("/tmp".into())
+            }
+        );
     }
 
     #[test]
@@ -174,7 +192,11 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].code, "unknown-variable");
         assert_eq!(d[0].span, Some(Span::new(12, 7)));
-        assert!(d[0].help.as_deref().unwrap().contains("item"), "{:?}", d[0].help);
+        assert!(
+            d[0].help.as_deref().unwrap().contains("item"),
+            "{:?}",
+            d[0].help
+        );
     }
 
     #[test]

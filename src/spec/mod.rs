@@ -88,6 +88,10 @@ pub struct StageSpec {
     pub restart: Option<S<RestartSpec>>,
     pub on_failure: Option<S<OnFailure>>,
     pub success_codes: Option<S<Vec<S<i128>>>>,
+    /// Whether `cmd`/`sh` were written at all (even with a value that failed to decode),
+    /// so a bad `cmd` is not also reported as a missing one.
+    pub has_cmd_key: bool,
+    pub has_sh_key: bool,
 }
 
 impl Default for S<String> {
@@ -112,7 +116,10 @@ pub enum TPiece {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RefName {
     Param(String),
-    Env { name: String, default: Option<String> },
+    Env {
+        name: String,
+        default: Option<String>,
+    },
     Stage,
     Instance,
     Replicas,

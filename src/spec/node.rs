@@ -79,7 +79,10 @@ pub fn parse(source: &str) -> Result<Node, serde_saphyr::Error> {
     let root: Option<SpannedNode> = serde_saphyr::from_str_with_options(source, options)?;
     Ok(match root {
         Some(n) => n.0,
-        None => Node { kind: Kind::Null, span: Span::new(0, source.len().min(1)) },
+        None => Node {
+            kind: Kind::Null,
+            span: Span::new(0, source.len().min(1)),
+        },
     })
 }
 
@@ -97,7 +100,10 @@ impl<'de> Deserialize<'de> for SpannedNode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s: Spanned<RawKind> = Spanned::deserialize(d)?;
         let span = span_of(&s);
-        Ok(SpannedNode(Node { kind: s.value.0, span }))
+        Ok(SpannedNode(Node {
+            kind: s.value.0,
+            span,
+        }))
     }
 }
 
@@ -130,7 +136,9 @@ impl<'de> Visitor<'de> for KindVisitor {
         Ok(Kind::Int(v.into()))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Kind, E> {
-        Ok(i128::try_from(v).map(Kind::Int).unwrap_or(Kind::Float(v as f64)))
+        Ok(i128::try_from(v)
+            .map(Kind::Int)
+            .unwrap_or(Kind::Float(v as f64)))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Kind, E> {
         Ok(Kind::Float(v))
@@ -178,7 +186,9 @@ mod tests {
     fn spans_point_at_values() {
         let src = "a: 1\nb: [x, \"y\"]\nc: {d: true}\n";
         let n = parse(src).unwrap();
-        let Kind::Map(entries) = &n.kind else { panic!("{n:?}") };
+        let Kind::Map(entries) = &n.kind else {
+            panic!("{n:?}")
+        };
         assert_eq!(entries.len(), 3);
         let (k, v) = &entries[1];
         assert_eq!(&src[k.span.offset..k.span.offset + k.span.len], "b");
@@ -191,7 +201,9 @@ mod tests {
     #[test]
     fn duplicates_are_kept() {
         let n = parse("a: 1\na: 2\n").unwrap();
-        let Kind::Map(entries) = &n.kind else { panic!() };
+        let Kind::Map(entries) = &n.kind else {
+            panic!()
+        };
         assert_eq!(entries.len(), 2);
     }
 
@@ -204,8 +216,12 @@ mod tests {
     #[test]
     fn anchors_and_merge() {
         let n = parse("x-base: &b {a: 1}\ns:\n  <<: *b\n  c: 2\n").unwrap();
-        let Kind::Map(entries) = &n.kind else { panic!() };
-        let Kind::Map(s) = &entries[1].1.kind else { panic!() };
+        let Kind::Map(entries) = &n.kind else {
+            panic!()
+        };
+        let Kind::Map(s) = &entries[1].1.kind else {
+            panic!()
+        };
         assert_eq!(s.len(), 2, "{s:?}");
     }
 }

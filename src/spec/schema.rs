@@ -56,7 +56,12 @@ struct Count(#[schemars(range(min = 1))] u32);
 #[serde(untagged)]
 #[allow(dead_code)]
 enum Duration {
-    Text(#[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Z]*(\s*[0-9]+\s*[a-zA-Z]+)*\s*$"))] String),
+    Text(
+        #[schemars(regex(
+            pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Z]*(\s*[0-9]+\s*[a-zA-Z]+)*\s*$"
+        ))]
+        String,
+    ),
     Seconds(#[schemars(range(min = 0))] f64),
 }
 
@@ -130,7 +135,12 @@ struct Shutdown {
 #[serde(untagged)]
 #[allow(dead_code)]
 enum Signal {
-    Name(#[schemars(regex(pattern = r"^(?i)(SIG)?(HUP|INT|QUIT|ABRT|KILL|USR1|USR2|PIPE|ALRM|TERM|CONT|STOP|TSTP|WINCH)$"))] String),
+    Name(
+        #[schemars(regex(
+            pattern = r"^(?i)(SIG)?(HUP|INT|QUIT|ABRT|KILL|USR1|USR2|PIPE|ALRM|TERM|CONT|STOP|TSTP|WINCH)$"
+        ))]
+        String,
+    ),
     Number(u8),
 }
 
@@ -402,7 +412,9 @@ fn allow_x_keys(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
             if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
-                let patterns = map.entry("patternProperties").or_insert_with(|| serde_json::json!({}));
+                let patterns = map
+                    .entry("patternProperties")
+                    .or_insert_with(|| serde_json::json!({}));
                 if let Some(p) = patterns.as_object_mut() {
                     p.insert("^x-".into(), serde_json::json!({}));
                 }
@@ -422,8 +434,17 @@ mod tests {
     use crate::spec::decode::*;
 
     fn props<'a>(schema: &'a serde_json::Value, def: &str) -> Vec<&'a str> {
-        let obj = if def.is_empty() { schema } else { &schema["$defs"][def] };
-        let mut keys: Vec<&str> = obj["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+        let obj = if def.is_empty() {
+            schema
+        } else {
+            &schema["$defs"][def]
+        };
+        let mut keys: Vec<&str> = obj["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.sort();
         keys
     }
@@ -439,7 +460,11 @@ mod tests {
         let s = pipeline_schema();
         assert_eq!(props(&s, ""), sorted(TOP_KEYS));
         assert_eq!(props(&s, "Stage"), sorted(STAGE_KEYS));
-        let defaults: Vec<&str> = STAGE_KEYS.iter().copied().filter(|k| !NOT_IN_DEFAULTS.contains(k)).collect();
+        let defaults: Vec<&str> = STAGE_KEYS
+            .iter()
+            .copied()
+            .filter(|k| !NOT_IN_DEFAULTS.contains(k))
+            .collect();
         assert_eq!(props(&s, "Defaults"), sorted(&defaults));
         assert_eq!(props(&s, "Queue"), sorted(QUEUE_KEYS));
         assert_eq!(props(&s, "Shutdown"), sorted(SHUTDOWN_KEYS));
