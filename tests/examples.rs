@@ -354,9 +354,9 @@ fn joinable_consumes_every_job_then_stops_the_daemons() {
                 *handled.entry(job.to_string()).or_default() += 1;
             }
         }
-        let last = log.last().cloned().unwrap_or_default();
-        let count = last
-            .strip_prefix("stopped by SIGTERM: handled ")
+        let count = log
+            .iter()
+            .find_map(|text| text.strip_prefix("stopped by SIGTERM: handled "))
             .and_then(|rest| rest.strip_suffix(" jobs"))
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap_or_else(|| panic!("{consumer} was not stopped cleanly\n{}", out.context()));
