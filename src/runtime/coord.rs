@@ -62,7 +62,10 @@ impl std::fmt::Display for CoordError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CoordError::NotHeld { semaphore } => {
-                write!(f, "this instance holds no permit of semaphore `{semaphore}`")
+                write!(
+                    f,
+                    "this instance holds no permit of semaphore `{semaphore}`"
+                )
             }
         }
     }
@@ -164,11 +167,19 @@ impl Coord {
         Coord {
             sems: semaphores
                 .iter()
-                .map(|s| Sem { name: s.name.clone(), count: s.count, available: s.count })
+                .map(|s| Sem {
+                    name: s.name.clone(),
+                    count: s.count,
+                    available: s.count,
+                })
                 .collect(),
             events: events
                 .iter()
-                .map(|e| Event { name: e.name.clone(), set: e.initially_set, generation: 0 })
+                .map(|e| Event {
+                    name: e.name.clone(),
+                    set: e.initially_set,
+                    generation: 0,
+                })
                 .collect(),
             held: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -350,13 +361,21 @@ impl Coord {
     /// Holders with a waiting request (start or ctl), in queue order, with what
     /// each request needs.
     pub fn waiting(&self) -> Vec<(HolderId, Vec<(SemId, u32)>)> {
-        self.queue.iter().map(|p| (p.holder, p.needs.clone())).collect()
+        self.queue
+            .iter()
+            .map(|p| (p.holder, p.needs.clone()))
+            .collect()
     }
 
     fn enqueue(&mut self, holder: HolderId, needs: Vec<(SemId, u32)>, via_ctl: bool) -> Ticket {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        self.queue.push_back(Pending { ticket, holder, needs, via_ctl });
+        self.queue.push_back(Pending {
+            ticket,
+            holder,
+            needs,
+            via_ctl,
+        });
         ticket
     }
 
@@ -381,7 +400,10 @@ impl Coord {
                     *mine.entry(s).or_insert(0) += n;
                 }
                 if p.via_ctl {
-                    self.ctl_outbox.push(Grant { holder: p.holder, ticket: p.ticket });
+                    self.ctl_outbox.push(Grant {
+                        holder: p.holder,
+                        ticket: p.ticket,
+                    });
                 } else {
                     granted.push(p.holder);
                 }
@@ -408,8 +430,11 @@ impl Coord {
     /// incomplete list can only hide a deadlock, never invent one.
     pub fn find_deadlock(&self, parties: &[Party]) -> Option<Deadlock> {
         let listed: BTreeSet<HolderId> = parties.iter().map(|p| p.holder).collect();
-        let mut progress: BTreeSet<HolderId> =
-            parties.iter().filter(|p| p.active).map(|p| p.holder).collect();
+        let mut progress: BTreeSet<HolderId> = parties
+            .iter()
+            .filter(|p| p.active)
+            .map(|p| p.holder)
+            .collect();
         for h in self.held.keys().chain(self.queue.iter().map(|p| &p.holder)) {
             if !listed.contains(h) {
                 progress.insert(*h);
@@ -427,7 +452,10 @@ impl Coord {
                 break;
             }
         }
-        let stuck: Vec<&Party> = parties.iter().filter(|p| !progress.contains(&p.holder)).collect();
+        let stuck: Vec<&Party> = parties
+            .iter()
+            .filter(|p| !progress.contains(&p.holder))
+            .collect();
         if stuck.is_empty() {
             return None;
         }
@@ -484,18 +512,27 @@ impl Coord {
                 msg,
                 "\n  {} waits for {}",
                 p.name,
-                if waits.is_empty() { "nothing known".to_string() } else { waits.join(" and ") }
+                if waits.is_empty() {
+                    "nothing known".to_string()
+                } else {
+                    waits.join(" and ")
+                }
             );
             if !holds.is_empty() {
                 let _ = write!(msg, "; holds {}", holds.join(", "));
             }
         }
-        Some(Deadlock { stuck: stuck.iter().map(|p| p.holder).collect(), message: msg })
+        Some(Deadlock {
+            stuck: stuck.iter().map(|p| p.holder).collect(),
+            message: msg,
+        })
     }
 
     /// The deadlock message, or an empty string when nothing is stuck.
     pub fn explain_deadlock(&self, parties: &[Party]) -> String {
-        self.find_deadlock(parties).map(|d| d.message).unwrap_or_default()
+        self.find_deadlock(parties)
+            .map(|d| d.message)
+            .unwrap_or_default()
     }
 
     fn can_progress(
@@ -551,12 +588,18 @@ mod tests {
         let sems: Vec<SemaphorePlan> = counts
             .iter()
             .enumerate()
-            .map(|(i, &count)| SemaphorePlan { name: format!("s{i}"), count })
+            .map(|(i, &count)| SemaphorePlan {
+                name: format!("s{i}"),
+                count,
+            })
             .collect();
         let evs: Vec<EventPlan> = events
             .iter()
             .enumerate()
-            .map(|(i, &initially_set)| EventPlan { name: format!("e{i}"), initially_set })
+            .map(|(i, &initially_set)| EventPlan {
+                name: format!("e{i}"),
+                initially_set,
+            })
             .collect();
         Coord::new(&sems, &evs)
     }
@@ -631,7 +674,12 @@ mod tests {
     #[test]
     fn release_of_unheld_is_an_error() {
         let mut c = coord(&[1], &[]);
-        assert_eq!(c.release(1, 0), Err(CoordError::NotHeld { semaphore: "s0".into() }));
+        assert_eq!(
+            c.release(1, 0),
+            Err(CoordError::NotHeld {
+                semaphore: "s0".into()
+            })
+        );
         assert!(c.request(1, &[0]));
         assert!(c.release(2, 0).is_err());
         assert!(c.release(1, 0).is_ok());
@@ -654,12 +702,20 @@ mod tests {
         let mut c = coord(&[1], &[]);
         assert_eq!(c.request_ctl(1, 0), Acquire::Granted);
         assert!(c.take_ctl_grants().is_empty());
-        let Acquire::Waiting(t2) = c.request_ctl(2, 0) else { panic!("should wait") };
+        let Acquire::Waiting(t2) = c.request_ctl(2, 0) else {
+            panic!("should wait")
+        };
         assert!(!c.request(3, &[0]));
         assert!(c.is_pending(t2));
         // The ctl request is first in line; its grant is not a start grant.
         assert_eq!(c.release(1, 0), Ok(vec![]));
-        assert_eq!(c.take_ctl_grants(), vec![Grant { holder: 2, ticket: t2 }]);
+        assert_eq!(
+            c.take_ctl_grants(),
+            vec![Grant {
+                holder: 2,
+                ticket: t2
+            }]
+        );
         assert!(!c.is_pending(t2));
         assert_eq!(c.release(2, 0), Ok(vec![3]));
     }
@@ -670,7 +726,9 @@ mod tests {
         assert!(c.request(1, &[0]));
         assert_eq!(c.request_ctl(1, 0), Acquire::Granted);
         assert_eq!(c.held_by(1), vec![(0, 2)]);
-        let Acquire::Waiting(t) = c.request_ctl(1, 0) else { panic!("should wait") };
+        let Acquire::Waiting(t) = c.request_ctl(1, 0) else {
+            panic!("should wait")
+        };
         assert_eq!(c.cancel_ticket(t), vec![]);
         assert!(!c.is_pending(t));
         assert_eq!(c.release_all(1), vec![]);
@@ -681,7 +739,9 @@ mod tests {
     fn cancel_withdraws_only_start_requests() {
         let mut c = coord(&[1], &[]);
         assert!(c.request(9, &[0]));
-        let Acquire::Waiting(t) = c.request_ctl(1, 0) else { panic!("should wait") };
+        let Acquire::Waiting(t) = c.request_ctl(1, 0) else {
+            panic!("should wait")
+        };
         assert_eq!(c.cancel(1), vec![]);
         assert!(c.is_pending(t));
         c.release_all(1);
@@ -705,7 +765,12 @@ mod tests {
     }
 
     fn party(holder: HolderId, name: &str, active: bool, waits: Vec<Wait>) -> Party {
-        Party { holder, name: name.into(), active, waits }
+        Party {
+            holder,
+            name: name.into(),
+            active,
+            waits,
+        }
     }
 
     #[test]
@@ -728,7 +793,11 @@ mod tests {
         let parties = [party(1, "late", false, vec![Wait::Event(0)])];
         let d = c.find_deadlock(&parties).expect("deadlock");
         assert_eq!(d.stuck, vec![1]);
-        assert!(d.message.contains("late waits for event `e0`"), "{}", d.message);
+        assert!(
+            d.message.contains("late waits for event `e0`"),
+            "{}",
+            d.message
+        );
     }
 
     #[test]
@@ -746,7 +815,11 @@ mod tests {
         ];
         let d = c.find_deadlock(&parties).expect("deadlock");
         assert_eq!(d.stuck, vec![1, 2]);
-        assert!(d.message.contains("a waits for 1 permit of semaphore `s1`"), "{}", d.message);
+        assert!(
+            d.message.contains("a waits for 1 permit of semaphore `s1`"),
+            "{}",
+            d.message
+        );
         assert!(d.message.contains("held by b ×1"), "{}", d.message);
         assert!(d.message.contains("holds `s0` ×1"), "{}", d.message);
     }
@@ -760,7 +833,10 @@ mod tests {
         ];
         let d = c.find_deadlock(&parties).expect("deadlock");
         assert_eq!(d.stuck, vec![1, 2]);
-        assert!(d.message.contains("after-setter waits for instance `setter`"));
+        assert!(
+            d.message
+                .contains("after-setter waits for instance `setter`")
+        );
     }
 
     #[test]
@@ -799,7 +875,11 @@ mod tests {
     fn check_invariants(c: &Coord) {
         for (s, sem) in c.sems.iter().enumerate() {
             let held: u32 = c.held.values().filter_map(|m| m.get(&s)).sum();
-            assert_eq!(held + sem.available, sem.count, "semaphore {s} leaks permits");
+            assert_eq!(
+                held + sem.available,
+                sem.count,
+                "semaphore {s} leaks permits"
+            );
             assert!(held <= sem.count);
         }
         let mut settled = c.clone();

@@ -1,1 +1,0 @@
-//! `prun ctl`: the control socket (SPEC 6).
