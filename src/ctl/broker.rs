@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use crate::plan::{EventId, SemId};
+use crate::plan::EventId;
 use crate::runtime::coord::{Acquire, Coord, HolderId, Ticket, Wait};
 
 use super::{CtlCommand, CtlReply, CtlRequest};
@@ -43,7 +43,6 @@ impl BrokerOutcome {
 #[derive(Debug)]
 struct SemWaiter {
     ticket: Ticket,
-    sem: SemId,
     holder: HolderId,
     conn: u64,
     peer_pid: i32,
@@ -161,7 +160,6 @@ impl CtlBroker {
                     Acquire::Waiting(ticket) => {
                         self.sems.push(SemWaiter {
                             ticket,
-                            sem: s,
                             holder,
                             conn: req.conn,
                             peer_pid: req.peer_pid,
@@ -208,13 +206,9 @@ impl CtlBroker {
                 let delivered = waiter
                     .as_ref()
                     .is_some_and(|w| w.reply.send(CtlReply::Ok).is_ok());
-                if !delivered {
-                    // Nobody will ever know about this permit: give it back.
-                    if let Some(w) = waiter {
-                        if let Ok(started) = coord.release(g.holder, w.sem) {
-                            out.start.extend(started);
-                        }
-                    }
+                // Nobody will ever know about an undelivered permit: give it back.
+                if !delivered && let Ok(started) = coord.release(g.holder, g.sem) {
+                    out.start.extend(started);
                 }
             }
         }

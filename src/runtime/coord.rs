@@ -78,6 +78,8 @@ impl std::error::Error for CoordError {}
 pub struct Grant {
     pub holder: HolderId,
     pub ticket: Ticket,
+    /// The semaphore of the permit (a ctl request asks for exactly one).
+    pub sem: SemId,
 }
 
 /// Outcome of [`Coord::request_ctl`].
@@ -400,9 +402,11 @@ impl Coord {
                     *mine.entry(s).or_insert(0) += n;
                 }
                 if p.via_ctl {
+                    let sem = p.needs.first().map_or(0, |&(s, _)| s);
                     self.ctl_outbox.push(Grant {
                         holder: p.holder,
                         ticket: p.ticket,
+                        sem,
                     });
                 } else {
                     granted.push(p.holder);
@@ -713,7 +717,8 @@ mod tests {
             c.take_ctl_grants(),
             vec![Grant {
                 holder: 2,
-                ticket: t2
+                ticket: t2,
+                sem: 0
             }]
         );
         assert!(!c.is_pending(t2));
@@ -887,6 +892,9 @@ mod tests {
         assert!(settled.ctl_outbox.len() == c.ctl_outbox.len());
     }
 
+    /// A waiting request as seen from outside: (ticket, holder, needs).
+    type Snapshot = (Ticket, HolderId, Vec<(SemId, u32)>);
+
     proptest! {
         #[test]
         fn concurrency_never_exceeds_counts_and_later_requests_only_take_surplus(
@@ -897,7 +905,7 @@ mod tests {
             let mut c = coord(&counts, &[]);
             for o in ops {
                 // Queue snapshot: (ticket, holder, needs) in arrival order.
-                let before: Vec<(Ticket, HolderId, Vec<(SemId, u32)>)> =
+                let before: Vec<Snapshot> =
                     c.queue.iter().map(|p| (p.ticket, p.holder, p.needs.clone())).collect();
                 // Requests of this holder may leave the queue by withdrawal, not grant.
                 let withdrawn = match o {
