@@ -13,10 +13,10 @@
 //! granted as a side effect (start them) and events changed through ctl (re-check
 //! `waits:` of waiting instances).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use crate::plan::EventId;
+use crate::plan::{EventId, SemId};
 use crate::runtime::coord::{Acquire, Coord, HolderId, Ticket, Wait};
 
 use super::{CtlCommand, CtlReply, CtlRequest};
@@ -66,6 +66,9 @@ struct EventWaiter {
 pub struct CtlBroker {
     sems: Vec<SemWaiter>,
     events: Vec<EventWaiter>,
+    /// Last permit granted on each connection, to give back if the server reports
+    /// the `OK` could not be delivered. Dropped when the instance ends.
+    last_grant: HashMap<u64, (HolderId, SemId)>,
 }
 
 /// "unknown semaphore `lokc` (did you mean `lock`?)"
@@ -99,8 +102,8 @@ impl CtlBroker {
         now: Instant,
     ) -> BrokerOutcome {
         let mut out = BrokerOutcome::default();
-        if req.command == CtlCommand::Hangup {
-            return self.on_hangup(coord, req.conn);
+        if let CtlCommand::Hangup { lost } = req.command {
+            return self.on_hangup(coord, req.conn, lost);
         }
         let Some(holder) = holder else {
             let _ = req.reply.send(CtlReply::Refused(format!(
@@ -111,7 +114,7 @@ impl CtlBroker {
         };
         let deadline = |t: Option<std::time::Duration>| t.map(|d| now + d);
         let reply = match req.command {
-            CtlCommand::Hangup => return out,
+            CtlCommand::Hangup { .. } => return out,
             CtlCommand::EventSet(ref name) | CtlCommand::EventClear(ref name) => {
                 match coord.event_id(name) {
                     None => unknown("event", name, coord.event_names()),
@@ -152,7 +155,10 @@ impl CtlBroker {
             CtlCommand::SemAcquire { ref name, timeout } => match coord.sem_id(name) {
                 None => unknown("semaphore", name, coord.sem_names()),
                 Some(s) => match coord.request_ctl(holder, s) {
-                    Acquire::Granted => CtlReply::Ok,
+                    Acquire::Granted => {
+                        self.last_grant.insert(req.conn, (holder, s));
+                        CtlReply::Ok
+                    }
                     Acquire::Waiting(ticket) if timeout.is_some_and(|t| t.is_zero()) => {
                         out.start.extend(coord.cancel_ticket(ticket));
                         CtlReply::Timeout
@@ -207,7 +213,11 @@ impl CtlBroker {
                     .as_ref()
                     .is_some_and(|w| w.reply.send(CtlReply::Ok).is_ok());
                 // Nobody will ever know about an undelivered permit: give it back.
-                if !delivered && let Ok(started) = coord.release(g.holder, g.sem) {
+                if delivered {
+                    if let Some(w) = waiter {
+                        self.last_grant.insert(w.conn, (g.holder, g.sem));
+                    }
+                } else if let Ok(started) = coord.release(g.holder, g.sem) {
                     out.start.extend(started);
                 }
             }
@@ -283,8 +293,14 @@ impl CtlBroker {
         out
     }
 
-    fn on_hangup(&mut self, coord: &mut Coord, conn: u64) -> BrokerOutcome {
+    fn on_hangup(&mut self, coord: &mut Coord, conn: u64, lost: Option<CtlReply>) -> BrokerOutcome {
         let mut out = BrokerOutcome::default();
+        if lost == Some(CtlReply::Ok)
+            && let Some((holder, sem)) = self.last_grant.remove(&conn)
+            && let Ok(started) = coord.release(holder, sem)
+        {
+            out.start.extend(started);
+        }
         let (gone, kept): (Vec<SemWaiter>, Vec<SemWaiter>) = std::mem::take(&mut self.sems)
             .into_iter()
             .partition(|w| w.conn == conn);
@@ -514,10 +530,52 @@ mod tests {
         b.handle(&mut c, r, Some(10), now);
         let (r, _rx2) = req(2, acquire(None));
         b.handle(&mut c, r, Some(20), now);
-        let (r, _) = req(2, CtlCommand::Hangup);
+        let (r, _) = req(2, CtlCommand::Hangup { lost: None });
         b.handle(&mut c, r, None, now);
         assert_eq!(b.parked(), 0);
         assert!(c.waiting().is_empty());
+    }
+
+    #[test]
+    fn a_lost_ok_gives_the_permit_back() {
+        let (mut c, mut b) = (coord(), CtlBroker::new());
+        let now = Instant::now();
+        // Granted at once on connection 1, but the client left before reading it.
+        let (r, _rx) = req(1, acquire(None));
+        b.handle(&mut c, r, Some(10), now);
+        assert!(!c.request(30, &[0]));
+        let (r, _) = req(
+            1,
+            CtlCommand::Hangup {
+                lost: Some(CtlReply::Ok),
+            },
+        );
+        assert_eq!(b.handle(&mut c, r, None, now).start, vec![30]);
+        assert!(c.held_by(10).is_empty());
+        // A queued grant on connection 2 is tracked the same way.
+        let (r, rx) = req(2, acquire(None));
+        b.handle(&mut c, r, Some(20), now);
+        b.on_instance_end(&mut c, 30);
+        assert_eq!(rx.try_recv(), Ok(CtlReply::Ok));
+        let (r, _) = req(
+            2,
+            CtlCommand::Hangup {
+                lost: Some(CtlReply::Ok),
+            },
+        );
+        b.handle(&mut c, r, None, now);
+        assert!(c.held_by(20).is_empty());
+        // A lost reply that was not a grant releases nothing.
+        let (r, _) = req(3, acquire(None));
+        b.handle(&mut c, r, Some(40), now);
+        let (r, _) = req(
+            3,
+            CtlCommand::Hangup {
+                lost: Some(CtlReply::Timeout),
+            },
+        );
+        b.handle(&mut c, r, None, now);
+        assert_eq!(c.held_by(40), vec![(0, 1)]);
     }
 
     #[test]

@@ -78,8 +78,12 @@ pub enum CtlCommand {
     },
     SemRelease(String),
     /// Not on the wire: the server reports that the client of connection `conn`
-    /// hung up while waiting for a reply, so its parked request is withdrawn.
-    Hangup,
+    /// hung up while waiting for a reply, so its parked request is withdrawn. `lost`
+    /// is the reply that arrived for it but could not be delivered (a lost `OK` to
+    /// `SEM ACQUIRE` means the permit is given back).
+    Hangup {
+        lost: Option<CtlReply>,
+    },
 }
 
 /// A reply line.
@@ -162,7 +166,7 @@ impl CtlCommand {
                 format!("SEM ACQUIRE {name}{}", ms(timeout))
             }
             CtlCommand::SemRelease(n) => format!("SEM RELEASE {n}"),
-            CtlCommand::Hangup => "HANGUP".to_string(),
+            CtlCommand::Hangup { .. } => "HANGUP".to_string(),
         }
     }
 }

@@ -257,6 +257,16 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
             write_reply(&mut stream, &CtlReply::Err("prun is shutting down".into()));
             return;
         }
+        let hangup = |lost: Option<CtlReply>| {
+            let (dead_tx, _) = crossbeam_channel::bounded(1);
+            let _ = tx.send(CtlRequest {
+                conn,
+                peer_pid: cred.pid(),
+                peer_uid: cred.uid(),
+                command: CtlCommand::Hangup { lost },
+                reply: dead_tx,
+            });
+        };
         let reply = loop {
             match reply_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(r) => break r,
@@ -268,19 +278,18 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
                         // Drop the receiver first: a grant racing with this hangup
                         // then fails to send and the broker gives the permit back.
                         drop(reply_rx);
-                        let (dead_tx, _) = crossbeam_channel::bounded(1);
-                        let _ = tx.send(CtlRequest {
-                            conn,
-                            peer_pid: cred.pid(),
-                            peer_uid: cred.uid(),
-                            command: CtlCommand::Hangup,
-                            reply: dead_tx,
-                        });
+                        hangup(None);
                         return;
                     }
                 }
             }
         };
+        // The client may have left after the last check: a reply it can never read
+        // is handed back rather than written into a dead socket.
+        if peer_gone(&stream) {
+            hangup(Some(reply));
+            return;
+        }
         if !write_reply(&mut stream, &reply) {
             return;
         }
