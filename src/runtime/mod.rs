@@ -5,6 +5,7 @@
 //! module renders the events.
 
 pub mod coord;
+pub mod foreach;
 pub mod router;
 
 use std::path::PathBuf;

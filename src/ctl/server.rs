@@ -1,0 +1,297 @@
+//! The control socket's server side: accept, authenticate, forward to the supervisor.
+//!
+//! One accept thread, one small thread per connection (ctl traffic is a few requests
+//! per instance; a thread keeps blocking waits simple). Each connection's peer is
+//! identified once with `SO_PEERCRED`: a different uid is refused right here; every
+//! request is then forwarded as a [`CtlRequest`] carrying the peer pid, and the
+//! supervisor decides which instance (if any) it belongs to and answers on the
+//! request's own reply channel. While a reply is pending the connection thread
+//! watches for the client hanging up and reports it ([`CtlCommand::Hangup`]) so a
+//! parked wait is withdrawn instead of granting a permit to nobody.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::{CtlCommand, CtlReply, MAX_LINE};
+
+/// One request from a stage, for the supervisor to answer on `reply`.
+#[derive(Debug)]
+pub struct CtlRequest {
+    /// Connection id: every request of one connection, and its `Hangup`, share it.
+    pub conn: u64,
+    pub peer_pid: i32,
+    pub peer_uid: u32,
+    pub command: CtlCommand,
+    /// Exactly one reply is expected (none for `Hangup`); if the send fails the
+    /// client is gone.
+    pub reply: Sender<CtlReply>,
+}
+
+/// Create a private (0700) run directory under `$XDG_RUNTIME_DIR` or the temp dir.
+pub fn create_run_dir() -> std::io::Result<PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let pid = std::process::id();
+    let mut last_err = None;
+    for attempt in 0..100u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!(
+            "prun-{pid}-{:x}",
+            nanos ^ attempt.wrapping_mul(0x9e37_79b9)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                // The umask may have narrowed the mode; it cannot have widened it,
+                // but make it exact so the check in `start` holds.
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("cannot create a run directory")))
+}
+
+/// The listening control socket and its accept thread.
+pub struct CtlServer {
+    path: PathBuf,
+    requests: Receiver<CtlRequest>,
+    stop: Arc<AtomicBool>,
+    /// A duplicate of the listening socket, to wake the accept thread on stop.
+    listener_fd: Option<OwnedFd>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl CtlServer {
+    /// Bind `<run_dir>/ctl.sock` and start accepting. `run_dir` must be a directory
+    /// that only this user can enter (mode 0700), as made by [`create_run_dir`].
+    pub fn start(run_dir: &Path) -> std::io::Result<CtlServer> {
+        let meta = std::fs::metadata(run_dir)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "run directory {} must not be accessible to others (mode 0700)",
+                    run_dir.display()
+                ),
+            ));
+        }
+        let path = run_dir.join("ctl.sock");
+        let listener = UnixListener::bind(&path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+        })?;
+        let listener_fd = listener.as_fd().try_clone_to_owned()?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let accept = std::thread::Builder::new()
+            .name("prun-ctl-accept".into())
+            .spawn(move || accept_loop(listener, tx, stop2))?;
+        Ok(CtlServer {
+            path,
+            requests: rx,
+            stop,
+            listener_fd: Some(listener_fd),
+            accept: Some(accept),
+        })
+    }
+
+    /// The socket path, to export as `PRUN_CTL`.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Requests to answer (add it to the supervisor's `select!`).
+    pub fn requests(&self) -> &Receiver<CtlRequest> {
+        &self.requests
+    }
+
+    /// Stop accepting and remove the socket. Connections in progress get
+    /// `ERR prun is shutting down` once their reply channel is dropped.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(fd) = self.listener_fd.take() {
+            // shutdown(2) on a listening socket wakes a blocked accept(2) on Linux.
+            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for CtlServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(listener: UnixListener, tx: Sender<CtlRequest>, stop: Arc<AtomicBool>) {
+    let next_conn = AtomicU64::new(1);
+    let my_uid = nix::unistd::geteuid().as_raw();
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if e.raw_os_error() == Some(libc::EMFILE)
+                    || e.raw_os_error() == Some(libc::ENFILE) =>
+            {
+                // Out of descriptors: back off instead of spinning.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(_) => return,
+        };
+        let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+        let tx = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("prun-ctl-{conn}"))
+            .spawn(move || serve(stream, conn, my_uid, tx));
+        // If no thread can be made the stream is dropped: the client sees EOF.
+        drop(spawned);
+    }
+}
+
+fn write_reply(stream: &mut UnixStream, reply: &CtlReply) -> bool {
+    let mut line = reply.to_line();
+    line.push('\n');
+    stream.write_all(line.as_bytes()).is_ok()
+}
+
+/// True when the client closed its end (checked while a reply is pending).
+fn peer_gone(stream: &UnixStream) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>) {
+    let cred =
+        match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
+            Ok(c) => c,
+            Err(e) => {
+                write_reply(
+                    &mut stream,
+                    &CtlReply::Refused(format!("cannot identify the peer: {e}")),
+                );
+                return;
+            }
+        };
+    if cred.uid() != my_uid {
+        write_reply(
+            &mut stream,
+            &CtlReply::Refused(format!("uid {} is not prun's user", cred.uid())),
+        );
+        return;
+    }
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    loop {
+        let mut buf = Vec::new();
+        match (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if buf.last() != Some(&b'\n') {
+            if buf.len() >= MAX_LINE {
+                write_reply(
+                    &mut stream,
+                    &CtlReply::Err(format!("request longer than {MAX_LINE} bytes")),
+                );
+            }
+            // A line cut by EOF or the size limit: no request follows reliably.
+            return;
+        }
+        let command = match std::str::from_utf8(&buf)
+            .map_err(|_| "request is not UTF-8".to_string())
+            .and_then(|line| CtlCommand::parse(line.trim_end_matches(['\n', '\r'])))
+        {
+            Ok(c) => c,
+            Err(m) => {
+                if !write_reply(&mut stream, &CtlReply::Err(m)) {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let request = CtlRequest {
+            conn,
+            peer_pid: cred.pid(),
+            peer_uid: cred.uid(),
+            command,
+            reply: reply_tx,
+        };
+        if tx.send(request).is_err() {
+            write_reply(&mut stream, &CtlReply::Err("prun is shutting down".into()));
+            return;
+        }
+        let hangup = |lost: Option<CtlReply>| {
+            let (dead_tx, _) = crossbeam_channel::bounded(1);
+            let _ = tx.send(CtlRequest {
+                conn,
+                peer_pid: cred.pid(),
+                peer_uid: cred.uid(),
+                command: CtlCommand::Hangup { lost },
+                reply: dead_tx,
+            });
+        };
+        let reply = loop {
+            match reply_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => break r,
+                Err(RecvTimeoutError::Disconnected) => {
+                    break CtlReply::Err("prun is shutting down".into());
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if peer_gone(&stream) {
+                        // Drop the receiver first: a grant racing with this hangup
+                        // then fails to send and the broker gives the permit back.
+                        drop(reply_rx);
+                        hangup(None);
+                        return;
+                    }
+                }
+            }
+        };
+        // The client may have left after the last check: a reply it can never read
+        // is handed back rather than written into a dead socket.
+        if peer_gone(&stream) {
+            hangup(Some(reply));
+            return;
+        }
+        if !write_reply(&mut stream, &reply) {
+            return;
+        }
+    }
+}
