@@ -291,13 +291,13 @@ impl Resolver<'_> {
         );
     }
 
-    fn lookup(
-        &mut self,
-        name: &S<String>,
-        kind: &str,
-        table: &[String],
-        declare: &str,
-    ) -> Option<usize> {
+    fn lookup(&mut self, name: &S<String>, kind: &str, declare: &str) -> Option<usize> {
+        let table: &[String] = match kind {
+            "queue" => &self.queues,
+            "stage" => &self.stages,
+            "event" => &self.events,
+            _ => &self.semaphores,
+        };
         if let Some(i) = table.iter().position(|n| *n == name.value) {
             return Some(i);
         }
@@ -329,8 +329,7 @@ impl Resolver<'_> {
     }
 
     fn queue(&mut self, name: &S<String>) -> Option<QueueId> {
-        let table = self.queues.clone();
-        self.lookup(name, "queue", &table, "queues")
+        self.lookup(name, "queue", "queues")
     }
 
     fn stage(
@@ -521,25 +520,23 @@ impl Resolver<'_> {
 
         // coordination
         let mut after = Vec::new();
-        let stages = self.stages.clone();
         for a in s.after.as_ref().or(d.after.as_ref()).into_iter().flatten() {
             let AfterSpec { stage, condition } = a;
-            if let Some(id) = self.lookup(stage, "stage", &stages, "stages") {
+            if let Some(id) = self.lookup(stage, "stage", "stages") {
                 after.push((id, condition.value));
                 spans.after.push(stage.span);
             }
         }
-        let events = self.events.clone();
         let mut waits = Vec::new();
         for e in s.waits.as_ref().or(d.waits.as_ref()).into_iter().flatten() {
-            if let Some(id) = self.lookup(e, "event", &events, "events") {
+            if let Some(id) = self.lookup(e, "event", "events") {
                 waits.push(id);
                 spans.waits.push(e.span);
             }
         }
         let mut sets = Vec::new();
         for (e, t) in s.sets.as_ref().or(d.sets.as_ref()).into_iter().flatten() {
-            if let Some(id) = self.lookup(e, "event", &events, "events") {
+            if let Some(id) = self.lookup(e, "event", "events") {
                 let trigger = match &t.value {
                     TriggerSpec::Started => Trigger::Started,
                     TriggerSpec::Ready => Trigger::Ready,
@@ -552,7 +549,6 @@ impl Resolver<'_> {
                 spans.sets.push(e.span);
             }
         }
-        let sems = self.semaphores.clone();
         let mut semaphores = Vec::new();
         for n in s
             .semaphore
@@ -561,7 +557,7 @@ impl Resolver<'_> {
             .into_iter()
             .flatten()
         {
-            if let Some(id) = self.lookup(n, "semaphore", &sems, "semaphores") {
+            if let Some(id) = self.lookup(n, "semaphore", "semaphores") {
                 semaphores.push(id);
             }
         }

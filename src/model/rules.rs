@@ -159,6 +159,7 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
 /// Warn when `cmd[0]` is not an executable that can be found.
 fn check_programs(_spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
+    let mut known: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
     for (si, s) in m.stages.iter().enumerate() {
         let crate::plan::CommandTemplate::Argv(argv) = &s.command else {
             continue;
@@ -170,11 +171,13 @@ fn check_programs(_spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) 
         if s.cwd.is_some() && !program.starts_with('/') && program.contains('/') {
             continue;
         }
-        let found = if program.contains('/') {
-            is_executable(&m.start_dir.join(program))
-        } else {
-            std::env::split_paths(&path_var).any(|d| is_executable(&d.join(program)))
-        };
+        let found = *known.entry(program.as_str()).or_insert_with(|| {
+            if program.contains('/') {
+                is_executable(&m.start_dir.join(program))
+            } else {
+                std::env::split_paths(&path_var).any(|d| is_executable(&d.join(program)))
+            }
+        });
         if !found {
             let span = m.stage_spans[si].program.unwrap_or(m.stage_spans[si].name);
             diags.push(
