@@ -12,7 +12,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::runtime::event::{signal_name, Event, InstanceInfo, RunStatus, State};
+use crate::runtime::event::{Event, InstanceInfo, RunStatus, State, signal_name};
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Report {
@@ -123,14 +123,24 @@ impl ReportBuilder {
 
     pub fn apply(&mut self, event: &Event) {
         match event {
-            Event::PipelineStarted { pipeline, instances, .. } => {
+            Event::PipelineStarted {
+                pipeline,
+                instances,
+                ..
+            } => {
                 self.pipeline = pipeline.clone();
                 for info in instances {
                     self.add(info.clone());
                 }
             }
             Event::InstanceAdded(info) => self.add(info.clone()),
-            Event::StateChanged { id, state, pid, at, restarts } => {
+            Event::StateChanged {
+                id,
+                state,
+                pid,
+                at,
+                restarts,
+            } => {
                 if let Some(r) = self.index.get(id).and_then(|&i| self.instances.get_mut(i)) {
                     r.state = state.clone();
                     r.restarts = *restarts;
@@ -145,13 +155,22 @@ impl ReportBuilder {
                     }
                 }
             }
-            Event::Records { id, records_in, records_out } => {
+            Event::Records {
+                id,
+                records_in,
+                records_out,
+            } => {
                 if let Some(r) = self.index.get(id).and_then(|&i| self.instances.get_mut(i)) {
                     r.records_in = *records_in;
                     r.records_out = *records_out;
                 }
             }
-            Event::QueueFinished { name, direct, stats, .. } => self.queues.push(QueueReport {
+            Event::QueueFinished {
+                name,
+                direct,
+                stats,
+                ..
+            } => self.queues.push(QueueReport {
                 name: name.clone(),
                 records: stats.records,
                 bytes: stats.bytes,
@@ -162,7 +181,11 @@ impl ReportBuilder {
                 in_flight_at_failure: stats.in_flight_at_failure,
                 wiring: if *direct { "direct" } else { "routed" }.to_string(),
             }),
-            Event::Finished { status, exit_code, duration } => {
+            Event::Finished {
+                status,
+                exit_code,
+                duration,
+            } => {
                 self.status = Some((*status, *exit_code, *duration));
             }
             _ => {}
@@ -185,7 +208,10 @@ impl ReportBuilder {
 
     /// Current state of an instance by name (for the status board and tests).
     pub fn state_of(&self, name: &str) -> Option<&State> {
-        self.instances.iter().find(|r| r.info.name == name).map(|r| &r.state)
+        self.instances
+            .iter()
+            .find(|r| r.info.name == name)
+            .map(|r| &r.state)
     }
 
     pub fn instance_names(&self) -> impl Iterator<Item = (&InstanceInfo, &State)> {
@@ -194,7 +220,8 @@ impl ReportBuilder {
 
     pub fn report(&self) -> Report {
         let (status, exit_code, duration) =
-            self.status.unwrap_or((RunStatus::Failed, 1, Duration::ZERO));
+            self.status
+                .unwrap_or((RunStatus::Failed, 1, Duration::ZERO));
         let instances = self
             .instances
             .iter()
@@ -216,7 +243,10 @@ impl ReportBuilder {
                 records_in: r.records_in,
                 records_out: r.records_out,
                 detail: r.state.describe(),
-                downstream_closed: r.state == State::Succeeded { downstream_closed: true },
+                downstream_closed: r.state
+                    == State::Succeeded {
+                        downstream_closed: true,
+                    },
             })
             .collect();
         Report {
@@ -281,9 +311,21 @@ mod tests {
             restarts: 0,
         };
         b.apply(&changed(0, State::Running, 12));
-        b.apply(&changed(0, State::Succeeded { downstream_closed: false }, 912));
+        b.apply(&changed(
+            0,
+            State::Succeeded {
+                downstream_closed: false,
+            },
+            912,
+        ));
         b.apply(&changed(1, State::Running, 10));
-        b.apply(&changed(1, State::Killed { signal: libc::SIGKILL }, 20));
+        b.apply(&changed(
+            1,
+            State::Killed {
+                signal: libc::SIGKILL,
+            },
+            20,
+        ));
         b.apply(&Event::Finished {
             status: RunStatus::Failed,
             exit_code: 137,
@@ -310,7 +352,12 @@ mod tests {
     #[test]
     fn schema_names_the_states() {
         let schema = serde_json::to_string(&report_schema()).unwrap();
-        for s in ["could_not_start", "timed_out", "interrupted", "in_flight_at_failure"] {
+        for s in [
+            "could_not_start",
+            "timed_out",
+            "interrupted",
+            "in_flight_at_failure",
+        ] {
             assert!(schema.contains(s), "{s} missing from the schema");
         }
     }

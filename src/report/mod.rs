@@ -13,9 +13,9 @@ use std::io;
 use crossbeam_channel::Receiver;
 
 pub use json::{
-    report_schema, EndState, InstanceReport, QueueReport, Report, ReportBuilder, ReportStatus,
+    EndState, InstanceReport, QueueReport, Report, ReportBuilder, ReportStatus, report_schema,
 };
-pub use term::{format_table, Terminal, TerminalOptions};
+pub use term::{Terminal, TerminalOptions, format_table};
 
 use crate::runtime::{Event, RunOptions};
 

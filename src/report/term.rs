@@ -42,7 +42,12 @@ impl TerminalOptions {
             Some("never") => false,
             _ => tty && !opts.quiet,
         };
-        TerminalOptions { color, quiet: opts.quiet, progress, log_dir: opts.log_dir.clone() }
+        TerminalOptions {
+            color,
+            quiet: opts.quiet,
+            progress,
+            log_dir: opts.log_dir.clone(),
+        }
     }
 }
 
@@ -61,7 +66,13 @@ struct Board {
 
 impl Terminal {
     pub fn new(opts: TerminalOptions) -> Terminal {
-        Terminal { opts, names: HashMap::new(), width: 4, logs: HashMap::new(), board: None }
+        Terminal {
+            opts,
+            names: HashMap::new(),
+            width: 4,
+            logs: HashMap::new(),
+            board: None,
+        }
     }
 
     pub fn on_event(&mut self, event: &Event, state: &ReportBuilder) {
@@ -126,15 +137,19 @@ impl Terminal {
                     self.prun_line(Level::Info, &msg);
                 }
             }
-            Event::StillWaiting { names } => {
-                self.prun_line(Level::Warning, &format!("still waiting for: {}", names.join(", ")))
-            }
+            Event::StillWaiting { names } => self.prun_line(
+                Level::Warning,
+                &format!("still waiting for: {}", names.join(", ")),
+            ),
             _ => {}
         }
     }
 
     fn name(&self, id: InstanceId) -> String {
-        self.names.get(&id).map(|(n, _)| n.clone()).unwrap_or_else(|| format!("#{id}"))
+        self.names
+            .get(&id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| format!("#{id}"))
     }
 
     fn log_line(&mut self, id: InstanceId, line: &[u8]) {
@@ -157,7 +172,11 @@ impl Terminal {
         if self.opts.quiet {
             return;
         }
-        let (name, stage) = self.names.get(&id).cloned().unwrap_or_else(|| (format!("#{id}"), 0));
+        let (name, stage) = self
+            .names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| (format!("#{id}"), 0));
         let text = String::from_utf8_lossy(line);
         let text = text.strip_suffix('\r').unwrap_or(&text);
         let mut out = String::with_capacity(text.len() + self.width + 16);
@@ -187,7 +206,11 @@ impl Terminal {
                 Level::Warning => "33",
                 Level::Error => "31",
             };
-            format!("\x1b[1m{:<w$} │\x1b[0m \x1b[{c}m{tag}{message}\x1b[0m\n", "prun", w = self.width)
+            format!(
+                "\x1b[1m{:<w$} │\x1b[0m \x1b[{c}m{tag}{message}\x1b[0m\n",
+                "prun",
+                w = self.width
+            )
         } else {
             format!("{:<w$} │ {tag}{message}\n", "prun", w = self.width)
         };
@@ -257,8 +280,10 @@ impl Board {
                     None => counts.push((n, 1)),
                 }
             }
-            let msg: Vec<String> =
-                counts.iter().map(|(k, c)| format!("{c} {}", k.replace('_', " "))).collect();
+            let msg: Vec<String> = counts
+                .iter()
+                .map(|(k, c)| format!("{c} {}", k.replace('_', " ")))
+                .collect();
             bar.set_message(msg.join(" · "));
         }
     }
@@ -267,7 +292,9 @@ impl Board {
 /// The final table: instance, pid, end state, exit code or signal, duration,
 /// records in/out, restarts.
 pub fn format_table(report: &Report, color: bool) -> String {
-    let header = ["instance", "pid", "state", "exit", "duration", "in", "out", "restarts"];
+    let header = [
+        "instance", "pid", "state", "exit", "duration", "in", "out", "restarts",
+    ];
     let dash = || "-".to_string();
     let rows: Vec<[String; 8]> = report
         .instances
@@ -334,7 +361,11 @@ pub fn format_table(report: &Report, color: bool) -> String {
 }
 
 fn format_ms(ms: u64) -> String {
-    if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", ms as f64 / 1000.0) }
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
 }
 
 #[cfg(test)]
@@ -370,7 +401,10 @@ mod tests {
         };
         let t = format_table(&report, false);
         assert!(t.starts_with("instance  pid  state"), "{t}");
-        assert!(t.contains("eater.1   42   failed (exit 3)  3     900ms"), "{t}");
+        assert!(
+            t.contains("eater.1   42   failed (exit 3)  3     900ms"),
+            "{t}"
+        );
         assert!(t.ends_with("baozi: failed in 1.5s (exit 3)\n"), "{t}");
     }
 }

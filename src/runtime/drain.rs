@@ -42,7 +42,13 @@ pub fn start(
     std::thread::Builder::new()
         .name(format!("prun-log-{id}"))
         .spawn(move || {
-            let mut drain = Drain { id, generation, matchers, events, sup: sup.clone() };
+            let mut drain = Drain {
+                id,
+                generation,
+                matchers,
+                events,
+                sup: sup.clone(),
+            };
             drain.run(std::fs::File::from(fd));
             let _ = sup.send(Msg::DrainDone);
         })
@@ -101,7 +107,11 @@ impl Drain {
                 }
             });
             for action in fired {
-                let _ = self.sup.send(Msg::Line { id: self.id, generation: self.generation, action });
+                let _ = self.sup.send(Msg::Line {
+                    id: self.id,
+                    generation: self.generation,
+                    action,
+                });
             }
         }
         // The report thread may be gone at the very end; losing the line then is moot.

@@ -45,7 +45,9 @@ pub enum State {
         reason: Option<String>,
     },
     /// Died from a signal prun did not send.
-    Killed { signal: i32 },
+    Killed {
+        signal: i32,
+    },
     /// Ran longer than its `timeout`.
     TimedOut {
         exit_code: Option<i32>,
@@ -57,9 +59,13 @@ pub enum State {
         signal: Option<i32>,
     },
     /// Never started: a dependency cannot meet its condition, or the pipeline stopped.
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
     /// exec (or opening one of its files) failed.
-    CouldNotStart { error: String },
+    CouldNotStart {
+        error: String,
+    },
 }
 
 impl State {
@@ -89,7 +95,9 @@ impl State {
             State::Failed { exit_code, .. }
             | State::TimedOut { exit_code, .. }
             | State::Stopped { exit_code, .. } => *exit_code,
-            State::Succeeded { downstream_closed: false } => Some(0),
+            State::Succeeded {
+                downstream_closed: false,
+            } => Some(0),
             _ => None,
         }
     }
@@ -101,7 +109,9 @@ impl State {
             | State::TimedOut { signal, .. }
             | State::Stopped { signal, .. } => *signal,
             State::Killed { signal } => Some(*signal),
-            State::Succeeded { downstream_closed: true } => Some(libc::SIGPIPE),
+            State::Succeeded {
+                downstream_closed: true,
+            } => Some(libc::SIGPIPE),
             _ => None,
         }
     }
@@ -109,10 +119,18 @@ impl State {
     /// Human text for the table and log notices: `failed (exit 3)`, `killed (SIGKILL)`.
     pub fn describe(&self) -> String {
         match self {
-            State::Succeeded { downstream_closed: true } => "succeeded (downstream closed)".into(),
-            State::Failed { reason: Some(r), .. } => format!("failed ({r})"),
-            State::Failed { exit_code: Some(c), .. } => format!("failed (exit {c})"),
-            State::Failed { signal: Some(s), .. } => format!("failed ({})", signal_name(*s)),
+            State::Succeeded {
+                downstream_closed: true,
+            } => "succeeded (downstream closed)".into(),
+            State::Failed {
+                reason: Some(r), ..
+            } => format!("failed ({r})"),
+            State::Failed {
+                exit_code: Some(c), ..
+            } => format!("failed (exit {c})"),
+            State::Failed {
+                signal: Some(s), ..
+            } => format!("failed ({})", signal_name(*s)),
             State::Killed { signal } => format!("killed ({})", signal_name(*signal)),
             State::TimedOut { .. } => "timed out".into(),
             State::Stopped { .. } => "stopped".into(),
@@ -174,12 +192,22 @@ pub enum Event {
         delay: Duration,
     },
     /// One whole line of an instance's log output (without the newline).
-    Log { id: InstanceId, line: Vec<u8> },
+    Log {
+        id: InstanceId,
+        line: Vec<u8>,
+    },
     /// A message from prun itself.
-    Notice { level: Level, message: String },
-    ShutdownStarted { cause: ShutdownCause },
+    Notice {
+        level: Level,
+        message: String,
+    },
+    ShutdownStarted {
+        cause: ShutdownCause,
+    },
     /// During shutdown: the instances prun still waits for.
-    StillWaiting { names: Vec<String> },
+    StillWaiting {
+        names: Vec<String>,
+    },
     /// Queue counters at the end (routed queues; direct pipes are not counted).
     QueueFinished {
         queue: usize,
@@ -216,13 +244,26 @@ mod tests {
     #[test]
     fn state_names_and_codes() {
         assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
-        let s = State::Succeeded { downstream_closed: true };
+        let s = State::Succeeded {
+            downstream_closed: true,
+        };
         assert!(s.is_end());
         assert_eq!(s.signal(), Some(libc::SIGPIPE));
         assert_eq!(s.describe(), "succeeded (downstream closed)");
         assert!(!State::Ready.is_end());
-        assert_eq!(State::TimedOut { exit_code: None, signal: Some(15) }.name(), "timed_out");
-        let f = State::Failed { exit_code: Some(3), signal: None, reason: None };
+        assert_eq!(
+            State::TimedOut {
+                exit_code: None,
+                signal: Some(15)
+            }
+            .name(),
+            "timed_out"
+        );
+        let f = State::Failed {
+            exit_code: Some(3),
+            signal: None,
+            reason: None,
+        };
         assert_eq!(f.describe(), "failed (exit 3)");
     }
 }

@@ -44,7 +44,10 @@ impl Guardian {
             unsafe { guardian_main(read_fd) }
         }
         drop(read);
-        Ok(Guardian { pid, write: Some(std::fs::File::from(write)) })
+        Ok(Guardian {
+            pid,
+            write: Some(std::fs::File::from(write)),
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -84,7 +87,13 @@ unsafe fn guardian_main(read_fd: RawFd) -> ! {
     unsafe {
         // Own group, so a Ctrl-C aimed at prun's foreground group does not reach it.
         libc::setpgid(0, 0);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE] {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGPIPE,
+        ] {
             libc::signal(sig, libc::SIG_IGN);
         }
         let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -123,7 +132,9 @@ unsafe fn guardian_main(read_fd: RawFd) -> ! {
                         op = b;
                         value = 0;
                     }
-                    b'0'..=b'9' => value = value.saturating_mul(10).saturating_add((b - b'0') as i64),
+                    b'0'..=b'9' => {
+                        value = value.saturating_mul(10).saturating_add((b - b'0') as i64)
+                    }
                     b'\n' => {
                         let pg = value as i32;
                         if pg > 1 {

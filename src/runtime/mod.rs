@@ -106,14 +106,20 @@ pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
         Ok(mut signals) => {
             let handle = signals.handle();
             let tx = msg_tx.clone();
-            let thread = std::thread::Builder::new().name("prun-signals".into()).spawn(move || {
-                for sig in signals.forever() {
-                    let msg = if sig == SIGCHLD { Msg::Child } else { Msg::Signal(sig) };
-                    if tx.send(msg).is_err() {
-                        break;
+            let thread = std::thread::Builder::new()
+                .name("prun-signals".into())
+                .spawn(move || {
+                    for sig in signals.forever() {
+                        let msg = if sig == SIGCHLD {
+                            Msg::Child
+                        } else {
+                            Msg::Signal(sig)
+                        };
+                        if tx.send(msg).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
+                });
             (Some(handle), thread.ok())
         }
         Err(e) => {

@@ -88,8 +88,11 @@ pub fn spawn(spec: SpawnSpec, guardian: Option<RawFd>) -> io::Result<i32> {
     cmd.process_group(0);
 
     // Everything the child needs is computed here, before fork: no allocation after.
-    let targets: Vec<(i32, RawFd)> =
-        spec.extra_fds.iter().map(|(t, fd)| (*t, fd.as_raw_fd())).collect();
+    let targets: Vec<(i32, RawFd)> = spec
+        .extra_fds
+        .iter()
+        .map(|(t, fd)| (*t, fd.as_raw_fd()))
+        .collect();
     let high = targets.iter().map(|(t, _)| *t).max().unwrap_or(2) + 1;
     let mut staged: Vec<RawFd> = vec![-1; targets.len()];
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
@@ -136,7 +139,11 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Exit code a shell would give for this exec error: 127 not found, 126 otherwise.
 pub fn exec_error_code(err: &io::Error) -> i32 {
-    if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 }
+    if err.kind() == io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
 }
 
 #[cfg(test)]

@@ -70,11 +70,20 @@ pub struct Exit {
 impl Exit {
     fn from_status(status: i32) -> Exit {
         if libc::WIFEXITED(status) {
-            Exit { code: Some(libc::WEXITSTATUS(status)), signal: None }
+            Exit {
+                code: Some(libc::WEXITSTATUS(status)),
+                signal: None,
+            }
         } else if libc::WIFSIGNALED(status) {
-            Exit { code: None, signal: Some(libc::WTERMSIG(status)) }
+            Exit {
+                code: None,
+                signal: Some(libc::WTERMSIG(status)),
+            }
         } else {
-            Exit { code: None, signal: None }
+            Exit {
+                code: None,
+                signal: None,
+            }
         }
     }
 }
@@ -196,14 +205,20 @@ impl Supervisor {
         for (sid, stage) in plan.stages.iter().enumerate() {
             let mut ids = Vec::new();
             let (count, named) = match &stage.instances {
-                Instances::Replicas { count, named_by_index } => (*count, *named_by_index),
+                Instances::Replicas {
+                    count,
+                    named_by_index,
+                } => (*count, *named_by_index),
                 // foreach is integrated later: one placeholder instance reports it.
                 Instances::Foreach { .. } => (1, false),
             };
             for index in 0..count {
                 let id = insts.len();
-                let name =
-                    if named { format!("{}.{index}", stage.name) } else { stage.name.clone() };
+                let name = if named {
+                    format!("{}.{index}", stage.name)
+                } else {
+                    stage.name.clone()
+                };
                 let info = InstanceInfo {
                     id,
                     name,
@@ -295,12 +310,16 @@ impl Supervisor {
             }
         }
         for id in 0..self.insts.len() {
-            if matches!(self.plan.stages[self.insts[id].info.stage].instances, Instances::Foreach { .. })
-            {
+            if matches!(
+                self.plan.stages[self.insts[id].info.stage].instances,
+                Instances::Foreach { .. }
+            ) {
                 self.insts[id].start_error_code = 1;
                 self.finish_run(
                     id,
-                    State::CouldNotStart { error: "foreach is not supported yet".into() },
+                    State::CouldNotStart {
+                        error: "foreach is not supported yet".into(),
+                    },
                 );
             }
         }
@@ -333,7 +352,10 @@ impl Supervisor {
     }
 
     fn wait(&mut self, now: Instant) {
-        let deadline = self.next_deadline().unwrap_or(now + MAX_WAIT).min(now + MAX_WAIT);
+        let deadline = self
+            .next_deadline()
+            .unwrap_or(now + MAX_WAIT)
+            .min(now + MAX_WAIT);
         let timeout = deadline.saturating_duration_since(Instant::now());
         crossbeam_channel::select! {
             recv(self.msg_rx) -> msg => if let Ok(msg) = msg { self.handle(msg) },
@@ -390,7 +412,11 @@ impl Supervisor {
             Msg::Child => {}
             Msg::DrainDone => self.drains = self.drains.saturating_sub(1),
             Msg::Signal(sig) => self.on_signal(sig),
-            Msg::Line { id, generation, action } => {
+            Msg::Line {
+                id,
+                generation,
+                action,
+            } => {
                 if self.insts[id].generation != generation {
                     return;
                 }
@@ -426,13 +452,18 @@ impl Supervisor {
         match &mut self.shutdown {
             Some(s) if s.signals > 0 => {
                 s.signals += 1;
-                self.notice(Level::Warning, "second signal: killing every process group".into());
+                self.notice(
+                    Level::Warning,
+                    "second signal: killing every process group".into(),
+                );
                 self.kill_all();
             }
             Some(s) => {
                 s.signals = 1;
                 s.cause = ShutdownCause::Signal(sig);
-                self.emit(Event::ShutdownStarted { cause: ShutdownCause::Signal(sig) });
+                self.emit(Event::ShutdownStarted {
+                    cause: ShutdownCause::Signal(sig),
+                });
             }
             None => self.begin_shutdown(ShutdownCause::Signal(sig)),
         }
@@ -446,8 +477,7 @@ impl Supervisor {
             // SAFETY: plain waitpid; this loop is the only waiter of the process.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
-                if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-                {
+                if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
                 break;
@@ -464,8 +494,11 @@ impl Supervisor {
                     if inst.generation == generation && inst.pid.is_some() && !inst.is_ready() {
                         if exit.code == Some(0) {
                             self.mark_ready(id);
-                        } else if let Some(ProbeKind::Cmd { interval, .. }) =
-                            self.plan.stages[inst.info.stage].ready.as_ref().map(|r| &r.kind)
+                        } else if let Some(ProbeKind::Cmd { interval, .. }) = self.plan.stages
+                            [inst.info.stage]
+                            .ready
+                            .as_ref()
+                            .map(|r| &r.kind)
                         {
                             inst.probe_next = Some(Instant::now() + *interval);
                         }
@@ -532,29 +565,50 @@ impl Supervisor {
         let inst = &self.insts[id];
         let stage = &self.plan.stages[inst.info.stage];
         if inst.timed_out {
-            return State::TimedOut { exit_code: exit.code, signal: exit.signal };
+            return State::TimedOut {
+                exit_code: exit.code,
+                signal: exit.signal,
+            };
         }
         if inst.ready_failed {
-            let t = stage.ready.as_ref().and_then(|r| r.timeout).unwrap_or_default();
+            let t = stage
+                .ready
+                .as_ref()
+                .and_then(|r| r.timeout)
+                .unwrap_or_default();
             return State::Failed {
                 exit_code: exit.code,
                 signal: exit.signal,
-                reason: Some(format!("not ready within {}", humantime::format_duration(t))),
+                reason: Some(format!(
+                    "not ready within {}",
+                    humantime::format_duration(t)
+                )),
             };
         }
         if inst.stopping {
-            return State::Stopped { exit_code: exit.code, signal: exit.signal };
+            return State::Stopped {
+                exit_code: exit.code,
+                signal: exit.signal,
+            };
         }
         match (exit.code, exit.signal) {
-            (Some(c), _) if stage.success_codes.contains(&c) => {
-                State::Succeeded { downstream_closed: false }
-            }
-            (Some(c), _) => State::Failed { exit_code: Some(c), signal: None, reason: None },
-            (None, Some(libc::SIGPIPE)) if self.downstream_closed(id) => {
-                State::Succeeded { downstream_closed: true }
-            }
+            (Some(c), _) if stage.success_codes.contains(&c) => State::Succeeded {
+                downstream_closed: false,
+            },
+            (Some(c), _) => State::Failed {
+                exit_code: Some(c),
+                signal: None,
+                reason: None,
+            },
+            (None, Some(libc::SIGPIPE)) if self.downstream_closed(id) => State::Succeeded {
+                downstream_closed: true,
+            },
             (None, Some(s)) => State::Killed { signal: s },
-            (None, None) => State::Failed { exit_code: None, signal: None, reason: None },
+            (None, None) => State::Failed {
+                exit_code: None,
+                signal: None,
+                reason: None,
+            },
         }
     }
 
@@ -565,7 +619,10 @@ impl Supervisor {
         !outs.is_empty()
             && outs.iter().all(|&q| {
                 self.queues[q].aborted
-                    || self.queue_readers(q).iter().all(|&r| self.insts[r].is_final())
+                    || self
+                        .queue_readers(q)
+                        .iter()
+                        .all(|&r| self.insts[r].is_final())
             })
     }
 
@@ -577,7 +634,9 @@ impl Supervisor {
         let on_failure = self.plan.stages[stage_id].on_failure;
         let failure = failure_code(&state, self.insts[id].start_error_code);
         self.fire_sets(id, |t| match t {
-            Trigger::Exited => !matches!(state, State::Skipped { .. } | State::CouldNotStart { .. }),
+            Trigger::Exited => {
+                !matches!(state, State::Skipped { .. } | State::CouldNotStart { .. })
+            }
             Trigger::Succeeded => matches!(state, State::Succeeded { .. }),
             Trigger::Failed => failure.is_some(),
             _ => false,
@@ -622,7 +681,13 @@ impl Supervisor {
         let pid = inst.pid.or(inst.last_pid).map(|p| p as u32);
         let restarts = inst.restarts;
         let at = self.since_start(now);
-        self.emit(Event::StateChanged { id, state, pid, at, restarts });
+        self.emit(Event::StateChanged {
+            id,
+            state,
+            pid,
+            at,
+            restarts,
+        });
     }
 
     // ---------------------------------------------------------------- timers
@@ -722,7 +787,10 @@ impl Supervisor {
                     Err(e) => {
                         self.notice(
                             Level::Warning,
-                            format!("{}: readiness command could not start: {e}", self.insts[id].info.name),
+                            format!(
+                                "{}: readiness command could not start: {e}",
+                                self.insts[id].info.name
+                            ),
                         );
                         self.insts[id].probe_next = Some(now + interval);
                     }
@@ -759,7 +827,9 @@ impl Supervisor {
             let mut changed = false;
             for id in 0..self.insts.len() {
                 let inst = &self.insts[id];
-                if inst.state != State::Waiting || inst.restart_at.is_some() || inst.pending_pipe.is_some()
+                if inst.state != State::Waiting
+                    || inst.restart_at.is_some()
+                    || inst.pending_pipe.is_some()
                 {
                     continue;
                 }
@@ -806,7 +876,9 @@ impl Supervisor {
             }
         }
         if !stage.waits.is_empty() {
-            let Some(coord) = &self.coord else { return Check::Wait };
+            let Some(coord) = &self.coord else {
+                return Check::Wait;
+            };
             if !stage.waits.iter().all(|&e| coord.is_set(e)) {
                 return Check::Wait;
             }
@@ -817,7 +889,9 @@ impl Supervisor {
                 Permit::Requested => return Check::Wait,
                 Permit::None => {
                     let sems = stage.semaphores.clone();
-                    let Some(coord) = self.coord.as_mut() else { return Check::Wait };
+                    let Some(coord) = self.coord.as_mut() else {
+                        return Check::Wait;
+                    };
                     if coord.request(id as u64, &sems) {
                         self.insts[id].permit = Permit::Held;
                     } else {
@@ -858,7 +932,9 @@ impl Supervisor {
             return;
         }
         self.insts[id].permit = Permit::None;
-        let Some(coord) = self.coord.as_mut() else { return };
+        let Some(coord) = self.coord.as_mut() else {
+            return;
+        };
         for granted in coord.release_all(id as u64) {
             if let Some(i) = self.insts.get_mut(granted as usize) {
                 i.permit = Permit::Held;
@@ -874,8 +950,12 @@ impl Supervisor {
 
     fn fire_sets(&mut self, id: InstanceId, which: impl Fn(&Trigger) -> bool) {
         let stage = &self.plan.stages[self.insts[id].info.stage];
-        let events: Vec<usize> =
-            stage.sets.iter().filter(|(_, t)| which(t)).map(|(e, _)| *e).collect();
+        let events: Vec<usize> = stage
+            .sets
+            .iter()
+            .filter(|(_, t)| which(t))
+            .map(|(e, _)| *e)
+            .collect();
         for e in events {
             self.coord_set_event(e);
         }
@@ -904,15 +984,21 @@ impl Supervisor {
 
     fn instance_cwd(&self, id: InstanceId) -> Option<PathBuf> {
         let stage = &self.plan.stages[self.insts[id].info.stage];
-        stage.cwd.as_ref().map(|t| self.resolve_path(&t.render(&self.vars(id))))
+        stage
+            .cwd
+            .as_ref()
+            .map(|t| self.resolve_path(&t.render(&self.vars(id))))
     }
 
     fn instance_env(&self, id: InstanceId) -> Vec<(OsString, OsString)> {
         let info = &self.insts[id].info;
         let stage = &self.plan.stages[info.stage];
         let vars = self.vars(id);
-        let mut env: Vec<(OsString, OsString)> =
-            stage.env.iter().map(|(k, t)| (k.into(), t.render(&vars).into())).collect();
+        let mut env: Vec<(OsString, OsString)> = stage
+            .env
+            .iter()
+            .map(|(k, t)| (k.into(), t.render(&vars).into()))
+            .collect();
         let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
         set("PRUN_PIPELINE", self.plan.name.clone());
         set("PRUN_STAGE", info.stage_name.clone());
@@ -923,7 +1009,10 @@ impl Supervisor {
             set("PRUN_ITEM", item.clone());
         }
         set("PRUN_RUN_DIR", self.run_dir.display().to_string());
-        set("PRUN_CTL", self.run_dir.join("ctl.sock").display().to_string());
+        set(
+            "PRUN_CTL",
+            self.run_dir.join("ctl.sock").display().to_string(),
+        );
         env
     }
 
@@ -969,10 +1058,13 @@ impl Supervisor {
                 }
                 Input::Queue(q) => ChildFd::Fd(self.queue_end(*q, false, &mut router_ends)?),
             };
-            spec.stdout = self.output_fd(id, &stage.stdout, log_write.as_ref(), &mut router_ends)?;
-            spec.stderr = self.output_fd(id, &stage.stderr, log_write.as_ref(), &mut router_ends)?;
+            spec.stdout =
+                self.output_fd(id, &stage.stdout, log_write.as_ref(), &mut router_ends)?;
+            spec.stderr =
+                self.output_fd(id, &stage.stderr, log_write.as_ref(), &mut router_ends)?;
             for b in &stage.fds {
-                let fd = self.queue_end(b.queue, b.direction == FdDirection::Write, &mut router_ends)?;
+                let fd =
+                    self.queue_end(b.queue, b.direction == FdDirection::Write, &mut router_ends)?;
                 spec.extra_fds.push((b.fd, fd));
             }
             Ok(())
@@ -981,7 +1073,11 @@ impl Supervisor {
         let pid = match result {
             Ok(pid) => pid,
             Err(e) => {
-                let argv0 = self.render_argv(id, &stage.command).into_iter().next().unwrap_or_default();
+                let argv0 = self
+                    .render_argv(id, &stage.command)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
                 self.insts[id].start_error_code = spawn::exec_error_code(&e);
                 let error = format!("{}: {e}", argv0.to_string_lossy());
                 self.finish_run(id, State::CouldNotStart { error });
@@ -992,7 +1088,11 @@ impl Supervisor {
         self.owners.insert(pid, Owner::Instance(id));
         for (port, fd) in router_ends {
             if let Some(r) = &self.routers[port.queue] {
-                if port.writer { r.add_writer(port.id, fd) } else { r.add_reader(port.id, fd) }
+                if port.writer {
+                    r.add_writer(port.id, fd)
+                } else {
+                    r.add_reader(port.id, fd)
+                }
             }
             self.queues[port.queue].port_owner.insert(port.id, id);
             self.insts[id].ports.push(port);
@@ -1012,17 +1112,33 @@ impl Supervisor {
             let mut matchers = Vec::new();
             if let Some(probe) = &stage.ready {
                 if let ProbeKind::Line(re) = &probe.kind {
-                    matchers.push(LineMatcher { regex: re.0.clone(), action: LineAction::Ready });
+                    matchers.push(LineMatcher {
+                        regex: re.0.clone(),
+                        action: LineAction::Ready,
+                    });
                 }
             }
             for (e, t) in &stage.sets {
                 if let Trigger::Line(re) = t {
-                    matchers.push(LineMatcher { regex: re.0.clone(), action: LineAction::SetEvent(*e) });
+                    matchers.push(LineMatcher {
+                        regex: re.0.clone(),
+                        action: LineAction::SetEvent(*e),
+                    });
                 }
             }
-            match drain::start(r, id, generation, matchers, self.events.clone(), self.msg_tx.clone()) {
+            match drain::start(
+                r,
+                id,
+                generation,
+                matchers,
+                self.events.clone(),
+                self.msg_tx.clone(),
+            ) {
                 Ok(()) => self.drains += 1,
-                Err(e) => self.notice(Level::Error, format!("cannot drain the log of {}: {e}", self.insts[id].info.name)),
+                Err(e) => self.notice(
+                    Level::Error,
+                    format!("cannot drain the log of {}: {e}", self.insts[id].info.name),
+                ),
             }
         }
         self.set_state(id, State::Running);
@@ -1084,7 +1200,11 @@ impl Supervisor {
     ) -> std::io::Result<OwnedFd> {
         if self.plan.queues[q].wiring == Wiring::Routed {
             let (r, w) = spawn::pipe()?;
-            let port = RouterPort { queue: q, writer, id: self.next_port };
+            let port = RouterPort {
+                queue: q,
+                writer,
+                id: self.next_port,
+            };
             self.next_port += 1;
             return Ok(if writer {
                 router_ends.push((port, r));
@@ -1101,7 +1221,11 @@ impl Supervisor {
             qr.direct_write = Some(w);
             qr.direct_made = true;
         }
-        let slot = if writer { &mut qr.direct_write } else { &mut qr.direct_read };
+        let slot = if writer {
+            &mut qr.direct_write
+        } else {
+            &mut qr.direct_read
+        };
         // The same instance may name one direct queue on two ports (stdout and stderr):
         // later ports of the same spawn get a duplicate, taken below.
         match slot.take() {
@@ -1147,12 +1271,24 @@ impl Supervisor {
     /// Close queue ends that nobody can use any more (EOF for readers, EPIPE for writers).
     fn check_queues(&mut self) {
         for q in 0..self.plan.queues.len() {
-            let writers_done = self.queue_writers(q).iter().all(|&w| self.insts[w].is_final());
-            let readers_done = self.queue_readers(q).iter().all(|&r| self.insts[r].is_final());
+            let writers_done = self
+                .queue_writers(q)
+                .iter()
+                .all(|&w| self.insts[w].is_final());
+            let readers_done = self
+                .queue_readers(q)
+                .iter()
+                .all(|&r| self.insts[r].is_final());
             // A direct end the parent still holds: its partner never started, or has
             // started and this copy is only kept for a second port of the same spawn.
-            let writer_running = self.queue_writers(q).iter().any(|&w| self.insts[w].pid.is_some());
-            let reader_running = self.queue_readers(q).iter().any(|&r| self.insts[r].pid.is_some());
+            let writer_running = self
+                .queue_writers(q)
+                .iter()
+                .any(|&w| self.insts[w].pid.is_some());
+            let reader_running = self
+                .queue_readers(q)
+                .iter()
+                .any(|&r| self.insts[r].pid.is_some());
             let qr = &mut self.queues[q];
             if writers_done || writer_running {
                 qr.direct_write = None;
@@ -1178,9 +1314,13 @@ impl Supervisor {
     fn inputs_closed(&self, id: InstanceId) -> bool {
         let stage = &self.plan.stages[self.insts[id].info.stage];
         input_queues(stage).iter().all(|&q| {
-            let writers_done = self.queue_writers(q).iter().all(|&w| self.insts[w].is_final());
+            let writers_done = self
+                .queue_writers(q)
+                .iter()
+                .all(|&w| self.insts[w].is_final());
             let qr = &self.queues[q];
-            writers_done && (self.plan.queues[q].wiring == Wiring::Direct || qr.drained || qr.aborted)
+            writers_done
+                && (self.plan.queues[q].wiring == Wiring::Direct || qr.drained || qr.aborted)
         })
     }
 
@@ -1211,7 +1351,12 @@ impl Supervisor {
                 });
                 self.set_state(id, last);
             } else {
-                self.set_state(id, State::Skipped { reason: "pipeline stopped".into() });
+                self.set_state(
+                    id,
+                    State::Skipped {
+                        reason: "pipeline stopped".into(),
+                    },
+                );
             }
         }
     }
@@ -1270,7 +1415,9 @@ impl Supervisor {
 
     /// `stop.cmd` if set, else `stop.signal` to the group; SIGKILL after `stop.timeout`.
     fn begin_stop(&mut self, id: InstanceId) {
-        let Some(pid) = self.insts[id].pid else { return };
+        let Some(pid) = self.insts[id].pid else {
+            return;
+        };
         let stage = &self.plan.stages[self.insts[id].info.stage];
         let stop = stage.stop.clone();
         let inst = &mut self.insts[id];
@@ -1298,7 +1445,10 @@ impl Supervisor {
                 }
                 Err(e) => self.notice(
                     Level::Warning,
-                    format!("{}: stop command could not start ({e}); sending the stop signal", self.insts[id].info.name),
+                    format!(
+                        "{}: stop command could not start ({e}); sending the stop signal",
+                        self.insts[id].info.name
+                    ),
                 ),
             }
         }
@@ -1337,25 +1487,38 @@ impl Supervisor {
     /// Nothing runs, nothing is scheduled, yet instances wait: they wait for an event
     /// or a permit that nothing can give any more.
     fn detect_stall(&mut self) {
-        let active = self.insts.iter().any(|i| {
-            i.pid.is_some() || i.restart_at.is_some() || i.pending_pipe.is_some()
-        });
+        let active = self
+            .insts
+            .iter()
+            .any(|i| i.pid.is_some() || i.restart_at.is_some() || i.pending_pipe.is_some());
         if active {
             return;
         }
-        let stuck: Vec<InstanceId> =
-            (0..self.insts.len()).filter(|&i| self.insts[i].state == State::Waiting).collect();
+        let stuck: Vec<InstanceId> = (0..self.insts.len())
+            .filter(|&i| self.insts[i].state == State::Waiting)
+            .collect();
         if stuck.is_empty() {
             return;
         }
-        let names: Vec<&str> = stuck.iter().map(|&i| self.insts[i].info.name.as_str()).collect();
+        let names: Vec<&str> = stuck
+            .iter()
+            .map(|&i| self.insts[i].info.name.as_str())
+            .collect();
         self.notice(
             Level::Error,
-            format!("deadlock: {} wait for events or permits that nothing can provide", names.join(", ")),
+            format!(
+                "deadlock: {} wait for events or permits that nothing can provide",
+                names.join(", ")
+            ),
         );
         for id in stuck {
             self.release_permits(id);
-            self.set_state(id, State::Skipped { reason: "deadlock".into() });
+            self.set_state(
+                id,
+                State::Skipped {
+                    reason: "deadlock".into(),
+                },
+            );
         }
         self.first_failure.get_or_insert(1);
     }
@@ -1365,8 +1528,17 @@ impl Supervisor {
     fn finish(mut self) -> i32 {
         // Stray group members (a leader ended, its background children did not), stop
         // commands, and probes.
-        let mut groups: Vec<i32> = self.insts.iter().flat_map(|i| i.pgids.iter().copied()).collect();
-        groups.extend(self.owners.iter().filter(|(_, o)| !matches!(o, Owner::Guardian)).map(|(p, _)| *p));
+        let mut groups: Vec<i32> = self
+            .insts
+            .iter()
+            .flat_map(|i| i.pgids.iter().copied())
+            .collect();
+        groups.extend(
+            self.owners
+                .iter()
+                .filter(|(_, o)| !matches!(o, Owner::Guardian))
+                .map(|(p, _)| *p),
+        );
         groups.sort_unstable();
         groups.dedup();
         for &g in &groups {
@@ -1408,7 +1580,11 @@ impl Supervisor {
             },
         };
         let duration = self.start.elapsed();
-        self.emit(Event::Finished { status, exit_code: code, duration });
+        self.emit(Event::Finished {
+            status,
+            exit_code: code,
+            duration,
+        });
         code
     }
 
@@ -1420,8 +1596,10 @@ impl Supervisor {
         let guardian = self.guardian.as_ref().map(|g| g.pid());
         loop {
             self.reap_quietly();
-            let children: Vec<i32> =
-                children_of(self.self_pid).into_iter().filter(|&p| Some(p) != guardian).collect();
+            let children: Vec<i32> = children_of(self.self_pid)
+                .into_iter()
+                .filter(|&p| Some(p) != guardian)
+                .collect();
             if children.is_empty() || Instant::now() >= deadline {
                 return;
             }
@@ -1436,7 +1614,9 @@ impl Supervisor {
                     libc::kill(pid, libc::SIGKILL);
                 }
             }
-            let _ = self.msg_rx.recv_timeout(Duration::from_millis(20));
+            if let Ok(Msg::DrainDone) = self.msg_rx.recv_timeout(Duration::from_millis(20)) {
+                self.drains = self.drains.saturating_sub(1);
+            }
         }
     }
 
@@ -1475,7 +1655,12 @@ impl Supervisor {
                             *records_in.entry(i).or_default() += n;
                         }
                     }
-                    self.emit(Event::QueueFinished { queue: q, name, direct: false, stats });
+                    self.emit(Event::QueueFinished {
+                        queue: q,
+                        name,
+                        direct: false,
+                        stats,
+                    });
                 }
                 None => self.emit(Event::QueueFinished {
                     queue: q,
@@ -1490,7 +1675,10 @@ impl Supervisor {
             let count = |queues: Vec<QueueId>, map: &HashMap<InstanceId, u64>| {
                 if queues.is_empty() {
                     Some(0)
-                } else if queues.iter().any(|&q| self.plan.queues[q].wiring == Wiring::Direct) {
+                } else if queues
+                    .iter()
+                    .any(|&q| self.plan.queues[q].wiring == Wiring::Direct)
+                {
                     None
                 } else {
                     Some(map.get(&id).copied().unwrap_or(0))
@@ -1498,7 +1686,11 @@ impl Supervisor {
             };
             let records_in = count(input_queues(stage), &records_in);
             let records_out = count(output_queues(stage), &records_out);
-            self.emit(Event::Records { id, records_in, records_out });
+            self.emit(Event::Records {
+                id,
+                records_in,
+                records_out,
+            });
         }
     }
 }
@@ -1560,8 +1752,12 @@ impl Inst {
 /// Pipeline exit code an end state contributes, if it is a failure.
 fn failure_code(state: &State, start_error_code: i32) -> Option<i32> {
     match state {
-        State::Failed { exit_code: Some(c), .. } => Some(*c),
-        State::Failed { signal: Some(s), .. } => Some(128 + s),
+        State::Failed {
+            exit_code: Some(c), ..
+        } => Some(*c),
+        State::Failed {
+            signal: Some(s), ..
+        } => Some(128 + s),
         State::Failed { .. } => Some(1),
         State::Killed { signal } => Some(128 + signal),
         State::TimedOut { .. } => Some(124),
@@ -1575,7 +1771,13 @@ fn input_queues(stage: &crate::plan::StagePlan) -> Vec<QueueId> {
     if let Input::Queue(q) = stage.stdin {
         v.push(q);
     }
-    v.extend(stage.fds.iter().filter(|b| b.direction == FdDirection::Read).map(|b| b.queue));
+    v.extend(
+        stage
+            .fds
+            .iter()
+            .filter(|b| b.direction == FdDirection::Read)
+            .map(|b| b.queue),
+    );
     v
 }
 
@@ -1586,7 +1788,13 @@ fn output_queues(stage: &crate::plan::StagePlan) -> Vec<QueueId> {
             v.push(*q);
         }
     }
-    v.extend(stage.fds.iter().filter(|b| b.direction == FdDirection::Write).map(|b| b.queue));
+    v.extend(
+        stage
+            .fds
+            .iter()
+            .filter(|b| b.direction == FdDirection::Write)
+            .map(|b| b.queue),
+    );
     v
 }
 
@@ -1611,14 +1819,24 @@ fn group_alive(pgid: i32) -> bool {
 /// Pids whose parent is `ppid`, from /proc.
 pub fn children_of(ppid: i32) -> Vec<i32> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // The command name may contain spaces and parentheses: fields follow the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
         let mut fields = rest.split_whitespace();
         let state = fields.next();
         let parent = fields.next().and_then(|s| s.parse::<i32>().ok());
@@ -1636,19 +1854,21 @@ fn start_tcp_probe(
     cancel: Arc<AtomicBool>,
     tx: Sender<Msg>,
 ) {
-    let _ = std::thread::Builder::new().name(format!("prun-tcp-{id}")).spawn(move || {
-        use std::net::{TcpStream, ToSocketAddrs};
-        while !cancel.load(Ordering::Relaxed) {
-            if let Ok(addrs) = addr.to_socket_addrs() {
-                for a in addrs {
-                    if TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok() {
-                        let _ = tx.send(Msg::ProbeOk { id, generation });
-                        return;
+    let _ = std::thread::Builder::new()
+        .name(format!("prun-tcp-{id}"))
+        .spawn(move || {
+            use std::net::{TcpStream, ToSocketAddrs};
+            while !cancel.load(Ordering::Relaxed) {
+                if let Ok(addrs) = addr.to_socket_addrs() {
+                    for a in addrs {
+                        if TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok() {
+                            let _ = tx.send(Msg::ProbeOk { id, generation });
+                            return;
+                        }
                     }
                 }
+                // Polling period of the probe (not a synchronisation wait).
+                std::thread::sleep(Duration::from_millis(100));
             }
-            // Polling period of the probe (not a synchronisation wait).
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
+        });
 }

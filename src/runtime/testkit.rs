@@ -8,11 +8,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::plan::RestartSpec;
 use crate::plan::{
     CommandTemplate, Condition, Delivery, Endpoint, Framing, Input, Instances, OnFailure, Output,
     Plan, Port, QueuePlan, Role, StagePlan, StopSpec, Template, Wiring,
 };
-use crate::plan::RestartSpec;
 
 /// A stage with the SPEC defaults and the given command.
 pub fn stage(name: &str, command: CommandTemplate) -> StagePlan {
@@ -22,7 +22,10 @@ pub fn stage(name: &str, command: CommandTemplate) -> StagePlan {
         command,
         cwd: None,
         env: Vec::new(),
-        instances: Instances::Replicas { count: 1, named_by_index: false },
+        instances: Instances::Replicas {
+            count: 1,
+            named_by_index: false,
+        },
         stdin: Input::Null,
         stdout: Output::Log,
         stderr: Output::Log,
@@ -34,7 +37,11 @@ pub fn stage(name: &str, command: CommandTemplate) -> StagePlan {
         ready: None,
         daemon: false,
         timeout: None,
-        stop: StopSpec { signal: libc::SIGTERM, timeout: Duration::from_secs(10), cmd: None },
+        stop: StopSpec {
+            signal: libc::SIGTERM,
+            timeout: Duration::from_secs(10),
+            cmd: None,
+        },
         restart: RestartSpec::never(),
         on_failure: OnFailure::Stop,
         success_codes: vec![0],
@@ -66,7 +73,10 @@ impl PlanBuilder {
 
     /// A stage run with `/bin/sh -c script`.
     pub fn sh(&mut self, name: &str, script: &str) -> &mut StagePlan {
-        self.push(stage(name, CommandTemplate::Shell(Template::literal(script))))
+        self.push(stage(
+            name,
+            CommandTemplate::Shell(Template::literal(script)),
+        ))
     }
 
     /// A stage run from an argv.
@@ -81,7 +91,11 @@ impl PlanBuilder {
     }
 
     pub fn stage_id(&self, name: &str) -> usize {
-        self.plan.stages.iter().position(|s| s.name == name).expect("unknown stage")
+        self.plan
+            .stages
+            .iter()
+            .position(|s| s.name == name)
+            .expect("unknown stage")
     }
 
     /// `dependent` starts after `dependency` meets `cond`.
@@ -102,8 +116,14 @@ impl PlanBuilder {
             delivery: Delivery::Shared,
             framing: Framing::Lines,
             sentinel: None,
-            writers: vec![Endpoint { stage: w, port: Port::Stdout }],
-            readers: vec![Endpoint { stage: r, port: Port::Stdin }],
+            writers: vec![Endpoint {
+                stage: w,
+                port: Port::Stdout,
+            }],
+            readers: vec![Endpoint {
+                stage: r,
+                port: Port::Stdin,
+            }],
             wiring: Wiring::Direct,
         });
         self.plan.stages[w].stdout = Output::Queue(q);
@@ -139,8 +159,9 @@ pub fn stop_order(plan: &Plan) -> Vec<Vec<usize>> {
     let mut done = vec![false; n];
     let mut levels = Vec::new();
     while done.iter().any(|d| !d) {
-        let level: Vec<usize> =
-            (0..n).filter(|&i| !done[i] && before[i].iter().all(|&b| done[b])).collect();
+        let level: Vec<usize> = (0..n)
+            .filter(|&i| !done[i] && before[i].iter().all(|&b| done[b]))
+            .collect();
         if level.is_empty() {
             levels.push((0..n).filter(|&i| !done[i]).collect());
             break;
@@ -163,23 +184,38 @@ pub fn unique_sleep_arg() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{}{:03}.{:09}", 900 + (std::process::id() % 99), n % 1000, nanos)
+    format!(
+        "{}{:03}.{:09}",
+        900 + (std::process::id() % 99),
+        n % 1000,
+        nanos
+    )
 }
 
 /// Pids of live (non-zombie) processes whose argv contains `marker`.
 pub fn processes_with_arg(marker: &str) -> Vec<i32> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let path: PathBuf = ["/proc", &pid.to_string(), "cmdline"].iter().collect();
-        let Ok(cmdline) = std::fs::read(&path) else { continue };
+        let Ok(cmdline) = std::fs::read(&path) else {
+            continue;
+        };
         let hit = cmdline.split(|&b| b == 0).any(|a| a == marker.as_bytes());
         if hit {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next());
             if state != Some("Z") {
                 out.push(pid);
             }
