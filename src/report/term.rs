@@ -82,11 +82,11 @@ impl Terminal {
                     self.names.insert(i.id, (i.name.clone(), i.stage));
                     self.width = self.width.max(i.name.chars().count());
                 }
-                if let Some(dir) = &self.opts.log_dir {
-                    if let Err(e) = std::fs::create_dir_all(dir) {
-                        self.prun_line(Level::Error, &format!("--log-dir {}: {e}", dir.display()));
-                        self.opts.log_dir = None;
-                    }
+                if let Some(dir) = &self.opts.log_dir
+                    && let Err(e) = std::fs::create_dir_all(dir)
+                {
+                    self.prun_line(Level::Error, &format!("--log-dir {}: {e}", dir.display()));
+                    self.opts.log_dir = None;
                 }
                 if self.opts.progress {
                     self.board = Some(Board::new(state));

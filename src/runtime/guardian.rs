@@ -143,11 +143,11 @@ unsafe fn guardian_main(read_fd: RawFd) -> ! {
                                     groups[count] = pg;
                                     count += 1;
                                 }
-                            } else if op == b'-' {
-                                if let Some(i) = groups[..count].iter().position(|&g| g == pg) {
-                                    groups[i] = groups[count - 1];
-                                    count -= 1;
-                                }
+                            } else if op == b'-'
+                                && let Some(i) = groups[..count].iter().position(|&g| g == pg)
+                            {
+                                groups[i] = groups[count - 1];
+                                count -= 1;
                             }
                         }
                         op = 0;

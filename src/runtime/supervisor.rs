@@ -505,12 +505,11 @@ impl Supervisor {
                     }
                 }
                 Some(Owner::StopCmd) => self.forget_group_if_empty(pid),
-                Some(Owner::Guardian) => {
-                    if self.guardian.as_ref().is_some_and(|g| g.pid() == pid) {
-                        self.notice(Level::Warning, "the guardian process ended early".into());
-                        self.guardian = None;
-                    }
+                Some(Owner::Guardian) if self.guardian.as_ref().is_some_and(|g| g.pid() == pid) => {
+                    self.notice(Level::Warning, "the guardian process ended early".into());
+                    self.guardian = None;
                 }
+                Some(Owner::Guardian) => {}
                 // A re-parented descendant (prun is a subreaper): reaped, nothing else.
                 None => {}
             }
@@ -518,10 +517,10 @@ impl Supervisor {
     }
 
     fn forget_group_if_empty(&mut self, pgid: i32) {
-        if !group_alive(pgid) {
-            if let Some(g) = self.guardian.as_mut() {
-                g.forget(pgid);
-            }
+        if !group_alive(pgid)
+            && let Some(g) = self.guardian.as_mut()
+        {
+            g.forget(pgid);
         }
     }
 
@@ -546,10 +545,10 @@ impl Supervisor {
         }
         let ports = std::mem::take(&mut self.insts[id].ports);
         for port in ports {
-            if !port.writer {
-                if let Some(r) = &self.routers[port.queue] {
-                    r.reader_exited(port.id);
-                }
+            if !port.writer
+                && let Some(r) = &self.routers[port.queue]
+            {
+                r.reader_exited(port.id);
             }
         }
         if exit.signal == Some(libc::SIGPIPE) && !self.insts[id].stopping {
@@ -743,8 +742,10 @@ impl Supervisor {
                 self.run_probe(id, now);
             }
         }
-        if let Some(s) = &mut self.shutdown {
-            if s.next_notice <= now {
+        if let Some(s) = &mut self.shutdown
+            && s.next_notice <= now
+        {
+            {
                 s.next_notice = now + Duration::from_secs(2);
                 let names: Vec<String> = self
                     .insts
@@ -1110,13 +1111,13 @@ impl Supervisor {
         }
         if let Some(r) = log_read {
             let mut matchers = Vec::new();
-            if let Some(probe) = &stage.ready {
-                if let ProbeKind::Line(re) = &probe.kind {
-                    matchers.push(LineMatcher {
-                        regex: re.0.clone(),
-                        action: LineAction::Ready,
-                    });
-                }
+            if let Some(probe) = &stage.ready
+                && let ProbeKind::Line(re) = &probe.kind
+            {
+                matchers.push(LineMatcher {
+                    regex: re.0.clone(),
+                    action: LineAction::Ready,
+                });
             }
             for (e, t) in &stage.sets {
                 if let Trigger::Line(re) = t {
@@ -1475,11 +1476,11 @@ impl Supervisor {
             }
         }
         for q in 0..self.routers.len() {
-            if let Some(r) = &self.routers[q] {
-                if !self.queues[q].aborted {
-                    self.queues[q].aborted = true;
-                    r.abort();
-                }
+            if let Some(r) = &self.routers[q]
+                && !self.queues[q].aborted
+            {
+                self.queues[q].aborted = true;
+                r.abort();
             }
         }
     }
@@ -1548,10 +1549,10 @@ impl Supervisor {
         }
         self.sweep_descendants();
         for &g in &groups {
-            if !group_alive(g) {
-                if let Some(gd) = self.guardian.as_mut() {
-                    gd.forget(g);
-                }
+            if !group_alive(g)
+                && let Some(gd) = self.guardian.as_mut()
+            {
+                gd.forget(g);
             }
         }
         if let Some(mut g) = self.guardian.take() {
