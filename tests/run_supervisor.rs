@@ -882,6 +882,8 @@ fn double_sigint_kills_every_group_at_once() {
     p.wait_for(Duration::from_secs(10), || {
         processes_with_arg(&p.marker).len() == 1
     });
+    // A slow shutdown is never a mystery.
+    p.wait_for_stderr("still waiting for: stubborn");
     p.signal(libc::SIGINT);
     let (code, took) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, 130);

@@ -526,6 +526,9 @@ impl Supervisor {
 
     fn on_exit(&mut self, id: InstanceId, pid: i32, exit: Exit) {
         self.forget_group_if_empty(pid);
+        // Keep only groups that still have members: an empty group's id may be
+        // recycled by an unrelated process, which the final sweep must not hit.
+        self.insts[id].pgids.retain(|&g| group_alive(g));
         let now = Instant::now();
         {
             let inst = &mut self.insts[id];
@@ -1302,7 +1305,8 @@ impl Supervisor {
                     qr.writers_closed = true;
                     router.close_writers();
                 }
-                if readers_done && !qr.aborted && !qr.drained {
+                // Writers still running must see a closed pipe, as in a shell.
+                if readers_done && !writers_done && !qr.aborted {
                     qr.aborted = true;
                     router.abort();
                 }
@@ -1542,8 +1546,9 @@ impl Supervisor {
         );
         groups.sort_unstable();
         groups.dedup();
+        let table = process_table();
         for &g in &groups {
-            if group_alive(g) {
+            if group_is_ours(&table, g, self.self_pid) {
                 kill_group(g, libc::SIGKILL);
             }
         }
@@ -1815,6 +1820,52 @@ fn kill_group(pgid: i32, sig: i32) {
 fn group_alive(pgid: i32) -> bool {
     // SAFETY: signal 0 only checks existence and permission.
     pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
+/// (pid, parent pid, process group) of every live process, from /proc.
+fn process_table() -> Vec<(i32, i32, i32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().take(3).collect();
+        if let [_, ppid, pgrp] = f[..]
+            && let (Ok(ppid), Ok(pgrp)) = (ppid.parse(), pgrp.parse())
+        {
+            out.push((pid, ppid, pgrp));
+        }
+    }
+    out
+}
+
+/// The group has a member that descends from prun (so its id was not recycled).
+fn group_is_ours(table: &[(i32, i32, i32)], pgid: i32, me: i32) -> bool {
+    let parent = |pid: i32| table.iter().find(|e| e.0 == pid).map(|e| e.1);
+    table.iter().filter(|e| e.2 == pgid).any(|&(pid, _, _)| {
+        let mut p = pid;
+        for _ in 0..64 {
+            match parent(p) {
+                Some(pp) if pp == me => return true,
+                Some(pp) if pp > 1 => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    })
 }
 
 /// Pids whose parent is `ppid`, from /proc.
