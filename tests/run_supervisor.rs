@@ -717,6 +717,10 @@ fn scenario_plan(name: &str, marker: &str) -> PlanBuilder {
             s.stop.timeout = Duration::from_secs(30);
             b.cmd("plain", &["sleep", marker]);
         }
+        "demo" => {
+            b.sh("chef", "for i in 1 2 3; do echo bun $i; sleep 0.2; done");
+            b.sh("eater", "sleep 0.3; echo ate; exit 2").on_failure = OnFailure::Continue;
+        }
         other => panic!("unknown scenario {other}"),
     }
     b
@@ -731,8 +735,13 @@ fn child_prun_entry() {
     let marker = std::env::var("PRUN_TEST_MARKER").unwrap();
     let opts = prun::runtime::RunOptions {
         report: std::env::var_os("PRUN_TEST_REPORT").map(Into::into),
-        progress: Some("never".into()),
-        color: Some("never".into()),
+        // PRUN_TEST_TTY: let the terminal decide (manual check of the board and colors).
+        progress: std::env::var_os("PRUN_TEST_TTY")
+            .is_none()
+            .then(|| "never".into()),
+        color: std::env::var_os("PRUN_TEST_TTY")
+            .is_none()
+            .then(|| "never".into()),
         ..Default::default()
     };
     let code = prun::runtime::run(scenario_plan(&name, &marker).build(), &opts);

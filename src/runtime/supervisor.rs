@@ -10,6 +10,26 @@
 //! Each pass of the loop: reap → fire due timers → start what may start (after
 //! conditions, events and permits, skipping what never can) → advance the shutdown
 //! → wait for the next message or deadline.
+//!
+//! Decisions where the SPEC is silent:
+//! - `on_failure: ignore` makes a failure count as success for `after` conditions too.
+//! - `could not start` is never restarted (it would fail the same way); its pipeline
+//!   exit code is 127 (not found) or 126 (other exec errors), as in a shell.
+//! - A readiness timeout ends the instance as `failed (not ready within …)`.
+//! - Whatever ends after prun asked it to stop is `stopped`, whatever its exit status
+//!   (a timeout stays `timed out`). A restart pending at shutdown is cancelled and the
+//!   last run's end state stands.
+//! - Interrupt/failure shutdown: a reader whose input is closed gets `stop.timeout` to
+//!   finish on its own, then its stop signal, then SIGKILL after another
+//!   `stop.timeout`. At a normal end, daemon readers get the stop signal right after EOF.
+//! - Group members left after their leader exits are SIGKILLed at the end of the run;
+//!   processes that left their group (`setsid`) are found as re-parented children of
+//!   prun and killed with their own group.
+//! - When nothing runs and nothing is scheduled but instances still wait (events or
+//!   permits nobody can provide), they are skipped as a deadlock and the run fails (1).
+//! - `PRUN_INSTANCE` is the index (like `${instance}`); `PRUN_INSTANCE_NAME` is added.
+//! - When stdout and stderr are both `log`, they share one pipe so their relative
+//!   order is kept.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
