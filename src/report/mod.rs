@@ -1,6 +1,48 @@
 //! Final report and terminal output (SPEC 7): consumes runtime events only.
+//!
+//! [`render`] runs on its own thread for the whole run. It turns the event stream
+//! into prefixed log lines on stderr (and `--log-dir` files), notices, the live
+//! status board, the final table, and the `--report` JSON file. Nothing here knows
+//! about processes: a test can feed it events.
 
-/// Temporary: replaced by the report types' schema when the supervisor lands.
+mod json;
+mod term;
+
+use std::io;
+
+use crossbeam_channel::Receiver;
+
+pub use json::{
+    EndState, InstanceReport, QueueReport, Report, ReportBuilder, ReportStatus, report_schema,
+};
+pub use term::{Terminal, TerminalOptions, format_table};
+
+use crate::runtime::{Event, RunOptions};
+
+/// Consume events until the run's `Finished` event (or the channel closes), render
+/// them, and write the JSON report if asked.
+pub fn render(events: Receiver<Event>, opts: &RunOptions) -> io::Result<()> {
+    let mut builder = ReportBuilder::new();
+    let mut terminal = Terminal::new(TerminalOptions::from_run_options(opts));
+    for event in events.iter() {
+        builder.apply(&event);
+        terminal.on_event(&event, &builder);
+        if matches!(event, Event::Finished { .. }) {
+            break;
+        }
+    }
+    let report = builder.report();
+    terminal.finish(&report);
+    if let Some(path) = &opts.report {
+        let mut text = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
+        text.push('\n');
+        std::fs::write(path, text)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// The report's JSON Schema as pretty-printed text (`prun schema report`).
 pub fn report_schema_json() -> String {
-    String::from("{}")
+    serde_json::to_string_pretty(&report_schema()).unwrap_or_default()
 }

@@ -1,16 +1,34 @@
 //! The runtime: one supervisor that owns every child process.
 //!
 //! It takes a [`Plan`](crate::plan::Plan), spawns instances, routes queues,
-//! supervises and stops them, and emits events. It never prints: the `report`
+//! supervises and stops them, and emits [`Event`]s. It never prints: the `report`
 //! module renders the events.
+//!
+//! Layout: `spawn` (a command as data → a process), `guardian` (kills every group if
+//! prun is SIGKILLed), `drain` (log pipes → lines), `supervisor` (the one loop that
+//! owns all children and waits), `event` (what it tells the world). `router` and
+//! `coord` are contracts implemented elsewhere.
 
 pub mod coord;
+mod drain;
+pub mod event;
 pub mod foreach;
+mod guardian;
 pub mod router;
+pub mod spawn;
+mod supervisor;
+pub mod testkit;
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use crossbeam_channel::Sender;
+
+pub use event::{Event, InstanceId, InstanceInfo, Level, RunStatus, ShutdownCause, State};
+pub use supervisor::children_of;
 
 use crate::plan::Plan;
+use supervisor::{Msg, Supervisor};
 
 /// How `prun run` was asked to behave (CLI options that reach the runtime).
 #[derive(Debug, Clone, Default)]
@@ -25,8 +43,127 @@ pub struct RunOptions {
     pub resume: Option<PathBuf>,
 }
 
-/// Run the plan to the end and return prun's exit code (SPEC 7).
+static EXCLUSIVE: Mutex<()> = Mutex::new(());
+
+/// Process-wide lock held by a run.
+///
+/// A run makes the process a child subreaper, reaps with `waitpid(-1)` and kills
+/// leftover children of the process at its end: it owns *every* child of the
+/// process. Two runs at once (or a run and unrelated `Command`s, as in tests) would
+/// steal each other's exit statuses, so they take turns.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run the plan to the end and return prun's exit code (SPEC 7): the supervisor on
+/// this thread, the terminal output and report on another.
 pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
-    let _ = (plan, opts);
-    unimplemented!("supervisor")
+    let (tx, rx) = crossbeam_channel::bounded(8192);
+    let report_opts = opts.clone();
+    let reporter = std::thread::Builder::new()
+        .name("prun-report".into())
+        .spawn(move || crate::report::render(rx, &report_opts));
+    let code = supervise(plan, tx);
+    match reporter {
+        Ok(handle) => match handle.join() {
+            Ok(Ok(())) => code,
+            Ok(Err(e)) => {
+                eprintln!("prun: cannot write the report: {e}");
+                if code == 0 { 1 } else { code }
+            }
+            Err(_) => code,
+        },
+        Err(_) => code,
+    }
+}
+
+/// Run the plan, sending every [`Event`] to `events`; returns prun's exit code.
+/// Handles SIGINT, SIGTERM and SIGHUP for the duration of the run.
+pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
+    let _lock = exclusive();
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
+
+    let run_dir = match make_run_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = events.send(Event::Notice {
+                level: Level::Error,
+                message: format!("cannot create the run directory: {e}"),
+            });
+            let _ = events.send(Event::Finished {
+                status: RunStatus::Failed,
+                exit_code: 1,
+                duration: Default::default(),
+            });
+            return 1;
+        }
+    };
+
+    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD]);
+    let (signal_handle, signal_thread) = match signals {
+        Ok(mut signals) => {
+            let handle = signals.handle();
+            let tx = msg_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name("prun-signals".into())
+                .spawn(move || {
+                    for sig in signals.forever() {
+                        let msg = if sig == SIGCHLD {
+                            Msg::Child
+                        } else {
+                            Msg::Signal(sig)
+                        };
+                        if tx.send(msg).is_err() {
+                            break;
+                        }
+                    }
+                });
+            (Some(handle), thread.ok())
+        }
+        Err(e) => {
+            let _ = events.send(Event::Notice {
+                level: Level::Warning,
+                message: format!("cannot handle signals: {e}"),
+            });
+            (None, None)
+        }
+    };
+
+    let sup = Supervisor::new(plan, events, msg_tx, msg_rx, run_dir.clone());
+    let code = sup.run();
+
+    if let Some(h) = signal_handle {
+        h.close();
+    }
+    if let Some(t) = signal_thread {
+        let _ = t.join();
+    }
+    let _ = std::fs::remove_dir_all(&run_dir);
+    code
+}
+
+/// A private (0700) directory for this run: `${run.dir}`, the control socket.
+fn make_run_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let pid = std::process::id();
+    for attempt in 0..100u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!("prun-{pid}-{nanos:x}{attempt}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free run directory name"))
 }

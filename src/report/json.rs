@@ -1,0 +1,364 @@
+//! The machine-readable report (`--report FILE.json`, SPEC 7) and how it is built
+//! from runtime events.
+//!
+//! These types are the single source of `schemas/report.schema.json` (via schemars),
+//! so the JSON shape, the schema and the code cannot drift apart. [`ReportBuilder`]
+//! folds the event stream into a [`Report`]; the terminal table is rendered from the
+//! same value, so what the user reads and what a script parses always agree.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::runtime::event::{Event, InstanceInfo, RunStatus, State, signal_name};
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Report {
+    pub pipeline: String,
+    pub status: ReportStatus,
+    /// prun's exit code.
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub instances: Vec<InstanceReport>,
+    pub queues: Vec<QueueReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndState {
+    Succeeded,
+    Failed,
+    Killed,
+    TimedOut,
+    Stopped,
+    Skipped,
+    CouldNotStart,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct InstanceReport {
+    /// `eater.1`
+    pub name: String,
+    pub stage: String,
+    pub index: u64,
+    /// The foreach item, when the stage has `foreach`.
+    pub item: Option<String>,
+    /// Pid of the last process of this instance (null if it never started).
+    pub pid: Option<u32>,
+    pub state: EndState,
+    pub exit_code: Option<i32>,
+    /// Signal name, such as `"SIGTERM"`.
+    pub signal: Option<String>,
+    pub restarts: u32,
+    /// First start, relative to the pipeline start.
+    pub started_ms: Option<u64>,
+    /// From the first start to the end of the last run.
+    pub duration_ms: Option<u64>,
+    /// Records read from routed queues (null when its input is a direct pipe: prun
+    /// copies nothing there, so it counts nothing).
+    pub records_in: Option<u64>,
+    pub records_out: Option<u64>,
+    /// Human description of the end state (`failed (exit 3)`, the OS error, the skip
+    /// reason).
+    pub detail: String,
+    /// Killed by SIGPIPE after every reader had ended (counted as success).
+    pub downstream_closed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct QueueReport {
+    pub name: String,
+    pub records: u64,
+    pub bytes: u64,
+    pub max_depth: u64,
+    pub blocked_ms: u64,
+    pub sentinels_sent: u64,
+    pub dropped_after_sentinel: u64,
+    pub in_flight_at_failure: u64,
+    /// `direct` (a plain pipe, not counted) or `routed`.
+    pub wiring: String,
+}
+
+/// The JSON Schema of [`Report`] (`prun schema report`).
+pub fn report_schema() -> schemars::Schema {
+    schemars::schema_for!(Report)
+}
+
+#[derive(Debug, Clone)]
+struct InstanceRecord {
+    info: InstanceInfo,
+    state: State,
+    pid: Option<u32>,
+    started: Option<Duration>,
+    ended: Option<Duration>,
+    restarts: u32,
+    records_in: Option<u64>,
+    records_out: Option<u64>,
+}
+
+/// Folds events into a [`Report`].
+#[derive(Debug, Clone, Default)]
+pub struct ReportBuilder {
+    pipeline: String,
+    instances: Vec<InstanceRecord>,
+    index: HashMap<usize, usize>,
+    queues: Vec<QueueReport>,
+    status: Option<(RunStatus, i32, Duration)>,
+}
+
+impl ReportBuilder {
+    pub fn new() -> ReportBuilder {
+        ReportBuilder::default()
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::PipelineStarted {
+                pipeline,
+                instances,
+                ..
+            } => {
+                self.pipeline = pipeline.clone();
+                for info in instances {
+                    self.add(info.clone());
+                }
+            }
+            Event::InstanceAdded(info) => self.add(info.clone()),
+            Event::StateChanged {
+                id,
+                state,
+                pid,
+                at,
+                restarts,
+            } => {
+                if let Some(r) = self.index.get(id).and_then(|&i| self.instances.get_mut(i)) {
+                    r.state = state.clone();
+                    r.restarts = *restarts;
+                    if pid.is_some() {
+                        r.pid = *pid;
+                    }
+                    if *state == State::Running && r.started.is_none() {
+                        r.started = Some(*at);
+                    }
+                    if state.is_end() {
+                        r.ended = Some(*at);
+                    }
+                }
+            }
+            Event::Records {
+                id,
+                records_in,
+                records_out,
+            } => {
+                if let Some(r) = self.index.get(id).and_then(|&i| self.instances.get_mut(i)) {
+                    r.records_in = *records_in;
+                    r.records_out = *records_out;
+                }
+            }
+            Event::QueueFinished {
+                name,
+                direct,
+                stats,
+                ..
+            } => self.queues.push(QueueReport {
+                name: name.clone(),
+                records: stats.records,
+                bytes: stats.bytes,
+                max_depth: stats.max_depth,
+                blocked_ms: stats.blocked_ms,
+                sentinels_sent: stats.sentinels_sent,
+                dropped_after_sentinel: stats.dropped_after_sentinel,
+                in_flight_at_failure: stats.in_flight_at_failure,
+                wiring: if *direct { "direct" } else { "routed" }.to_string(),
+            }),
+            Event::Finished {
+                status,
+                exit_code,
+                duration,
+            } => {
+                self.status = Some((*status, *exit_code, *duration));
+            }
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, info: InstanceInfo) {
+        self.index.insert(info.id, self.instances.len());
+        self.instances.push(InstanceRecord {
+            info,
+            state: State::Waiting,
+            pid: None,
+            started: None,
+            ended: None,
+            restarts: 0,
+            records_in: None,
+            records_out: None,
+        });
+    }
+
+    /// Current state of an instance by name (for the status board and tests).
+    pub fn state_of(&self, name: &str) -> Option<&State> {
+        self.instances
+            .iter()
+            .find(|r| r.info.name == name)
+            .map(|r| &r.state)
+    }
+
+    pub fn instance_names(&self) -> impl Iterator<Item = (&InstanceInfo, &State)> {
+        self.instances.iter().map(|r| (&r.info, &r.state))
+    }
+
+    pub fn report(&self) -> Report {
+        let (status, exit_code, duration) =
+            self.status
+                .unwrap_or((RunStatus::Failed, 1, Duration::ZERO));
+        let instances = self
+            .instances
+            .iter()
+            .map(|r| InstanceReport {
+                name: r.info.name.clone(),
+                stage: r.info.stage_name.clone(),
+                index: r.info.index as u64,
+                item: r.info.item.clone(),
+                pid: r.pid,
+                state: end_state(&r.state),
+                exit_code: r.state.exit_code(),
+                signal: r.state.signal().map(signal_name),
+                restarts: r.restarts,
+                started_ms: r.started.map(|d| d.as_millis() as u64),
+                duration_ms: match (r.started, r.ended) {
+                    (Some(s), Some(e)) => Some(e.saturating_sub(s).as_millis() as u64),
+                    _ => None,
+                },
+                records_in: r.records_in,
+                records_out: r.records_out,
+                detail: r.state.describe(),
+                downstream_closed: r.state
+                    == State::Succeeded {
+                        downstream_closed: true,
+                    },
+            })
+            .collect();
+        Report {
+            pipeline: self.pipeline.clone(),
+            status: match status {
+                RunStatus::Succeeded => ReportStatus::Succeeded,
+                RunStatus::Failed => ReportStatus::Failed,
+                RunStatus::Interrupted => ReportStatus::Interrupted,
+            },
+            exit_code,
+            duration_ms: duration.as_millis() as u64,
+            instances,
+            queues: self.queues.clone(),
+        }
+    }
+}
+
+/// The report only knows end states; a run always ends every instance, but if an
+/// event was lost the closest end state is used.
+fn end_state(s: &State) -> EndState {
+    match s {
+        State::Succeeded { .. } => EndState::Succeeded,
+        State::Failed { .. } => EndState::Failed,
+        State::Killed { .. } => EndState::Killed,
+        State::TimedOut { .. } => EndState::TimedOut,
+        State::Stopped { .. } | State::Running | State::Ready => EndState::Stopped,
+        State::Skipped { .. } | State::Waiting => EndState::Skipped,
+        State::CouldNotStart { .. } => EndState::CouldNotStart,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: usize, name: &str) -> InstanceInfo {
+        InstanceInfo {
+            id,
+            name: name.into(),
+            stage: 0,
+            stage_name: "eater".into(),
+            index: id,
+            item: None,
+            daemon: false,
+        }
+    }
+
+    #[test]
+    fn builds_the_spec_shape() {
+        let mut b = ReportBuilder::new();
+        b.apply(&Event::PipelineStarted {
+            pipeline: "baozi".into(),
+            instances: vec![info(0, "eater.0"), info(1, "eater.1")],
+            queues: vec![],
+        });
+        let ms = Duration::from_millis;
+        let changed = |id, state, at| Event::StateChanged {
+            id,
+            state,
+            pid: Some(4242),
+            at: ms(at),
+            restarts: 0,
+        };
+        b.apply(&changed(0, State::Running, 12));
+        b.apply(&changed(
+            0,
+            State::Succeeded {
+                downstream_closed: false,
+            },
+            912,
+        ));
+        b.apply(&changed(1, State::Running, 10));
+        b.apply(&changed(
+            1,
+            State::Killed {
+                signal: libc::SIGKILL,
+            },
+            20,
+        ));
+        b.apply(&Event::Finished {
+            status: RunStatus::Failed,
+            exit_code: 137,
+            duration: ms(1234),
+        });
+        let r = b.report();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["status"], "failed");
+        assert_eq!(v["exit_code"], 137);
+        assert_eq!(v["duration_ms"], 1234);
+        let e0 = &v["instances"][0];
+        assert_eq!(e0["name"], "eater.0");
+        assert_eq!(e0["state"], "succeeded");
+        assert_eq!(e0["exit_code"], 0);
+        assert_eq!(e0["started_ms"], 12);
+        assert_eq!(e0["duration_ms"], 900);
+        assert_eq!(e0["item"], serde_json::Value::Null);
+        let e1 = &v["instances"][1];
+        assert_eq!(e1["state"], "killed");
+        assert_eq!(e1["signal"], "SIGKILL");
+        assert_eq!(e1["exit_code"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn schema_names_the_states() {
+        let schema = serde_json::to_string(&report_schema()).unwrap();
+        for s in [
+            "could_not_start",
+            "timed_out",
+            "interrupted",
+            "in_flight_at_failure",
+        ] {
+            assert!(schema.contains(s), "{s} missing from the schema");
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! What the supervisor tells the outside world.
+//!
+//! The supervisor never prints: every observable fact (a state change, a log line,
+//! a shutdown notice, queue counters, the end of the run) is an [`Event`] sent on a
+//! channel. `report` turns events into terminal output and the JSON report, so the
+//! runtime can be tested by reading events and the output can be tested without
+//! processes.
+
+use std::time::Duration;
+
+use crate::plan::StageId;
+use crate::runtime::router::QueueStats;
+
+/// Index of an instance in the run (stable for the whole run).
+pub type InstanceId = usize;
+
+/// Static facts about one instance, announced once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    pub id: InstanceId,
+    /// `eater.1`, or `eater` for a single instance.
+    pub name: String,
+    pub stage: StageId,
+    pub stage_name: String,
+    pub index: usize,
+    pub item: Option<String>,
+    pub daemon: bool,
+}
+
+/// The lifecycle of one instance (SPEC 3.1). The last six are end states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Not started yet (conditions, permits, or a restart backoff pending).
+    Waiting,
+    Running,
+    Ready,
+    Succeeded {
+        /// Killed by SIGPIPE after every reader of its queues had ended.
+        downstream_closed: bool,
+    },
+    /// Exited with a code outside `success_codes`, or failed its readiness probe.
+    Failed {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        reason: Option<String>,
+    },
+    /// Died from a signal prun did not send.
+    Killed {
+        signal: i32,
+    },
+    /// Ran longer than its `timeout`.
+    TimedOut {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Stopped by prun (shutdown, or end of a daemon).
+    Stopped {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Never started: a dependency cannot meet its condition, or the pipeline stopped.
+    Skipped {
+        reason: String,
+    },
+    /// exec (or opening one of its files) failed.
+    CouldNotStart {
+        error: String,
+    },
+}
+
+impl State {
+    pub fn is_end(&self) -> bool {
+        !matches!(self, State::Waiting | State::Running | State::Ready)
+    }
+
+    /// Stable snake_case name, as in the JSON report.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Running => "running",
+            State::Ready => "ready",
+            State::Succeeded { .. } => "succeeded",
+            State::Failed { .. } => "failed",
+            State::Killed { .. } => "killed",
+            State::TimedOut { .. } => "timed_out",
+            State::Stopped { .. } => "stopped",
+            State::Skipped { .. } => "skipped",
+            State::CouldNotStart { .. } => "could_not_start",
+        }
+    }
+
+    /// Exit code of the process, when it exited normally.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            State::Failed { exit_code, .. }
+            | State::TimedOut { exit_code, .. }
+            | State::Stopped { exit_code, .. } => *exit_code,
+            State::Succeeded {
+                downstream_closed: false,
+            } => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Signal that ended the process, if any.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            State::Failed { signal, .. }
+            | State::TimedOut { signal, .. }
+            | State::Stopped { signal, .. } => *signal,
+            State::Killed { signal } => Some(*signal),
+            State::Succeeded {
+                downstream_closed: true,
+            } => Some(libc::SIGPIPE),
+            _ => None,
+        }
+    }
+
+    /// Human text for the table and log notices: `failed (exit 3)`, `killed (SIGKILL)`.
+    pub fn describe(&self) -> String {
+        match self {
+            State::Succeeded {
+                downstream_closed: true,
+            } => "succeeded (downstream closed)".into(),
+            State::Failed {
+                reason: Some(r), ..
+            } => format!("failed ({r})"),
+            State::Failed {
+                exit_code: Some(c), ..
+            } => format!("failed (exit {c})"),
+            State::Failed {
+                signal: Some(s), ..
+            } => format!("failed ({})", signal_name(*s)),
+            State::Killed { signal } => format!("killed ({})", signal_name(*signal)),
+            State::TimedOut { .. } => "timed out".into(),
+            State::Stopped { .. } => "stopped".into(),
+            State::Skipped { reason } => format!("skipped ({reason})"),
+            State::CouldNotStart { error } => format!("could not start ({error})"),
+            other => other.name().replace('_', " "),
+        }
+    }
+}
+
+/// Why the pipeline is being shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownCause {
+    /// Every non-daemon instance ended: daemons are stopped (SPEC 5.1).
+    Finished,
+    /// prun received this signal.
+    Signal(i32),
+    /// An instance failed with `on_failure: stop`.
+    Failure,
+}
+
+/// Overall outcome, as in the JSON report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// First event of a run.
+    PipelineStarted {
+        pipeline: String,
+        instances: Vec<InstanceInfo>,
+        queues: Vec<String>,
+    },
+    /// An instance created while running (foreach).
+    InstanceAdded(InstanceInfo),
+    /// An instance changed state. `at` is relative to the pipeline start.
+    StateChanged {
+        id: InstanceId,
+        state: State,
+        pid: Option<u32>,
+        at: Duration,
+        restarts: u32,
+    },
+    /// An instance ended and will be started again after `delay`.
+    Restarting {
+        id: InstanceId,
+        attempt: u32,
+        delay: Duration,
+    },
+    /// One whole line of an instance's log output (without the newline).
+    Log {
+        id: InstanceId,
+        line: Vec<u8>,
+    },
+    /// A message from prun itself.
+    Notice {
+        level: Level,
+        message: String,
+    },
+    ShutdownStarted {
+        cause: ShutdownCause,
+    },
+    /// During shutdown: the instances prun still waits for.
+    StillWaiting {
+        names: Vec<String>,
+    },
+    /// Queue counters at the end (routed queues; direct pipes are not counted).
+    QueueFinished {
+        queue: usize,
+        name: String,
+        direct: bool,
+        stats: QueueStats,
+    },
+    /// Records counted for an instance by the routers (None: direct pipe only).
+    Records {
+        id: InstanceId,
+        records_in: Option<u64>,
+        records_out: Option<u64>,
+    },
+    /// Last event of a run.
+    Finished {
+        status: RunStatus,
+        exit_code: i32,
+        duration: Duration,
+    },
+}
+
+/// `SIGTERM` for 15, `SIG42` when unknown.
+pub fn signal_name(sig: i32) -> String {
+    match nix::sys::signal::Signal::try_from(sig) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("SIG{sig}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_and_codes() {
+        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+        let s = State::Succeeded {
+            downstream_closed: true,
+        };
+        assert!(s.is_end());
+        assert_eq!(s.signal(), Some(libc::SIGPIPE));
+        assert_eq!(s.describe(), "succeeded (downstream closed)");
+        assert!(!State::Ready.is_end());
+        assert_eq!(
+            State::TimedOut {
+                exit_code: None,
+                signal: Some(15)
+            }
+            .name(),
+            "timed_out"
+        );
+        let f = State::Failed {
+            exit_code: Some(3),
+            signal: None,
+            reason: None,
+        };
+        assert_eq!(f.describe(), "failed (exit 3)");
+    }
+}
