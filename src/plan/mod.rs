@@ -152,7 +152,9 @@ pub struct InstanceVars<'a> {
 
 impl Template {
     pub fn literal(s: impl Into<String>) -> Self {
-        Template { pieces: vec![Piece::Literal(s.into())] }
+        Template {
+            pieces: vec![Piece::Literal(s.into())],
+        }
     }
 
     /// Render for argv, a path or an environment value: no quoting.
@@ -195,7 +197,10 @@ impl Template {
     /// True when the template uses `${item}` or `${index}`.
     pub fn uses_item(&self) -> bool {
         self.pieces.iter().any(|p| {
-            matches!(p, Piece::Var(InstanceVar::Item) | Piece::Var(InstanceVar::Index))
+            matches!(
+                p,
+                Piece::Var(InstanceVar::Item) | Piece::Var(InstanceVar::Index)
+            )
         })
     }
 }
@@ -203,7 +208,8 @@ impl Template {
 /// Quote a value for POSIX sh so it is exactly one word.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
     {
         return s.to_string();
     }
@@ -225,13 +231,20 @@ pub enum Instances {
     /// `replicas: N` (N = 1 for a plain stage; then the instance is named `stage`).
     Replicas { count: usize, named_by_index: bool },
     /// One instance per item, at most `parallel` at once.
-    Foreach { source: ForeachSource, parallel: usize },
+    Foreach {
+        source: ForeachSource,
+        parallel: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ForeachSource {
     Items(Vec<String>),
-    Range { from: i64, to: i64, step: i64 },
+    Range {
+        from: i64,
+        to: i64,
+        step: i64,
+    },
     /// Glob pattern, expanded when the stage is first considered for start.
     Glob(Template),
     /// File with one item per line.
@@ -313,7 +326,10 @@ pub enum ProbeKind {
     Delay(Duration),
     /// `host:port`
     Tcp(String),
-    Cmd { argv: Vec<Template>, interval: Duration },
+    Cmd {
+        argv: Vec<Template>,
+        interval: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -352,7 +368,9 @@ impl RestartSpec {
 
     /// Delay before restart number `n` (1-based): backoff·2^(n-1), capped.
     pub fn delay(&self, n: u32) -> Duration {
-        let factor = 1u32.checked_shl(n.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(n.saturating_sub(1).min(31))
+            .unwrap_or(u32::MAX);
         self.backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }

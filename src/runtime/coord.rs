@@ -8,7 +8,7 @@
 //! requests. Permits are acquired all at once and granted in FIFO order, so two
 //! instances can never deadlock by each holding one of two semaphores.
 
-use crate::plan::{EventPlan, EventId, SemId, SemaphorePlan};
+use crate::plan::{EventId, EventPlan, SemId, SemaphorePlan};
 
 /// Who holds or waits for permits: the supervisor assigns one id per instance
 /// (a `prun ctl` request is made on behalf of the instance whose process asked).
