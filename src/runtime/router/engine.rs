@@ -472,11 +472,11 @@ impl Engine {
 
     fn read_size(&self) -> usize {
         let room = self.capacity().saturating_sub(self.depth()) as usize;
-        let avg = if self.stats.records > 0 {
-            (self.stats.bytes / self.stats.records).max(1) as usize
-        } else {
-            64
-        };
+        let avg = self
+            .stats
+            .bytes
+            .checked_div(self.stats.records)
+            .map_or(64, |a| a.max(1) as usize);
         room.saturating_mul(avg).clamp(MIN_READ, READ_BLOCK)
     }
 
@@ -506,7 +506,7 @@ impl Engine {
         let old = w.carry.len();
         match sys::read_into(raw, &mut w.carry, size) {
             Ok(0) => self.writer_eof(wi),
-            Ok(_) => self.cut(wi, old, false),
+            Ok(_) => self.cut(wi, old),
             Err(e) => self.writer_read_error(wi, e),
         }
     }
@@ -532,7 +532,7 @@ impl Engine {
                 w.carry.push(d);
             }
             let old = w.carry.len() - 1;
-            self.cut(wi, old, true);
+            self.cut(wi, old);
         }
         let w = &mut self.writers[wi];
         w.fd = None;
@@ -549,7 +549,7 @@ impl Engine {
 
     /// Move the complete records of writer `wi`'s buffer into the queue. `scan_from`:
     /// bytes before it hold no delimiter (they were scanned already).
-    fn cut(&mut self, wi: usize, scan_from: usize, at_eof: bool) {
+    fn cut(&mut self, wi: usize, scan_from: usize) {
         let w = &mut self.writers[wi];
         let split = match self.delim {
             None => w.carry.len(),
@@ -558,7 +558,6 @@ impl Engine {
                 None => return,
             },
         };
-        let _ = at_eof;
         let chunk = if split * 2 >= w.carry.capacity() {
             // Mostly full block: hand the buffer itself over, start a fresh one.
             let mut next = Vec::with_capacity(READ_BLOCK.max(w.carry.len() - split));
