@@ -1,0 +1,1233 @@
+//! The router thread of one queue: a single `poll` loop that owns every descriptor and
+//! every buffered record of the queue (see the design notes in the parent module).
+//!
+//! Data path: writer pipe → `read` into a block → cut at the last delimiter → the complete
+//! part becomes a shared [`Slice`] in the queue → dispatch assigns slices (or record-exact
+//! sub-slices) to readers' `pending` lists → `writev` into reader pipes. A slice always
+//! starts and ends on record boundaries, and once a reader was given a slice it is the
+//! only one that ever gets those bytes, so partial pipe writes can never tear a record.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use memchr::memmem;
+
+use super::sys;
+use super::{QueueConfig, QueueStats, ReaderId, RouterEvent, WriterId};
+use crate::plan::Delivery;
+
+/// Largest single read from a writer pipe.
+pub(super) const READ_BLOCK: usize = 256 * 1024;
+/// Smallest read, even when capacity is almost reached (bounds the overshoot).
+const MIN_READ: usize = 16 * 1024;
+/// Writer pipes are enlarged so a fast writer wakes the router less often.
+const WRITER_PIPE: usize = 1 << 20;
+/// Reader pipes: large enough for streaming, small enough that a reader that stalls
+/// cannot strand much (everything it holds is counted as in flight if it dies).
+const READER_PIPE: usize = 256 * 1024;
+/// What a reader of unknown speed is given at most in one batch.
+const FIRST_TARGET: usize = 4 * 1024;
+/// A reader that drains its batch faster than this earns a larger one.
+const FAST_DRAIN: Duration = Duration::from_millis(20);
+/// A reader that still holds data this long after its batch earns a smaller one.
+const SLOW_DRAIN: Duration = Duration::from_millis(100);
+/// A streaming reader whose pipe stayed full this long loses its unwritten batches to
+/// idle readers.
+const STEAL_AFTER: Duration = Duration::from_millis(20);
+/// Re-check interval while records wait for a reader to drain (drain is not pollable).
+const TICK_MS: i32 = 2;
+const MAX_IOV: usize = 64;
+/// Records waiting on a channel reader before prun stops handing it more.
+pub(super) const CHANNEL_CAP: usize = 256;
+
+pub(super) enum Command {
+    AddWriter(WriterId, OwnedFd),
+    AddReader(ReaderId, OwnedFd),
+    AddChannelReader(ReaderId, Sender<Vec<u8>>),
+    ReaderExited(ReaderId),
+    CloseWriters,
+    CloseReaders,
+    Abort,
+}
+
+/// A run of whole records inside a shared block.
+#[derive(Clone)]
+struct Slice {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+    records: u64,
+    sentinel: bool,
+}
+
+impl Slice {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+struct Writer {
+    id: WriterId,
+    fd: Option<OwnedFd>,
+    /// Bytes after the last delimiter seen (an incomplete record).
+    carry: Vec<u8>,
+    /// Set until poll says otherwise, so a new writer is read at once.
+    readable: bool,
+    records: u64,
+    /// The writer emitted the sentinel: read and count the rest, deliver nothing.
+    discarding: bool,
+    discard_partial: bool,
+    done_reported: bool,
+}
+
+enum Sink {
+    Pipe(OwnedFd),
+    Channel(Sender<Vec<u8>>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ReaderState {
+    Live,
+    /// End of stream: gets what is pending (and the sentinel), then EOF.
+    Finishing,
+    /// Got EOF from us.
+    Closed,
+    /// Exited or EPIPE.
+    Gone,
+}
+
+struct Reader {
+    id: ReaderId,
+    sink: Option<Sink>,
+    state: ReaderState,
+    pending: VecDeque<Slice>,
+    /// Bytes (pipe) or record bytes (channel) of `pending[0]` already handed over.
+    head_off: usize,
+    pending_records: u64,
+    writable: bool,
+    /// Batch size this reader has earned (bytes).
+    target: usize,
+    /// Proven fast: fed whenever its pending list is empty, up to a full pipe.
+    streaming: bool,
+    pipe_cap: usize,
+    /// Recently written slices, at least a pipe's worth, to count in-flight records.
+    log: VecDeque<Slice>,
+    log_bytes: usize,
+    delivered: u64,
+    /// When its last batch was completely written into the pipe.
+    given_at: Option<Instant>,
+    judged: bool,
+    blocked_since: Option<Instant>,
+    gone_reported: bool,
+}
+
+impl Reader {
+    fn new(id: ReaderId, sink: Sink, pipe_cap: usize) -> Reader {
+        Reader {
+            id,
+            sink: Some(sink),
+            state: ReaderState::Live,
+            pending: VecDeque::new(),
+            head_off: 0,
+            pending_records: 0,
+            writable: true,
+            target: FIRST_TARGET.min(pipe_cap),
+            streaming: false,
+            pipe_cap,
+            log: VecDeque::new(),
+            log_bytes: 0,
+            delivered: 0,
+            given_at: None,
+            judged: true,
+            blocked_since: None,
+            gone_reported: false,
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(self.state, ReaderState::Live | ReaderState::Finishing)
+    }
+
+    /// May this reader be given a new batch now? Adapts its batch size on the way.
+    fn eligible(&mut self, now: Instant) -> bool {
+        if self.state != ReaderState::Live || !self.pending.is_empty() {
+            return false;
+        }
+        match &self.sink {
+            Some(Sink::Pipe(fd)) => {
+                if self.streaming {
+                    return true;
+                }
+                let unread = sys::unread_bytes(fd.as_raw_fd());
+                let since = self.given_at.map(|t| now.duration_since(t));
+                if unread == 0 {
+                    if !self.judged && since.is_some_and(|d| d <= FAST_DRAIN) {
+                        self.target = (self.target * 2).min(self.pipe_cap);
+                        self.streaming = self.target >= self.pipe_cap;
+                    }
+                    self.judged = true;
+                    true
+                } else {
+                    if !self.judged && since.is_some_and(|d| d >= SLOW_DRAIN) {
+                        self.target = (self.target / 2).max(1);
+                        self.judged = true;
+                    }
+                    false
+                }
+            }
+            Some(Sink::Channel(tx)) => tx.is_empty(),
+            None => false,
+        }
+    }
+
+    fn batch_limit(&self) -> usize {
+        match &self.sink {
+            Some(Sink::Channel(_)) => 64 * 1024,
+            _ if self.streaming => self.pipe_cap,
+            _ => self.target,
+        }
+    }
+
+    fn push_pending(&mut self, s: Slice) {
+        self.pending_records += s.records;
+        self.pending.push_back(s);
+    }
+
+    fn log_written(&mut self, s: Slice) {
+        self.log_bytes += s.len();
+        self.log.push_back(s);
+        while let Some(front) = self.log.front() {
+            if self.log_bytes - front.len() >= self.pipe_cap {
+                self.log_bytes -= front.len();
+                self.log.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// Records in the last `unread` bytes written to a reader: each record whose delimiter
+/// is still in the pipe was never fully read.
+fn records_in_tail(
+    log: &VecDeque<Slice>,
+    partial_head: Option<&[u8]>,
+    unread: usize,
+    delim: Option<u8>,
+) -> u64 {
+    let mut remaining = unread;
+    let mut count = 0u64;
+    let head = partial_head.map(|b| (b, false, delim.is_none()));
+    let logged = log.iter().rev().map(|s| (s.bytes(), s.sentinel, false));
+    for (part, is_sentinel, skip) in head.into_iter().chain(logged) {
+        if remaining == 0 {
+            break;
+        }
+        let take = remaining.min(part.len());
+        remaining -= take;
+        if is_sentinel || skip {
+            continue;
+        }
+        let tail = &part[part.len() - take..];
+        count += match delim {
+            Some(d) => memchr::memchr_iter(d, tail).count() as u64,
+            None => 1,
+        };
+    }
+    count
+}
+
+pub(super) struct Engine {
+    cfg: QueueConfig,
+    delim: Option<u8>,
+    sentinel_record: Option<Arc<Vec<u8>>>,
+    sentinel_finder: Option<memmem::Finder<'static>>,
+    events: Sender<RouterEvent>,
+    cmds: Receiver<Command>,
+    waker: Arc<sys::Waker>,
+    shared_stats: Arc<Mutex<QueueStats>>,
+    stats: QueueStats,
+    writers: Vec<Writer>,
+    readers: Vec<Reader>,
+    queue: VecDeque<Slice>,
+    queued_records: u64,
+    writers_closed: bool,
+    readers_final: bool,
+    finishing: bool,
+    rr: usize,
+    blocked_since: Option<Instant>,
+    scratch: Vec<u8>,
+    pollfds: Vec<libc::pollfd>,
+}
+
+enum Slot {
+    Waker,
+    Writer(usize),
+    Reader(usize),
+}
+
+impl Engine {
+    pub(super) fn new(
+        cfg: QueueConfig,
+        events: Sender<RouterEvent>,
+        cmds: Receiver<Command>,
+        waker: Arc<sys::Waker>,
+        shared_stats: Arc<Mutex<QueueStats>>,
+    ) -> Engine {
+        let delim = cfg.framing.delimiter();
+        let sentinel_record = cfg.sentinel.as_ref().map(|s| {
+            let mut v = s.clone();
+            v.extend(delim);
+            Arc::new(v)
+        });
+        // A writer-emitted sentinel is only recognisable between delimiters.
+        let sentinel_finder = match (&cfg.sentinel, delim) {
+            (Some(s), Some(d)) => {
+                let mut pat = vec![d];
+                pat.extend_from_slice(s);
+                pat.push(d);
+                Some(memmem::Finder::new(&pat).into_owned())
+            }
+            _ => None,
+        };
+        Engine {
+            cfg,
+            delim,
+            sentinel_record,
+            sentinel_finder,
+            events,
+            cmds,
+            waker,
+            shared_stats,
+            stats: QueueStats::default(),
+            writers: Vec::new(),
+            readers: Vec::new(),
+            queue: VecDeque::new(),
+            queued_records: 0,
+            writers_closed: false,
+            readers_final: false,
+            finishing: false,
+            rr: 0,
+            blocked_since: None,
+            scratch: Vec::new(),
+            pollfds: Vec::new(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            if !self.handle_commands() {
+                break;
+            }
+            let now = Instant::now();
+            self.read_writers();
+            self.dispatch(now);
+            self.write_readers(now);
+            // Records handed back by a reader that vanished during the writes.
+            self.dispatch(now);
+            self.write_readers(now);
+            self.track_blocked(now);
+            if self.check_end() {
+                break;
+            }
+            self.publish();
+            if self.wait().is_err() {
+                // poll itself failed (should not happen): stop rather than spin.
+                self.abort();
+                break;
+            }
+        }
+        self.publish();
+    }
+
+    fn emit(&self, ev: RouterEvent) {
+        // The supervisor may have stopped listening; nothing to do about it here.
+        let _ = self.events.send(ev);
+    }
+
+    fn depth(&self) -> u64 {
+        let pending = self
+            .readers
+            .iter()
+            .filter(|r| r.is_open())
+            .map(|r| r.pending_records);
+        let pending = match self.cfg.delivery {
+            Delivery::Shared => pending.sum::<u64>(),
+            Delivery::Broadcast => pending.max().unwrap_or(0),
+        };
+        self.queued_records + pending
+    }
+
+    fn capacity(&self) -> u64 {
+        self.cfg.capacity.max(1) as u64
+    }
+
+    // ---- commands -------------------------------------------------------------------
+
+    /// Returns false when the router must stop (abort).
+    fn handle_commands(&mut self) -> bool {
+        self.waker.drain();
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Command::AddWriter(id, fd) => self.add_writer(id, fd),
+                Command::AddReader(id, fd) => {
+                    let raw = fd.as_raw_fd();
+                    let _ = sys::set_nonblocking(raw);
+                    let cap = sys::grow_pipe(raw, READER_PIPE);
+                    self.add_reader(Reader::new(id, Sink::Pipe(fd), cap));
+                }
+                Command::AddChannelReader(id, tx) => {
+                    self.add_reader(Reader::new(id, Sink::Channel(tx), 64 * 1024))
+                }
+                Command::ReaderExited(id) => {
+                    let idx = self.readers.iter().position(|r| r.id == id && r.is_open());
+                    if let Some(i) = idx {
+                        self.reader_gone(i);
+                    }
+                }
+                Command::CloseWriters => self.writers_closed = true,
+                Command::CloseReaders => {
+                    self.readers_final = true;
+                    self.strand_if_no_reader();
+                }
+                Command::Abort => {
+                    self.abort();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn add_writer(&mut self, id: WriterId, fd: OwnedFd) {
+        let raw = fd.as_raw_fd();
+        let _ = sys::set_nonblocking(raw);
+        sys::grow_pipe(raw, WRITER_PIPE);
+        let no_reader = self.readers_final && !self.readers.iter().any(|r| r.is_open());
+        let mut w = Writer {
+            id,
+            fd: Some(fd),
+            carry: Vec::new(),
+            readable: true,
+            records: 0,
+            discarding: false,
+            discard_partial: false,
+            done_reported: false,
+        };
+        if no_reader {
+            // Like a shell pipeline whose reader is gone: the writer sees EPIPE.
+            w.fd = None;
+            w.done_reported = true;
+            self.emit(RouterEvent::WriterDone {
+                queue: self.cfg.queue,
+                writer: id,
+            });
+        }
+        self.writers.push(w);
+    }
+
+    fn add_reader(&mut self, mut r: Reader) {
+        if self.finishing {
+            // Joined after the end of stream: only the sentinel, then EOF.
+            r.state = ReaderState::Finishing;
+            self.push_sentinel(&mut r);
+        }
+        self.readers.push(r);
+    }
+
+    fn push_sentinel(&self, r: &mut Reader) {
+        if let (Some(s), Some(Sink::Pipe(_))) = (&self.sentinel_record, &r.sink) {
+            r.push_pending(Slice {
+                buf: s.clone(),
+                start: 0,
+                end: s.len(),
+                records: 0,
+                sentinel: true,
+            });
+        }
+    }
+
+    // ---- writers --------------------------------------------------------------------
+
+    fn read_writers(&mut self) {
+        let n = self.writers.len();
+        for wi in 0..n {
+            let w = &self.writers[wi];
+            if w.fd.is_none() || !w.readable {
+                continue;
+            }
+            if !w.discarding && self.depth() >= self.capacity() {
+                continue;
+            }
+            self.read_writer(wi);
+        }
+    }
+
+    fn read_size(&self) -> usize {
+        let room = self.capacity().saturating_sub(self.depth()) as usize;
+        let avg = self
+            .stats
+            .bytes
+            .checked_div(self.stats.records)
+            .map_or(64, |a| a.max(1) as usize);
+        room.saturating_mul(avg).clamp(MIN_READ, READ_BLOCK)
+    }
+
+    fn read_writer(&mut self, wi: usize) {
+        let size = self.read_size();
+        let w = &mut self.writers[wi];
+        let Some(fd) = &w.fd else { return };
+        let raw = fd.as_raw_fd();
+        if w.discarding {
+            self.scratch.resize(READ_BLOCK, 0);
+            match sys::read_some(raw, &mut self.scratch) {
+                Ok(0) => self.writer_eof(wi),
+                Ok(n) => {
+                    let data = &self.scratch[..n];
+                    let dropped = match self.delim {
+                        Some(d) => memchr::memchr_iter(d, data).count() as u64,
+                        None => 1,
+                    };
+                    self.stats.dropped_after_sentinel += dropped;
+                    let w = &mut self.writers[wi];
+                    w.discard_partial = self.delim.is_some_and(|d| data[n - 1] != d);
+                }
+                Err(e) => self.writer_read_error(wi, e),
+            }
+            return;
+        }
+        let old = w.carry.len();
+        match sys::read_into(raw, &mut w.carry, size) {
+            Ok(0) => self.writer_eof(wi),
+            Ok(_) => self.cut(wi, old),
+            Err(e) => self.writer_read_error(wi, e),
+        }
+    }
+
+    fn writer_read_error(&mut self, wi: usize, e: io::Error) {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => self.writers[wi].readable = false,
+            io::ErrorKind::Interrupted => {}
+            // Any other error ends this writer's stream as EOF would.
+            _ => self.writer_eof(wi),
+        }
+    }
+
+    fn writer_eof(&mut self, wi: usize) {
+        let w = &mut self.writers[wi];
+        if w.discarding {
+            if w.discard_partial {
+                self.stats.dropped_after_sentinel += 1;
+            }
+        } else if !w.carry.is_empty() {
+            // The last record lacks its delimiter: add it.
+            if let Some(d) = self.delim {
+                w.carry.push(d);
+            }
+            let old = w.carry.len() - 1;
+            self.cut(wi, old);
+        }
+        let w = &mut self.writers[wi];
+        w.fd = None;
+        w.carry = Vec::new();
+        if !w.done_reported {
+            w.done_reported = true;
+            let id = w.id;
+            self.emit(RouterEvent::WriterDone {
+                queue: self.cfg.queue,
+                writer: id,
+            });
+        }
+    }
+
+    /// Move the complete records of writer `wi`'s buffer into the queue. `scan_from`:
+    /// bytes before it hold no delimiter (they were scanned already).
+    fn cut(&mut self, wi: usize, scan_from: usize) {
+        let w = &mut self.writers[wi];
+        let split = match self.delim {
+            None => w.carry.len(),
+            Some(d) => match memchr::memrchr(d, &w.carry[scan_from..]) {
+                Some(p) => scan_from + p + 1,
+                None => return,
+            },
+        };
+        let chunk = if split * 2 >= w.carry.capacity() {
+            // Mostly full block: hand the buffer itself over, start a fresh one.
+            let mut next = Vec::with_capacity(READ_BLOCK.max(w.carry.len() - split));
+            next.extend_from_slice(&w.carry[split..]);
+            w.carry.truncate(split);
+            std::mem::replace(&mut w.carry, next)
+        } else {
+            // Small read: copy it out so a big buffer is not pinned by a few bytes.
+            let chunk = w.carry[..split].to_vec();
+            w.carry.drain(..split);
+            chunk
+        };
+        self.accept(wi, chunk);
+    }
+
+    fn accept(&mut self, wi: usize, mut chunk: Vec<u8>) {
+        if let (Some(finder), Some(sentinel), Some(d)) =
+            (&self.sentinel_finder, &self.cfg.sentinel, self.delim)
+        {
+            let at_start = chunk.len() > sentinel.len()
+                && chunk.starts_with(sentinel)
+                && chunk[sentinel.len()] == d;
+            let found = if at_start {
+                Some(0)
+            } else {
+                finder.find(&chunk).map(|p| p + 1)
+            };
+            if let Some(s) = found {
+                let after = s + sentinel.len() + 1;
+                let dropped = memchr::memchr_iter(d, &chunk[after..]).count() as u64;
+                chunk.truncate(s);
+                let w = &mut self.writers[wi];
+                self.stats.dropped_after_sentinel += dropped;
+                w.discarding = true;
+                w.discard_partial = !w.carry.is_empty();
+                w.carry = Vec::new();
+                if !w.done_reported {
+                    w.done_reported = true;
+                    let id = w.id;
+                    self.emit(RouterEvent::WriterDone {
+                        queue: self.cfg.queue,
+                        writer: id,
+                    });
+                }
+            }
+        }
+        if chunk.is_empty() {
+            return;
+        }
+        let records = match self.delim {
+            Some(d) => memchr::memchr_iter(d, &chunk).count() as u64,
+            None => 1,
+        };
+        self.stats.records += records;
+        self.stats.bytes += chunk.len() as u64;
+        self.writers[wi].records += records;
+        let end = chunk.len();
+        self.queue.push_back(Slice {
+            buf: Arc::new(chunk),
+            start: 0,
+            end,
+            records,
+            sentinel: false,
+        });
+        self.queued_records += records;
+        let depth = self.depth();
+        self.stats.max_depth = self.stats.max_depth.max(depth);
+    }
+
+    // ---- dispatch -------------------------------------------------------------------
+
+    fn dispatch(&mut self, now: Instant) {
+        match self.cfg.delivery {
+            Delivery::Broadcast => self.dispatch_broadcast(),
+            Delivery::Shared => self.dispatch_shared(now),
+        }
+    }
+
+    fn dispatch_broadcast(&mut self) {
+        if !self.readers.iter().any(|r| r.state == ReaderState::Live) {
+            return;
+        }
+        while let Some(s) = self.queue.pop_front() {
+            self.queued_records -= s.records;
+            for r in self
+                .readers
+                .iter_mut()
+                .filter(|r| r.state == ReaderState::Live)
+            {
+                r.push_pending(s.clone());
+            }
+        }
+    }
+
+    fn dispatch_shared(&mut self, now: Instant) {
+        let n = self.readers.len();
+        let live = self
+            .readers
+            .iter()
+            .filter(|r| r.state == ReaderState::Live)
+            .count() as u64;
+        if live == 0 {
+            return;
+        }
+        if self.queue.is_empty() {
+            self.steal(now);
+        }
+        for k in 0..n {
+            if self.queue.is_empty() {
+                break;
+            }
+            let i = (self.rr + k) % n;
+            if !self.readers[i].eligible(now) {
+                continue;
+            }
+            // Never more than a fair share of what waits, so one reader cannot hoard.
+            let share = self.queued_records.div_ceil(live).max(1);
+            let limit = self.readers[i].batch_limit();
+            let mut recs = 0u64;
+            let mut bytes = 0usize;
+            while recs < share && bytes < limit {
+                let Some(s) = self.cut_front(share - recs, limit - bytes, recs == 0) else {
+                    break;
+                };
+                recs += s.records;
+                bytes += s.len();
+                self.queued_records -= s.records;
+                self.readers[i].push_pending(s);
+            }
+        }
+        self.rr = (self.rr + 1) % n.max(1);
+    }
+
+    /// Take whole records from the front of the queue: at most `max_recs` and
+    /// `max_bytes`, but at least one record when `at_least_one`.
+    fn cut_front(&mut self, max_recs: u64, max_bytes: usize, at_least_one: bool) -> Option<Slice> {
+        let front = self.queue.front_mut()?;
+        if front.records <= max_recs && front.len() <= max_bytes {
+            return self.queue.pop_front();
+        }
+        let Some(d) = self.delim else {
+            // Bytes framing: a slice is one record, indivisible.
+            return if at_least_one {
+                self.queue.pop_front()
+            } else {
+                None
+            };
+        };
+        let data = front.bytes();
+        let (cut, n) = if front.records <= max_recs {
+            // Only the byte budget binds: cut at the last delimiter inside it.
+            match memchr::memrchr(d, &data[..max_bytes.min(data.len())]) {
+                Some(p) => {
+                    let cut = p + 1;
+                    (cut, memchr::memchr_iter(d, &data[..cut]).count() as u64)
+                }
+                None if at_least_one => {
+                    let p = memchr::memchr(d, data)?;
+                    (p + 1, 1)
+                }
+                None => return None,
+            }
+        } else {
+            let mut cut = 0;
+            let mut n = 0u64;
+            for p in memchr::memchr_iter(d, data) {
+                let e = p + 1;
+                if e > max_bytes && !(n == 0 && at_least_one) {
+                    break;
+                }
+                cut = e;
+                n += 1;
+                if n == max_recs || e >= max_bytes {
+                    break;
+                }
+            }
+            (cut, n)
+        };
+        if n == 0 {
+            return None;
+        }
+        if n == front.records {
+            return self.queue.pop_front();
+        }
+        let taken = Slice {
+            buf: front.buf.clone(),
+            start: front.start,
+            end: front.start + cut,
+            records: n,
+            sentinel: false,
+        };
+        front.start += cut;
+        front.records -= n;
+        Some(taken)
+    }
+
+    /// An idle reader while another's pipe stays full: take back the batches not yet
+    /// written to the stuck one (they were never handed over) and demote it.
+    fn steal(&mut self, now: Instant) {
+        let idle = self
+            .readers
+            .iter()
+            .any(|r| r.state == ReaderState::Live && r.pending.is_empty() && r.sink.is_some());
+        if !idle {
+            return;
+        }
+        for r in self
+            .readers
+            .iter_mut()
+            .filter(|r| r.state == ReaderState::Live)
+        {
+            let stuck = r
+                .blocked_since
+                .is_some_and(|t| now.duration_since(t) >= STEAL_AFTER);
+            let keep = usize::from(r.head_off > 0);
+            if !stuck || r.pending.len() <= keep {
+                continue;
+            }
+            let back: Vec<Slice> = r.pending.drain(keep..).collect();
+            for s in back.into_iter().rev() {
+                r.pending_records -= s.records;
+                self.queued_records += s.records;
+                self.queue.push_front(s);
+            }
+            r.streaming = false;
+            r.target = (r.pipe_cap / 4).max(1);
+        }
+    }
+
+    // ---- readers --------------------------------------------------------------------
+
+    fn write_readers(&mut self, now: Instant) {
+        for i in 0..self.readers.len() {
+            let r = &self.readers[i];
+            if !r.is_open() || r.pending.is_empty() {
+                continue;
+            }
+            let ok = match &r.sink {
+                Some(Sink::Pipe(_)) if r.writable => self.write_pipe(i, now),
+                Some(Sink::Channel(_)) => self.write_channel(i, now),
+                _ => true,
+            };
+            if !ok {
+                self.reader_gone(i);
+            }
+        }
+    }
+
+    /// Returns false when the reader is gone (EPIPE or another write error).
+    fn write_pipe(&mut self, i: usize, now: Instant) -> bool {
+        let r = &mut self.readers[i];
+        let Some(Sink::Pipe(fd)) = &r.sink else {
+            return true;
+        };
+        let raw = fd.as_raw_fd();
+        while !r.pending.is_empty() {
+            let iov: Vec<IoSlice<'_>> = r
+                .pending
+                .iter()
+                .take(MAX_IOV)
+                .enumerate()
+                .map(|(k, s)| {
+                    IoSlice::new(if k == 0 {
+                        &s.bytes()[r.head_off..]
+                    } else {
+                        s.bytes()
+                    })
+                })
+                .collect();
+            match sys::writev(raw, &iov) {
+                Ok(mut n) => {
+                    drop(iov);
+                    r.blocked_since = None;
+                    while n > 0 {
+                        let Some(front) = r.pending.front() else {
+                            break;
+                        };
+                        let left = front.len() - r.head_off;
+                        if n >= left {
+                            n -= left;
+                            r.head_off = 0;
+                            if let Some(s) = r.pending.pop_front() {
+                                r.pending_records -= s.records;
+                                r.delivered += s.records;
+                                if s.sentinel {
+                                    self.stats.sentinels_sent += 1;
+                                }
+                                r.log_written(s);
+                            }
+                        } else {
+                            r.head_off += n;
+                            n = 0;
+                        }
+                    }
+                    if r.pending.is_empty() {
+                        r.given_at = Some(now);
+                        r.judged = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    r.writable = false;
+                    r.blocked_since.get_or_insert(now);
+                    return true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    fn write_channel(&mut self, i: usize, now: Instant) -> bool {
+        let delim = self.delim;
+        let r = &mut self.readers[i];
+        let Some(Sink::Channel(tx)) = &r.sink else {
+            return true;
+        };
+        while let Some(front) = r.pending.front() {
+            let data = &front.bytes()[r.head_off..];
+            if data.is_empty() || front.sentinel {
+                if let Some(s) = r.pending.pop_front() {
+                    r.pending_records -= s.records;
+                }
+                r.head_off = 0;
+                continue;
+            }
+            let (record, used) = match delim {
+                Some(d) => match memchr::memchr(d, data) {
+                    Some(p) => (&data[..p], p + 1),
+                    None => (data, data.len()),
+                },
+                None => (data, data.len()),
+            };
+            match tx.try_send(record.to_vec()) {
+                Ok(()) => {
+                    r.head_off += used;
+                    r.delivered += 1;
+                    r.blocked_since = None;
+                    if r.head_off >= front.len() {
+                        if let Some(s) = r.pending.pop_front() {
+                            r.pending_records -= s.records;
+                        }
+                        r.head_off = 0;
+                    }
+                }
+                Err(TrySendError::Full(_)) => {
+                    r.blocked_since.get_or_insert(now);
+                    return true;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        r.given_at = Some(now);
+        r.judged = false;
+        true
+    }
+
+    /// A reader exited (told by the supervisor) or could not be written to.
+    fn reader_gone(&mut self, i: usize) {
+        let delim = self.delim;
+        let shared = self.cfg.delivery == Delivery::Shared;
+        let r = &mut self.readers[i];
+        if !r.is_open() {
+            return;
+        }
+        // What it never read: records whose end is still in its pipe (or channel).
+        let in_flight = match &r.sink {
+            Some(Sink::Pipe(fd)) => {
+                let unread = sys::unread_bytes(fd.as_raw_fd());
+                let head = r
+                    .pending
+                    .front()
+                    .filter(|_| r.head_off > 0)
+                    .map(|s| &s.bytes()[..r.head_off]);
+                records_in_tail(&r.log, head, unread, delim)
+            }
+            Some(Sink::Channel(tx)) => tx.len() as u64,
+            None => 0,
+        };
+        r.sink = None;
+        r.state = ReaderState::Gone;
+        r.log.clear();
+        r.log_bytes = 0;
+        self.stats.in_flight_at_failure += in_flight;
+        let mut back: Vec<Slice> = r.pending.drain(..).collect();
+        r.pending_records = 0;
+        if r.head_off > 0 {
+            // The head slice was partly handed over: its complete records count as
+            // delivered; the torn record and the rest go back whole.
+            if let Some(first) = back.first_mut() {
+                let written = &first.bytes()[..r.head_off];
+                let boundary = match delim {
+                    Some(d) => memchr::memrchr(d, written).map_or(0, |p| p + 1),
+                    None => 0,
+                };
+                let done = match delim {
+                    Some(d) => memchr::memchr_iter(d, &written[..boundary]).count() as u64,
+                    None => 0,
+                };
+                r.delivered += done;
+                first.start += boundary;
+                first.records -= done;
+            }
+            r.head_off = 0;
+        }
+        if shared {
+            for s in back.into_iter().rev() {
+                if s.sentinel || s.records == 0 {
+                    continue;
+                }
+                self.queued_records += s.records;
+                self.queue.push_front(s);
+            }
+        }
+        if !r.gone_reported {
+            r.gone_reported = true;
+            let id = r.id;
+            self.emit(RouterEvent::ReaderGone {
+                queue: self.cfg.queue,
+                reader: id,
+            });
+        }
+        self.strand_if_no_reader();
+    }
+
+    /// No reader left and none will come: writers must see a closed pipe, like in a
+    /// shell pipeline, and what is buffered can never be delivered.
+    fn strand_if_no_reader(&mut self) {
+        if !self.readers_final || self.readers.iter().any(|r| r.is_open()) {
+            return;
+        }
+        for w in &mut self.writers {
+            if w.fd.take().is_some() && !w.done_reported {
+                w.done_reported = true;
+                let _ = self.events.send(RouterEvent::WriterDone {
+                    queue: self.cfg.queue,
+                    writer: w.id,
+                });
+            }
+            w.carry = Vec::new();
+        }
+        self.stats.discarded += self.queued_records;
+        self.queue.clear();
+        self.queued_records = 0;
+    }
+
+    fn abort(&mut self) {
+        self.stats.discarded += self.depth();
+        for w in &mut self.writers {
+            w.fd = None;
+            w.carry = Vec::new();
+        }
+        for r in &mut self.readers {
+            if r.is_open() {
+                r.sink = None;
+                r.state = ReaderState::Closed;
+            }
+            r.pending.clear();
+            r.pending_records = 0;
+            r.log.clear();
+        }
+        self.queue.clear();
+        self.queued_records = 0;
+    }
+
+    // ---- end of stream --------------------------------------------------------------
+
+    /// Returns true when the queue is drained and the thread may end.
+    fn check_end(&mut self) -> bool {
+        if !self.writers_closed || self.writers.iter().any(|w| w.fd.is_some()) {
+            return false;
+        }
+        let any_open = self.readers.iter().any(|r| r.is_open());
+        if !self.queue.is_empty() {
+            if any_open {
+                return false;
+            }
+            // Nobody to deliver to; only a reader added later could take them.
+            if !self.readers_final {
+                return false;
+            }
+            self.strand_if_no_reader();
+        }
+        if !self.finishing {
+            if self
+                .readers
+                .iter()
+                .any(|r| r.state == ReaderState::Live && !r.pending.is_empty())
+            {
+                // Keep order simple: the sentinel goes after everything pending.
+            }
+            self.finishing = true;
+            let sentinel = self.sentinel_record.clone();
+            for r in self
+                .readers
+                .iter_mut()
+                .filter(|r| r.state == ReaderState::Live)
+            {
+                r.state = ReaderState::Finishing;
+                if let (Some(s), Some(Sink::Pipe(_))) = (&sentinel, &r.sink) {
+                    r.push_pending(Slice {
+                        buf: s.clone(),
+                        start: 0,
+                        end: s.len(),
+                        records: 0,
+                        sentinel: true,
+                    });
+                }
+            }
+            let now = Instant::now();
+            self.write_readers(now);
+        }
+        for r in self.readers.iter_mut() {
+            if r.state == ReaderState::Finishing && r.pending.is_empty() {
+                r.sink = None; // EOF for the reader
+                r.state = ReaderState::Closed;
+            }
+        }
+        if self.readers.iter().any(|r| r.is_open()) {
+            return false;
+        }
+        self.publish();
+        self.emit(RouterEvent::Drained {
+            queue: self.cfg.queue,
+        });
+        true
+    }
+
+    // ---- waiting and bookkeeping ----------------------------------------------------
+
+    fn track_blocked(&mut self, now: Instant) {
+        let writers_open = self.writers.iter().any(|w| w.fd.is_some() && !w.discarding);
+        let full = writers_open && self.depth() >= self.capacity();
+        match (full, self.blocked_since) {
+            (true, None) => self.blocked_since = Some(now),
+            (false, Some(t)) => {
+                self.stats.blocked_ms += now.duration_since(t).as_millis() as u64;
+                self.blocked_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn publish(&mut self) {
+        let mut s = self.stats.clone();
+        if let Some(t) = self.blocked_since {
+            s.blocked_ms += t.elapsed().as_millis() as u64;
+        }
+        s.per_writer = self.writers.iter().map(|w| (w.id, w.records)).collect();
+        s.per_reader = self.readers.iter().map(|r| (r.id, r.delivered)).collect();
+        if let Ok(mut g) = self.shared_stats.lock() {
+            *g = s;
+        }
+    }
+
+    fn wait(&mut self) -> io::Result<()> {
+        let mut slots = Vec::with_capacity(1 + self.writers.len() + self.readers.len());
+        self.pollfds.clear();
+        self.pollfds.push(libc::pollfd {
+            fd: self.waker.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        slots.push(Slot::Waker);
+        let read_more = self.depth() < self.capacity();
+        for (i, w) in self.writers.iter().enumerate() {
+            if let Some(fd) = &w.fd
+                && (read_more || w.discarding)
+            {
+                self.pollfds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                slots.push(Slot::Writer(i));
+            }
+        }
+        let mut tick = false;
+        for (i, r) in self.readers.iter().enumerate() {
+            if !r.is_open() {
+                continue;
+            }
+            match &r.sink {
+                Some(Sink::Pipe(fd)) => {
+                    // POLLERR arrives whatever `events` says: the reader closed its end.
+                    let events = if r.pending.is_empty() {
+                        0
+                    } else {
+                        libc::POLLOUT
+                    };
+                    self.pollfds.push(libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events,
+                        revents: 0,
+                    });
+                    slots.push(Slot::Reader(i));
+                }
+                Some(Sink::Channel(_)) if !r.pending.is_empty() => tick = true,
+                _ => {}
+            }
+        }
+        let any_live = self.readers.iter().any(|r| r.state == ReaderState::Live);
+        if any_live && !self.queue.is_empty() {
+            // Records wait for a reader to drain its pipe, which poll cannot report.
+            tick = true;
+        }
+        if any_live && self.readers.iter().any(|r| r.blocked_since.is_some()) {
+            tick = true;
+        }
+        let timeout = if tick { TICK_MS } else { -1 };
+        sys::poll(&mut self.pollfds, timeout)?;
+        let mut gone = Vec::new();
+        for (pfd, slot) in self.pollfds.iter().zip(slots) {
+            let re = pfd.revents;
+            if re == 0 {
+                continue;
+            }
+            match slot {
+                Slot::Waker => {}
+                Slot::Writer(i) => self.writers[i].readable = true,
+                Slot::Reader(i) => {
+                    if re & libc::POLLERR != 0 {
+                        gone.push(i);
+                    } else if re & libc::POLLOUT != 0 {
+                        self.readers[i].writable = true;
+                    }
+                }
+            }
+        }
+        for i in gone {
+            self.reader_gone(i);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(data: &[u8], records: u64) -> Slice {
+        Slice {
+            buf: Arc::new(data.to_vec()),
+            start: 0,
+            end: data.len(),
+            records,
+            sentinel: false,
+        }
+    }
+
+    #[test]
+    fn tail_counts_records_whose_delimiter_is_unread() {
+        let mut log = VecDeque::new();
+        log.push_back(slice(b"aa\nbb\n", 2));
+        log.push_back(slice(b"cc\ndd\n", 2));
+        assert_eq!(records_in_tail(&log, None, 0, Some(b'\n')), 0);
+        assert_eq!(records_in_tail(&log, None, 1, Some(b'\n')), 1);
+        // "d\n" + "cc\nd": two delimiters.
+        assert_eq!(records_in_tail(&log, None, 5, Some(b'\n')), 2);
+        assert_eq!(records_in_tail(&log, None, 8, Some(b'\n')), 3);
+        // A partly written head: only its complete records count.
+        assert_eq!(records_in_tail(&log, Some(b"ee\nf"), 4, Some(b'\n')), 1);
+    }
+
+    #[test]
+    fn tail_in_bytes_framing_counts_chunks() {
+        let mut log = VecDeque::new();
+        log.push_back(slice(b"abc", 1));
+        log.push_back(slice(b"defg", 1));
+        assert_eq!(records_in_tail(&log, None, 5, None), 2);
+        assert_eq!(records_in_tail(&log, None, 2, None), 1);
+    }
+}

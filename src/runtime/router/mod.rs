@@ -1,0 +1,265 @@
+//! Queue routing (SPEC 4): the data plane for queues that are not a direct pipe.
+//!
+//! One [`QueueRouter`] per routed queue. The supervisor creates one pipe per writer
+//! instance (the child gets the write end, the router the read end) and one pipe per
+//! reader instance (the child gets the read end, the router the write end), and hands
+//! the router its ends. The router cuts writer streams into records by framing and
+//! delivers whole records; it reports progress on the event channel and never blocks
+//! the supervisor. Attach a queue's readers before its writers: data only flows once a
+//! writer is attached, so every broadcast reader sees the stream from its first record
+//! (a reader attached later, e.g. a restart, gets records from the point it joins).
+//!
+//! # Design
+//!
+//! **One thread per queue, one `poll` loop** ([`engine`]). Every decision that matters —
+//! which reader gets the next batch, when to stop reading writers, when the stream has
+//! ended — needs the whole queue's state at once; a single owner needs no locks on the
+//! hot path, and the loop is the only place that touches the descriptors, so no record
+//! can be torn by two threads writing one pipe. poll over a few dozen descriptors is
+//! cheap, and one core moves well over 1 GB/s with read/writev of large blocks, which is
+//! more than the processes at both ends of a pipe can produce and consume. Threads per
+//! writer would need a shared queue with a lock and a condition variable per record
+//! batch, and still a single dispatcher for fairness.
+//!
+//! **Blocks, not records.** Writers' pipes (enlarged to 1 MiB) are read up to 256 KiB at
+//! a time; the bytes up to the last delimiter (memrchr) become one shared, immutable
+//! block, the tail waits for the next read. Readers are given runs of whole records
+//! (slices of blocks, cut with memchr) and written with `writev`; a run given to a
+//! reader is only ever written to that reader, so a partial write to a full pipe just
+//! continues later and never interleaves with another record. Records larger than any
+//! pipe simply accumulate in the writer's buffer until their delimiter arrives.
+//!
+//! **Fair dispatch (`shared`).** A pipe reader gets a new batch only when it drained the
+//! previous one (`FIONREAD` on our write end is 0), and a batch is at most a fair share
+//! of what is queued (`ceil(queued / live readers)`) and at most the bytes it has earned.
+//! A reader that drains fast doubles its batch size up to a pipe's worth and then
+//! *streams* (fed whenever its batch is written, writes wait for `POLLOUT`), which keeps
+//! fast readers at pipe speed; a reader slow to drain halves it. Emptiness of a pipe is
+//! not pollable, so while records wait for a reader the loop re-checks every 2 ms. A
+//! streaming reader whose pipe stays full for 20 ms while another reader idles loses its
+//! not-yet-written batches to the queue (they were never handed over) and stops
+//! streaming. Limits: a reader that slurps its stdin into a user-space buffer (Python,
+//! stdio) looks drained while it still holds records; the fair-share cap is what keeps
+//! it from hoarding in that case.
+//!
+//! **`broadcast`.** Each block is appended to every live reader's pending list (shared,
+//! not copied); every reader therefore writes the same sequence. The slowest reader sets
+//! the pace through backpressure. `tee(2)` would save the copy into prun, but records
+//! must be seen anyway to frame them, so plain writes of the shared block are used.
+//!
+//! **Backpressure.** Depth = records queued + records given to readers but not yet
+//! written (broadcast: the largest such backlog). While depth ≥ `capacity`, writers are
+//! not polled nor read, their pipes fill and they block. Reads are sized from the room
+//! left and the average record size, so depth overshoots capacity by at most one 16 KiB
+//! read. Memory is bounded by capacity × record size + a block per writer + a pipe's
+//! worth of written slices per reader (kept to count in-flight records).
+//!
+//! **Readers that end early.** `reader_exited`, `EPIPE`, or `POLLERR` on the write end
+//! (the reader closed its side) remove the reader. Its unwritten batches go back to the
+//! front of the queue for the other readers (a record it got only partly goes back
+//! whole). `FIONREAD` on the write end (Linux answers it on either end, even after the
+//! reader closed) tells how many bytes it never read; the records whose delimiter lies
+//! in that tail of what was written are counted in `in_flight_at_failure`. We keep only
+//! the write end, so a vanished reader is seen at once as `POLLERR`/`EPIPE` (keeping the
+//! read end too would hide that and keep stranded bytes alive). SIGPIPE is ignored (set
+//! on start if it still has its default action) so a dead reader shows up as `EPIPE`.
+//!
+//! **End of stream.** After `close_writers` and EOF (or sentinel) on every writer, the
+//! buffered records are delivered, then the sentinel record (if configured), then the
+//! write ends are closed (EOF), then [`RouterEvent::Drained`]. A writer that emits the
+//! sentinel record itself ends its stream there: `WriterDone` is sent, the rest of its
+//! output is read and counted in `dropped_after_sentinel`. Writer-emitted sentinels are
+//! recognised with `lines`/`nul` framing only (a `bytes` stream has no record edges).
+//! Channel readers (`add_channel_reader`) get no sentinel: the channel disconnecting is
+//! their EOF.
+
+mod engine;
+mod sys;
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use std::os::fd::OwnedFd;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use engine::{Command, Engine};
+
+use crate::plan::{Delivery, Framing};
+
+/// Ids are chosen by the supervisor (one per instance); they only need to be unique
+/// within one queue.
+pub type WriterId = usize;
+pub type ReaderId = usize;
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Index of the queue in `Plan::queues`, echoed back in events.
+    pub queue: usize,
+    pub name: String,
+    pub capacity: usize,
+    pub delivery: Delivery,
+    pub framing: Framing,
+    /// Sentinel record without its delimiter.
+    pub sentinel: Option<Vec<u8>>,
+}
+
+/// What the router tells the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterEvent {
+    /// A writer's pipe reached EOF (its process and every holder of the pipe ended),
+    /// or it emitted the sentinel (the rest of its stream is dropped and counted).
+    WriterDone { queue: usize, writer: WriterId },
+    /// The router could not write to a reader (EPIPE) or was told it exited.
+    ReaderGone { queue: usize, reader: ReaderId },
+    /// Every writer is done and closed, every record was delivered, every reader got its
+    /// sentinel and EOF: readers may now be stopped (drain order).
+    Drained { queue: usize },
+}
+
+/// Counters for the report (SPEC 7).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub max_depth: u64,
+    pub blocked_ms: u64,
+    pub sentinels_sent: u64,
+    pub dropped_after_sentinel: u64,
+    pub in_flight_at_failure: u64,
+    /// Records read from each writer (the writer instance's `records_out`).
+    pub per_writer: Vec<(WriterId, u64)>,
+    /// Records delivered to each reader (the reader instance's `records_in`).
+    pub per_reader: Vec<(ReaderId, u64)>,
+    /// Records buffered in prun that could never be delivered: `abort`, or no reader
+    /// left after `close_readers`.
+    pub discarded: u64,
+}
+
+/// A running router for one queue. Cheap to call from the supervisor thread: every
+/// method only sends a command to the queue's thread and wakes it.
+pub struct QueueRouter {
+    queue: usize,
+    cmds: Sender<Command>,
+    waker: Option<Arc<sys::Waker>>,
+    stats: Arc<Mutex<QueueStats>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl QueueRouter {
+    /// Start routing; events go to `events`.
+    pub fn start(config: QueueConfig, events: Sender<RouterEvent>) -> QueueRouter {
+        sys::ignore_sigpipe();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(Mutex::new(QueueStats::default()));
+        let queue = config.queue;
+        let name = format!("prun-q-{}", config.name);
+        let waker = match sys::Waker::new() {
+            Ok(w) => Arc::new(w),
+            Err(_) => {
+                // Out of descriptors: a router that cannot run closes whatever it is given
+                // (writers see EPIPE, readers EOF) instead of panicking.
+                return QueueRouter {
+                    queue,
+                    cmds: tx,
+                    waker: None,
+                    stats,
+                    thread: Mutex::new(None),
+                };
+            }
+        };
+        let engine = Engine::new(config, events, rx, waker.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || engine.run())
+            .ok();
+        QueueRouter {
+            queue,
+            cmds: tx,
+            waker: Some(waker),
+            stats,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    fn send(&self, cmd: Command) {
+        if self.cmds.send(cmd).is_ok()
+            && let Some(w) = &self.waker
+        {
+            w.wake();
+        }
+    }
+
+    /// Index of the queue in `Plan::queues`.
+    pub fn queue(&self) -> usize {
+        self.queue
+    }
+
+    /// Attach a writer: `fd` is the read end of the pipe whose write end the writer holds.
+    pub fn add_writer(&self, id: WriterId, fd: OwnedFd) {
+        self.send(Command::AddWriter(id, fd));
+    }
+
+    /// Attach a reader: `fd` is the write end of the pipe whose read end the reader holds.
+    /// The supervisor must not keep a copy of the read end, or a dead reader stays
+    /// invisible until `reader_exited`.
+    pub fn add_reader(&self, id: ReaderId, fd: OwnedFd) {
+        self.send(Command::AddReader(id, fd));
+    }
+
+    /// Attach prun itself as a reader (`foreach: {queue}`): whole records (without the
+    /// delimiter) arrive on the returned channel, with the same backpressure. The channel
+    /// disconnects at end of stream (no sentinel record is sent on it).
+    pub fn add_channel_reader(&self, id: ReaderId) -> Receiver<Vec<u8>> {
+        let (tx, rx) = crossbeam_channel::bounded(engine::CHANNEL_CAP);
+        self.send(Command::AddChannelReader(id, tx));
+        rx
+    }
+
+    /// The reader's process ended. Records not yet handed to it go to the other (or a
+    /// restarted) reader; bytes left unread in its pipe are counted as in flight.
+    pub fn reader_exited(&self, id: ReaderId) {
+        self.send(Command::ReaderExited(id));
+    }
+
+    /// No writer will be added any more (all writer instances ended, no restart
+    /// pending). Once current writers are done, deliver what is buffered, then the
+    /// sentinel and EOF to every reader, then report `Drained`.
+    pub fn close_writers(&self) {
+        self.send(Command::CloseWriters);
+    }
+
+    /// No reader will be added any more (no restart pending). From then on, when no
+    /// reader is left, the writers' pipes are closed (they get EPIPE/SIGPIPE, as in a
+    /// shell pipeline) and buffered records are counted as `discarded`.
+    pub fn close_readers(&self) {
+        self.send(Command::CloseReaders);
+    }
+
+    /// Stop at once (second SIGINT, or every reader gone): close every descriptor.
+    /// Records still buffered are counted as `discarded`.
+    pub fn abort(&self) {
+        self.send(Command::Abort);
+    }
+
+    /// A snapshot of the counters (updated by the router after every step).
+    pub fn stats(&self) -> QueueStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Wait for the router thread to end (after `Drained` or `abort`).
+    pub fn join(&self) {
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for QueueRouter {
+    /// Dropping a router that is still running aborts it, so no descriptor leaks.
+    fn drop(&mut self) {
+        self.send(Command::Abort);
+        self.join();
+    }
+}
