@@ -21,7 +21,12 @@ fn every_key_validates_without_problems() {
         .args(["validate", "--strict", "tests/valid/every-key.yaml"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -69,14 +74,19 @@ fn set_overrides_a_param() {
 #[test]
 fn completions_are_generated() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = Command::cargo_bin("prun").unwrap().args(["completions", shell]).output().unwrap();
+        let out = Command::cargo_bin("prun")
+            .unwrap()
+            .args(["completions", shell])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&out.stdout).contains("validate"));
     }
 }
 
 fn seeds() -> Vec<String> {
-    let mut out = vec![std::fs::read_to_string(manifest().join("tests/valid/every-key.yaml")).unwrap()];
+    let mut out =
+        vec![std::fs::read_to_string(manifest().join("tests/valid/every-key.yaml")).unwrap()];
     for dir in ["pipelines", "tests/invalid"] {
         if let Ok(rd) = std::fs::read_dir(manifest().join(dir)) {
             for e in rd.flatten() {
@@ -100,9 +110,42 @@ enum Mutation {
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     let fragments = prop::sample::select(vec![
-        "\t", ": ", "- ", "{", "}", "[", "]", "\"", "'", "&a ", "*a", "<<: ", "\n  ", "\n", "#", "${",
-        "}", "${params.", "${item}", "null", "~", "99999999999999999999999", "-1", "1e999", "é", "包",
-        "\u{0}", "stdin: q", "after: [", "x-", "? ", "!!binary ", "|\n", ">\n", "---\n", "...\n",
+        "\t",
+        ": ",
+        "- ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        "'",
+        "&a ",
+        "*a",
+        "<<: ",
+        "\n  ",
+        "\n",
+        "#",
+        "${",
+        "}",
+        "${params.",
+        "${item}",
+        "null",
+        "~",
+        "99999999999999999999999",
+        "-1",
+        "1e999",
+        "é",
+        "包",
+        "\u{0}",
+        "stdin: q",
+        "after: [",
+        "x-",
+        "? ",
+        "!!binary ",
+        "|\n",
+        ">\n",
+        "---\n",
+        "...\n",
     ]);
     prop_oneof![
         any::<usize>().prop_map(Mutation::Truncate),

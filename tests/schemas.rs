@@ -10,7 +10,11 @@ fn manifest() -> &'static Path {
 }
 
 fn schema_output(kind: &str) -> String {
-    let out = Command::cargo_bin("prun").unwrap().args(["schema", kind]).output().unwrap();
+    let out = Command::cargo_bin("prun")
+        .unwrap()
+        .args(["schema", kind])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
@@ -26,14 +30,20 @@ fn committed_schemas_match_the_code() {
             "schemas/{kind}.schema.json is out of date: run `cargo run -- schema {kind} > schemas/{kind}.schema.json`"
         );
         let v: serde_json::Value = serde_json::from_str(&generated).unwrap();
-        assert!(v.get("$schema").is_some() || v.get("type").is_some(), "{kind}: not a schema");
+        assert!(
+            v.get("$schema").is_some() || v.get("type").is_some(),
+            "{kind}: not a schema"
+        );
     }
 }
 
 #[test]
 fn every_pipeline_carries_the_schema_line() {
     let mut count = 0;
-    for e in std::fs::read_dir(manifest().join("pipelines")).unwrap().flatten() {
+    for e in std::fs::read_dir(manifest().join("pipelines"))
+        .unwrap()
+        .flatten()
+    {
         let text = std::fs::read_to_string(e.path()).unwrap();
         let first = text.lines().next().unwrap_or("");
         assert_eq!(
@@ -51,10 +61,17 @@ fn every_pipeline_carries_the_schema_line() {
 fn every_diagnostic_code_is_documented() {
     let docs = std::fs::read_to_string(manifest().join("docs/diagnostics.md")).unwrap();
     let re = regex::Regex::new(r#"Diagnostic::(?:error|warning)\(\s*"([a-z-]+)""#).unwrap();
-    let mut codes: Vec<String> = ["unknown-queue", "unknown-stage", "unknown-event", "unknown-semaphore", "replicas-range", "parallel-range"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut codes: Vec<String> = [
+        "unknown-queue",
+        "unknown-stage",
+        "unknown-event",
+        "unknown-semaphore",
+        "replicas-range",
+        "parallel-range",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut stack = vec![manifest().join("src")];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -69,6 +86,9 @@ fn every_diagnostic_code_is_documented() {
     }
     assert!(codes.len() > 30);
     for code in codes {
-        assert!(docs.contains(&format!("`prun::{code}`")), "docs/diagnostics.md lacks prun::{code}");
+        assert!(
+            docs.contains(&format!("`prun::{code}`")),
+            "docs/diagnostics.md lacks prun::{code}"
+        );
     }
 }
