@@ -472,11 +472,12 @@ impl Engine {
 
     fn read_size(&self) -> usize {
         let room = self.capacity().saturating_sub(self.depth()) as usize;
+        // Before the first record its size is unknown: start with the minimum read.
         let avg = self
             .stats
             .bytes
             .checked_div(self.stats.records)
-            .map_or(64, |a| a.max(1) as usize);
+            .map_or(1, |a| a.max(1) as usize);
         room.saturating_mul(avg).clamp(MIN_READ, READ_BLOCK)
     }
 
@@ -665,6 +666,9 @@ impl Engine {
         if self.queue.is_empty() {
             self.steal(now);
         }
+        // Never more than a fair share of what waits at the start of the round, so one
+        // reader cannot hoard while others idle.
+        let fair_share = self.queued_records.div_ceil(live).max(1);
         for k in 0..n {
             if self.queue.is_empty() {
                 break;
@@ -673,9 +677,15 @@ impl Engine {
             if !self.readers[i].eligible(now) {
                 continue;
             }
-            // Never more than a fair share of what waits, so one reader cannot hoard.
-            let share = self.queued_records.div_ceil(live).max(1);
-            let limit = self.readers[i].batch_limit();
+            // Streaming readers are proven fast: they take turns (the rotation of `rr`)
+            // at whole batches up to a pipe's worth, cut by bytes with one memrchr
+            // instead of a walk over every record; fewer, larger writes keep them at
+            // pipe speed.
+            let (share, limit) = if self.readers[i].streaming {
+                (u64::MAX, self.readers[i].batch_limit())
+            } else {
+                (fair_share, self.readers[i].batch_limit())
+            };
             let mut recs = 0u64;
             let mut bytes = 0usize;
             while recs < share && bytes < limit {

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Benchmark of prun's data plane against its peers, side by side in one run, printing
+# the ratios of SPEC section 9.
+#
+#   bench/compare.sh                 # drive the router through the `route` harness
+#   PRUN_BENCH=prun bench/compare.sh # run bench/pipelines/*.yaml with `prun run`
+#
+# Environment: REPS (runs per case, best kept; default 3), DATA (data directory,
+# default /tmp/prun-bench), PRUN (prun binary for PRUN_BENCH=prun, default
+# target/release/prun). Installs GNU parallel with apt-get when it is missing.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+mode=${PRUN_BENCH:-harness}
+reps=${REPS:-3}
+data=${DATA:-/tmp/prun-bench}
+mkdir -p "$data"
+lines=$data/lines.txt
+
+# ---- prerequisites ---------------------------------------------------------------------
+if ! command -v parallel >/dev/null; then
+    echo "installing GNU parallel..." >&2
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq parallel >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq parallel >/dev/null; fi
+fi
+command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+
+if [ ! -s "$lines" ]; then
+    echo "generating 170 MB of lines in $lines..." >&2
+    python3 - "$lines" <<'EOF'
+import random, sys
+random.seed(1)
+words = ["".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(random.randint(2, 10))) for _ in range(5000)]
+with open(sys.argv[1], "w") as f:
+    n = 0
+    while n < 170_000_000:
+        l = " ".join(random.choice(words) for _ in range(random.randint(3, 20))) + "\n"
+        f.write(l)
+        n += len(l)
+EOF
+fi
+cat "$lines" >/dev/null # warm the page cache for every contender alike
+
+if [ "$mode" = harness ]; then
+    echo "building the route harness (cargo bench --no-run)..." >&2
+    route=$(cd "$root" && cargo bench --bench route --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "route" and m.get("executable"):
+        print(m["executable"])')
+    [ -x "$route" ] || { echo "could not build the route harness" >&2; exit 1; }
+else
+    prun=${PRUN:-$root/target/release/prun}
+    [ -x "$prun" ] || (cd "$root" && cargo build --release)
+fi
+
+# ---- timing helpers --------------------------------------------------------------------
+# best_ms CMD...: best wall time in ms over $reps runs (stdout/stderr of CMD discarded).
+best_ms() {
+    local best=999999999 t0 t1 ms
+    for _ in $(seq "$reps"); do
+        t0=$(date +%s%N)
+        bash -c "$1" >/dev/null 2>&1
+        t1=$(date +%s%N)
+        ms=$(( (t1 - t0) / 1000000 ))
+        (( ms < best )) && best=$ms
+    done
+    echo "$best"
+}
+ratio() { python3 -c "print(f'{$1/max($2,1e-9):.2f}')"; }
+
+# Commands for each case in each mode.
+if [ "$mode" = harness ]; then
+    R="$route"
+    prun_direct="$R --direct --writer 'cat $lines' --reader 'wc -l'"
+    prun_shared2="$R --writer 'cat $lines' --readers 2 --reader 'wc -l'"
+    prun_shared2_big="$R --capacity 65536 --writer 'cat $lines' --readers 2 --reader 'wc -l'"
+    prun_fanout4="$R --writer 'seq 1 1000000' --readers 4 --reader 'wc -l'"
+    prun_fanin="$R $(for t in a b c d; do printf -- "--writer 'python3 $here/longlines.py $t 2000' "; done) --readers 1 --reader 'python3 $here/torn.py'"
+    prun_fair="$R --writer 'seq 1 40' --readers 4 --reader 'python3 $here/slow_reader.py'"
+    prun_memory="$R --writer 'for i in 1 2 3 4 5 6; do cat $lines; done' --readers 2 --reader 'wc -l'"
+else
+    P="$prun run --quiet --progress never"
+    prun_direct="$P $here/pipelines/direct.yaml --set file=$lines"
+    prun_shared2="$P $here/pipelines/shared2.yaml --set file=$lines"
+    prun_shared2_big=""
+    prun_fanout4="$P $here/pipelines/fanout4.yaml"
+    prun_fanin="$P $here/pipelines/fanin.yaml --set bench=$here"
+    prun_fair="$P $here/pipelines/fairness.yaml --set bench=$here"
+    prun_memory="$P $here/pipelines/memory.yaml --set file=$lines"
+    prun_foreach="$P $here/pipelines/foreach.yaml"
+fi
+
+rows=()
+row() { rows+=("$(printf '| %s | %s | %s | %s | %s |' "$1" "$2" "$3" "$4" "$5")"); echo "${rows[-1]}" >&2; }
+verdict() { python3 -c "print('ok' if $1 else 'MISSED')"; }
+
+echo "mode=$mode reps=$reps nproc=$(nproc) cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" >&2
+
+# 1. direct 1->1
+t_bash=$(best_ms "cat $lines | wc -l")
+t_prun=$(best_ms "$prun_direct")
+r=$(ratio "$t_bash" "$t_prun")
+row "direct 1→1, 170 MB" "prun ${t_prun} ms vs \`cat f | wc -l\` ${t_bash} ms" "$r×" "≥ 0.95×" "$(verdict "$r >= 0.95")"
+
+# 2. routed shared 1->2
+t_cc=$(best_ms "cat $lines | cat | wc -l")
+t_prun=$(best_ms "$prun_shared2")
+r=$(ratio "$t_cc" "$t_prun")
+row "shared 1→2, 170 MB (capacity 1024)" "prun ${t_prun} ms vs \`cat f | cat | wc -l\` ${t_cc} ms" "$r×" "≥ 0.7×" "$(verdict "$r >= 0.7")"
+if [ -n "$prun_shared2_big" ]; then
+    t_big=$(best_ms "$prun_shared2_big")
+    r=$(ratio "$t_cc" "$t_big")
+    row "shared 1→2, 170 MB (capacity 65536)" "prun ${t_big} ms vs \`cat f | cat | wc -l\` ${t_cc} ms" "$r×" "≥ 0.7×" "$(verdict "$r >= 0.7")"
+fi
+REPS_SAVE=$reps; reps=1
+t_rr=$(best_ms "parallel --pipe --roundrobin -j2 wc -l < $lines")
+t_par=$(best_ms "parallel --pipe -j2 wc -l < $lines")
+reps=$REPS_SAVE
+r=$(ratio "$t_rr" "$t_prun")
+row "shared 1→2 vs parallel --roundrobin" "prun ${t_prun} ms vs ${t_rr} ms" "$r×" "≥ 3×" "$(verdict "$r >= 3")"
+r=$(ratio "$t_par" "$t_prun")
+row "shared 1→2 vs parallel --pipe" "prun ${t_prun} ms vs ${t_par} ms" "$r×" "≥ 20×" "$(verdict "$r >= 20")"
+
+# 3. 1M records 1->4
+t_prun=$(best_ms "$prun_fanout4")
+reps=1
+t_py=$(best_ms "python3 $here/mpqueue.py 1000000")
+reps=$REPS_SAVE
+r=$(ratio "$t_py" "$t_prun")
+row "1M records 1→4" "prun ${t_prun} ms vs multiprocessing.Queue ${t_py} ms" "$r×" "≥ 200×" "$(verdict "$r >= 200")"
+
+# 4. fan-in, 4 writers of 10 KB lines: torn lines through prun, and through a bare
+# shared pipe for comparison (writes larger than PIPE_BUF are not atomic).
+torn_prun=$(bash -c "$prun_fanin" 2>/dev/null | grep -o 'torn=[0-9]*' | cut -d= -f2)
+torn_pipe=$( { for t in a b c d; do python3 "$here/longlines.py" $t 2000 & done; wait; } | python3 "$here/torn.py" | grep -o 'torn=[0-9]*' | cut -d= -f2)
+row "fan-in 4 writers × 2000 lines of 10 KB" "prun ${torn_prun:-?} torn, bare shared pipe ${torn_pipe} torn" "${torn_prun:-?}" "0 torn" "$(verdict "'${torn_prun:-x}' == '0'")"
+
+# 5. fairness
+# The same four readers fed 10 records each directly: what this machine can do at best
+# (1.0 s of work plus the start-up of four Pythons).
+t_fair=$(best_ms "$prun_fair")
+t_ideal=$(best_ms "for i in 1 2 3 4; do seq 1 10 | python3 $here/slow_reader.py & done; wait")
+row "fairness 4 readers × 40 records × 100 ms" "wall ${t_fair} ms; same readers fed 10 each directly ${t_ideal} ms" "$(python3 -c "print(f'{$t_fair/1000:.2f} s')")" "≤ 1.3 s" "$(verdict "$t_fair <= 1300")"
+
+# 6. foreach (needs the supervisor: prun mode only)
+if [ "$mode" = prun ]; then
+    t_prun=$(best_ms "$prun_foreach")
+    t_x=$(best_ms "seq 2000 | xargs -P8 -n1 true")
+    reps=1; t_par=$(best_ms "seq 2000 | parallel -j8 true"); reps=$REPS_SAVE
+    r=$(ratio "$t_prun" "$t_x")
+    row "foreach 2000 × true, parallel 8" "prun ${t_prun} ms, xargs ${t_x} ms, parallel ${t_par} ms" "$r× xargs" "≤ 1.5× xargs, < parallel" "$(verdict "$r <= 1.5 and $t_prun < $t_par")"
+fi
+
+# 7. memory while routing ~1 GB
+if [ "$mode" = harness ]; then
+    rss=$(bash -c "$prun_memory" 2>&1 >/dev/null | grep -o 'maxrss_kib=[0-9]*' | cut -d= -f2)
+else
+    rss=$( { /usr/bin/time -f 'maxrss_kib=%M' bash -c "exec $prun_memory" >/dev/null; } 2>&1 | grep -o 'maxrss_kib=[0-9]*' | cut -d= -f2)
+fi
+row "prun memory routing 1 GB" "max RSS ${rss} KiB" "$(python3 -c "print(f'{$rss/1024:.1f} MiB')")" "≤ 20 MiB" "$(verdict "$rss <= 20480")"
+
+# 8. SIGINT to exit (needs the supervisor: prun mode only)
+if [ "$mode" = prun ]; then
+    ms=$(python3 - "$prun" "$here/pipelines/sigint.yaml" <<'EOF'
+import signal, subprocess, sys, time
+p = subprocess.Popen([sys.argv[1], "run", "--quiet", sys.argv[2]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(1.0)
+t = time.monotonic(); p.send_signal(signal.SIGINT); p.wait()
+print(int((time.monotonic() - t) * 1000))
+EOF
+)
+    row "SIGINT to exit, cooperative stages" "${ms} ms" "${ms} ms" "≤ 200 ms" "$(verdict "$ms <= 200")"
+fi
+
+echo
+echo "SPEC 9 ($mode mode, best of $reps, $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+echo
+echo "| case | measured | ratio / value | target | verdict |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"

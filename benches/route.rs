@@ -1,0 +1,197 @@
+//! Benchmark harness (cargo bench target, harness = false): runs real processes wired
+//! through one [`QueueRouter`], the way the supervisor will, so `bench/compare.sh` can
+//! measure the data plane before `prun run` can execute YAML pipelines.
+//!
+//! Usage: `route [--delivery shared|broadcast] [--framing lines|nul|bytes]
+//!   [--capacity N] [--sentinel S] [--direct] --writer CMD [--writer CMD ...]
+//!   --readers N --reader CMD`
+//! Commands run with `sh -c`; readers inherit stdout. With `--direct`, one writer and one
+//! reader are joined by a plain OS pipe (what the supervisor does for 1→1 queues).
+//! Prints one line to stderr: `elapsed_ms=… records=… bytes=… max_depth=… blocked_ms=…
+//! maxrss_kib=… per_reader=…` (maxrss is this process: the router, not the stages).
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use prun::plan::{Delivery, Framing};
+use prun::runtime::router::{QueueConfig, QueueRouter, RouterEvent};
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors into a valid array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!("route: pipe2 failed");
+        std::process::exit(1);
+    }
+    // SAFETY: fresh descriptors owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+fn sh(cmd: &str) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg(cmd);
+    c
+}
+
+fn maxrss_kib() -> i64 {
+    // SAFETY: getrusage fills a zeroed struct.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_maxrss
+    }
+}
+
+struct Args {
+    delivery: Delivery,
+    framing: Framing,
+    capacity: usize,
+    sentinel: Option<String>,
+    direct: bool,
+    writers: Vec<String>,
+    readers: usize,
+    reader: String,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        delivery: Delivery::Shared,
+        framing: Framing::Lines,
+        capacity: 1024,
+        sentinel: None,
+        direct: false,
+        writers: Vec::new(),
+        readers: 1,
+        reader: "cat >/dev/null".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut val = || it.next().ok_or(format!("{k} needs a value"));
+        match k.as_str() {
+            "--bench" => {}
+            "--delivery" => {
+                a.delivery = match val()?.as_str() {
+                    "shared" => Delivery::Shared,
+                    "broadcast" => Delivery::Broadcast,
+                    v => return Err(format!("bad delivery {v}")),
+                }
+            }
+            "--framing" => {
+                a.framing = match val()?.as_str() {
+                    "lines" => Framing::Lines,
+                    "nul" => Framing::Nul,
+                    "bytes" => Framing::Bytes,
+                    v => return Err(format!("bad framing {v}")),
+                }
+            }
+            "--capacity" => a.capacity = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--sentinel" => a.sentinel = Some(val()?),
+            "--direct" => a.direct = true,
+            "--writer" => a.writers.push(val()?),
+            "--readers" => a.readers = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--reader" => a.reader = val()?,
+            _ => return Err(format!("unknown argument {k}")),
+        }
+    }
+    if a.writers.is_empty() {
+        return Err("at least one --writer".into());
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("route: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let t0 = Instant::now();
+    if a.direct {
+        let (r, w) = pipe();
+        let mut wr = sh(&a.writers[0])
+            .stdout(Stdio::from(w))
+            .spawn()
+            .expect("spawn writer");
+        let mut rd = sh(&a.reader)
+            .stdin(Stdio::from(r))
+            .spawn()
+            .expect("spawn reader");
+        let _ = wr.wait();
+        let _ = rd.wait();
+        eprintln!(
+            "elapsed_ms={} maxrss_kib={}",
+            t0.elapsed().as_millis(),
+            maxrss_kib()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let cfg = QueueConfig {
+        queue: 0,
+        name: "bench".into(),
+        capacity: a.capacity,
+        delivery: a.delivery,
+        framing: a.framing,
+        sentinel: a.sentinel.map(String::into_bytes),
+    };
+    let router = QueueRouter::start(cfg, tx);
+    // Readers first, so broadcast readers see the stream from its first record.
+    let mut readers = Vec::new();
+    for i in 0..a.readers {
+        let (r, w) = pipe();
+        readers.push(
+            sh(&a.reader)
+                .stdin(Stdio::from(r))
+                .spawn()
+                .expect("spawn reader"),
+        );
+        router.add_reader(i, w);
+    }
+    let mut writers = Vec::new();
+    for (i, cmd) in a.writers.iter().enumerate() {
+        let (r, w) = pipe();
+        writers.push(
+            sh(cmd)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(w))
+                .spawn()
+                .expect("spawn writer"),
+        );
+        router.add_writer(i, r);
+    }
+    for w in &mut writers {
+        let _ = w.wait();
+    }
+    router.close_writers();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(RouterEvent::Drained { .. }) => break,
+            Ok(RouterEvent::ReaderGone { reader, .. }) => router.reader_exited(reader),
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("route: no progress for 600 s, aborting");
+                router.abort();
+                break;
+            }
+        }
+    }
+    for r in &mut readers {
+        let _ = r.wait();
+    }
+    let st = router.stats();
+    let per: Vec<String> = st.per_reader.iter().map(|(_, n)| n.to_string()).collect();
+    eprintln!(
+        "elapsed_ms={} records={} bytes={} max_depth={} blocked_ms={} maxrss_kib={} per_reader={}",
+        t0.elapsed().as_millis(),
+        st.records,
+        st.bytes,
+        st.max_depth,
+        st.blocked_ms,
+        maxrss_kib(),
+        per.join(",")
+    );
+    ExitCode::SUCCESS
+}
