@@ -23,6 +23,8 @@ pub struct Report {
     pub duration_ms: u64,
     pub instances: Vec<InstanceReport>,
     pub queues: Vec<QueueReport>,
+    /// When the run failed on a deadlock: who waited for what, who held what.
+    pub deadlock: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -73,6 +75,9 @@ pub struct InstanceReport {
     pub detail: String,
     /// Killed by SIGPIPE after every reader had ended (counted as success).
     pub downstream_closed: bool,
+    /// A foreach item not run because it succeeded in the `--resume` report (its
+    /// state is `skipped`; a later `--resume` of this report skips it again).
+    pub resumed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -114,6 +119,7 @@ pub struct ReportBuilder {
     index: HashMap<usize, usize>,
     queues: Vec<QueueReport>,
     status: Option<(RunStatus, i32, Duration)>,
+    deadlock: Option<String>,
 }
 
 impl ReportBuilder {
@@ -188,6 +194,7 @@ impl ReportBuilder {
             } => {
                 self.status = Some((*status, *exit_code, *duration));
             }
+            Event::Deadlock { message } => self.deadlock = Some(message.clone()),
             _ => {}
         }
     }
@@ -247,6 +254,7 @@ impl ReportBuilder {
                     == State::Succeeded {
                         downstream_closed: true,
                     },
+                resumed: r.info.resumed,
             })
             .collect();
         Report {
@@ -260,6 +268,7 @@ impl ReportBuilder {
             duration_ms: duration.as_millis() as u64,
             instances,
             queues: self.queues.clone(),
+            deadlock: self.deadlock.clone(),
         }
     }
 }
@@ -291,6 +300,7 @@ mod tests {
             index: id,
             item: None,
             daemon: false,
+            resumed: false,
         }
     }
 

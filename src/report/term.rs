@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::json::{Report, ReportBuilder};
+use super::json::{EndState, InstanceReport, Report, ReportBuilder};
+
+/// foreach stages with more items than this show their succeeded items as one row.
+const COLLAPSE_ABOVE: usize = 20;
 use crate::runtime::event::signal_name;
 use crate::runtime::{Event, InstanceId, Level, RunOptions, ShutdownCause, State};
 
@@ -59,9 +62,23 @@ pub struct Terminal {
     board: Option<Board>,
 }
 
+/// The live status board: one line per stage (a spinner with state counts, or a
+/// progress bar with done/total, failures and ETA for a foreach stage whose items are
+/// known). Counts are kept incrementally, so a foreach of thousands of items costs
+/// O(1) per state change.
 struct Board {
     multi: MultiProgress,
-    bars: Vec<(String, ProgressBar)>,
+    bars: Vec<StageBar>,
+    /// Instance → (bar index, its current state name).
+    last: HashMap<InstanceId, (usize, &'static str)>,
+}
+
+struct StageBar {
+    stage: String,
+    bar: ProgressBar,
+    /// Known number of items (foreach), for a progress bar.
+    total: Option<u64>,
+    counts: Vec<(&'static str, usize)>,
 }
 
 impl Terminal {
@@ -95,7 +112,18 @@ impl Terminal {
             Event::InstanceAdded(i) => {
                 self.names.insert(i.id, (i.name.clone(), i.stage));
                 self.width = self.width.max(i.name.chars().count());
+                if let Some(b) = &mut self.board {
+                    b.add_instance(i.id, &i.stage_name);
+                }
             }
+            Event::BatchStarted {
+                stage_name, total, ..
+            } => {
+                if let Some(b) = &mut self.board {
+                    b.batch_started(stage_name, *total);
+                }
+            }
+            Event::Deadlock { message } => self.prun_line(Level::Error, message),
             Event::Log { id, line } => self.log_line(*id, line),
             Event::StateChanged { id, state: s, .. } => {
                 let name = self.name(*id);
@@ -111,8 +139,8 @@ impl Terminal {
                     }
                     _ => {}
                 }
-                if let Some(b) = &self.board {
-                    b.update(state);
+                if let Some(b) = &mut self.board {
+                    b.state_changed(*id, s.name());
                 }
             }
             Event::Restarting { id, attempt, delay } => {
@@ -131,6 +159,7 @@ impl Terminal {
                         format!("{} received: stopping in drain order", signal_name(*s))
                     }
                     ShutdownCause::Failure => "a stage failed: stopping in drain order".to_string(),
+                    ShutdownCause::Deadlock => "deadlock: stopping in drain order".to_string(),
                 };
                 let running = state.instance_names().any(|(_, s)| !s.is_end());
                 if running || !matches!(cause, ShutdownCause::Finished) {
@@ -231,8 +260,8 @@ impl Terminal {
     /// After the last event: clear the board, print the table.
     pub fn finish(&mut self, report: &Report) {
         if let Some(b) = self.board.take() {
-            for (_, bar) in &b.bars {
-                bar.finish_and_clear();
+            for sb in &b.bars {
+                sb.bar.finish_and_clear();
             }
             let _ = b.multi.clear();
         }
@@ -245,47 +274,112 @@ impl Terminal {
 impl Board {
     fn new(state: &ReportBuilder) -> Board {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        let mut stages: Vec<String> = Vec::new();
+        let mut board = Board {
+            multi,
+            bars: Vec::new(),
+            last: HashMap::new(),
+        };
         for (info, _) in state.instance_names() {
-            if !stages.contains(&info.stage_name) {
-                stages.push(info.stage_name.clone());
-            }
+            board.add_instance(info.id, &info.stage_name);
         }
-        let bars = stages
-            .into_iter()
-            .map(|s| {
-                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
-                bar.set_prefix(s.clone());
-                bar.enable_steady_tick(Duration::from_millis(120));
-                (s, bar)
-            })
-            .collect();
-        let board = Board { multi, bars };
-        board.update(state);
         board
     }
 
-    fn update(&self, state: &ReportBuilder) {
-        for (stage, bar) in &self.bars {
-            let mut counts: Vec<(&'static str, usize)> = Vec::new();
-            for (info, s) in state.instance_names() {
-                if &info.stage_name != stage {
-                    continue;
-                }
-                let n = s.name();
-                match counts.iter_mut().find(|(k, _)| *k == n) {
-                    Some((_, c)) => *c += 1,
-                    None => counts.push((n, 1)),
-                }
-            }
-            let msg: Vec<String> = counts
+    fn bar_of(&mut self, stage: &str) -> usize {
+        if let Some(i) = self.bars.iter().position(|b| b.stage == stage) {
+            return i;
+        }
+        let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bar = self
+            .multi
+            .add(ProgressBar::new_spinner().with_style(style));
+        bar.set_prefix(stage.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.bars.push(StageBar {
+            stage: stage.to_string(),
+            bar,
+            total: None,
+            counts: Vec::new(),
+        });
+        self.bars.len() - 1
+    }
+
+    fn add_instance(&mut self, id: InstanceId, stage: &str) {
+        let b = self.bar_of(stage);
+        self.last.insert(id, (b, "waiting"));
+        bump(&mut self.bars[b].counts, "waiting", 1);
+        self.redraw(b);
+    }
+
+    /// A foreach stage with a known total becomes a progress bar.
+    fn batch_started(&mut self, stage: &str, total: Option<usize>) {
+        let b = self.bar_of(stage);
+        if let Some(n) = total {
+            let sb = &mut self.bars[b];
+            sb.total = Some(n as u64);
+            let style = ProgressStyle::with_template(
+                "{spinner} {prefix:.bold} [{bar:30}] {pos}/{len} {msg} · ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            sb.bar.set_style(style);
+            sb.bar.set_length(n as u64);
+            sb.bar.reset_eta();
+        }
+        self.redraw(b);
+    }
+
+    fn state_changed(&mut self, id: InstanceId, state: &'static str) {
+        let Some((b, old)) = self.last.get(&id).copied() else {
+            return;
+        };
+        bump(&mut self.bars[b].counts, old, -1);
+        bump(&mut self.bars[b].counts, state, 1);
+        self.last.insert(id, (b, state));
+        self.redraw(b);
+    }
+
+    fn redraw(&self, b: usize) {
+        let sb = &self.bars[b];
+        let count = |k: &str| {
+            sb.counts
                 .iter()
+                .find(|(n, _)| *n == k)
+                .map_or(0, |(_, c)| *c)
+        };
+        if sb.total.is_some() {
+            let done: usize = sb
+                .counts
+                .iter()
+                .filter(|(n, _)| !matches!(*n, "waiting" | "running" | "ready"))
+                .map(|(_, c)| c)
+                .sum();
+            sb.bar.set_position(done as u64);
+            let failed: usize = ["failed", "killed", "timed_out", "could_not_start"]
+                .iter()
+                .map(|k| count(k))
+                .sum();
+            let running = count("running") + count("ready");
+            sb.bar
+                .set_message(format!("{running} running · {failed} failed"));
+        } else {
+            let msg: Vec<String> = sb
+                .counts
+                .iter()
+                .filter(|(_, c)| *c > 0)
                 .map(|(k, c)| format!("{c} {}", k.replace('_', " ")))
                 .collect();
-            bar.set_message(msg.join(" · "));
+            sb.bar.set_message(msg.join(" · "));
         }
+    }
+}
+
+fn bump(counts: &mut Vec<(&'static str, usize)>, key: &'static str, delta: isize) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, c)) => *c = c.saturating_add_signed(delta),
+        None if delta > 0 => counts.push((key, delta as usize)),
+        None => {}
     }
 }
 
@@ -296,11 +390,68 @@ pub fn format_table(report: &Report, color: bool) -> String {
         "instance", "pid", "state", "exit", "duration", "in", "out", "restarts",
     ];
     let dash = || "-".to_string();
+    // A big foreach stage would bury the interesting rows: its succeeded (and
+    // resumed) items are summed up in one row; every other item keeps its own.
+    let mut batch_size: HashMap<&str, usize> = HashMap::new();
+    for i in &report.instances {
+        if i.item.is_some() {
+            *batch_size.entry(i.stage.as_str()).or_default() += 1;
+        }
+    }
+    let collapsed = |i: &InstanceReport| {
+        i.item.is_some()
+            && batch_size.get(i.stage.as_str()).copied().unwrap_or(0) > COLLAPSE_ABOVE
+            && (i.state == EndState::Succeeded || i.resumed)
+    };
+    let mut summary_rows: Vec<(usize, [String; 8])> = Vec::new();
+    let mut summarized: Vec<&str> = Vec::new();
+    for (pos, i) in report.instances.iter().enumerate() {
+        if !collapsed(i) || summarized.contains(&i.stage.as_str()) {
+            continue;
+        }
+        summarized.push(i.stage.as_str());
+        let same = || {
+            report
+                .instances
+                .iter()
+                .filter(|j| j.stage == i.stage && collapsed(j))
+        };
+        let ok = same().filter(|j| !j.resumed).count();
+        let resumed = same().filter(|j| j.resumed).count();
+        let mut state = format!("{ok} items succeeded");
+        if resumed > 0 {
+            let _ = write!(state, ", {resumed} resumed");
+        }
+        let total_ms: u64 = same().filter_map(|j| j.duration_ms).sum();
+        let records_in: Option<u64> = same().map(|j| j.records_in).sum();
+        let records_out: Option<u64> = same().map(|j| j.records_out).sum();
+        let restarts: u32 = same().map(|j| j.restarts).sum();
+        summary_rows.push((
+            pos,
+            [
+                format!("{}.*", i.stage),
+                dash(),
+                state,
+                dash(),
+                format!("Σ {}", format_ms(total_ms)),
+                records_in.map_or_else(dash, |n| n.to_string()),
+                records_out.map_or_else(dash, |n| n.to_string()),
+                restarts.to_string(),
+            ],
+        ));
+    }
     let rows: Vec<[String; 8]> = report
         .instances
         .iter()
-        .map(|i| {
-            [
+        .enumerate()
+        .filter_map(|(pos, i)| {
+            if collapsed(i) {
+                return summary_rows
+                    .iter()
+                    .find(|(p, _)| *p == pos)
+                    .map(|(_, r)| r.clone());
+            }
+            Some([
                 i.name.clone(),
                 i.pid.map_or_else(dash, |p| p.to_string()),
                 i.detail.clone(),
@@ -313,7 +464,7 @@ pub fn format_table(report: &Report, color: bool) -> String {
                 i.records_in.map_or_else(dash, |n| n.to_string()),
                 i.records_out.map_or_else(dash, |n| n.to_string()),
                 i.restarts.to_string(),
-            ]
+            ])
         })
         .collect();
     let mut widths = header.map(|h| h.chars().count());
@@ -370,7 +521,7 @@ fn format_ms(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{EndState, InstanceReport, ReportStatus};
+    use super::super::ReportStatus;
     use super::*;
 
     #[test]
@@ -396,8 +547,10 @@ mod tests {
                 records_out: Some(0),
                 detail: "failed (exit 3)".into(),
                 downstream_closed: false,
+                resumed: false,
             }],
             queues: vec![],
+            deadlock: None,
         };
         let t = format_table(&report, false);
         assert!(t.starts_with("instance  pid  state"), "{t}");

@@ -25,6 +25,9 @@ pub struct InstanceInfo {
     pub index: usize,
     pub item: Option<String>,
     pub daemon: bool,
+    /// A foreach item not run because it succeeded in the `--resume` report (its
+    /// state is `skipped`; it counts as a success for `after` and for the next resume).
+    pub resumed: bool,
 }
 
 /// The lifecycle of one instance (SPEC 3.1). The last six are end states.
@@ -150,6 +153,8 @@ pub enum ShutdownCause {
     Signal(i32),
     /// An instance failed with `on_failure: stop`.
     Failure,
+    /// Instances wait for events or permits that nothing can give any more.
+    Deadlock,
 }
 
 /// Overall outcome, as in the JSON report.
@@ -177,6 +182,19 @@ pub enum Event {
     },
     /// An instance created while running (foreach).
     InstanceAdded(InstanceInfo),
+    /// A foreach stage started: its items are known (`total`), or it takes one item
+    /// per record of a queue (`total` is None). `resumed` items are already done.
+    BatchStarted {
+        stage: StageId,
+        stage_name: String,
+        total: Option<usize>,
+        resumed: usize,
+    },
+    /// A deadlock was found: `message` names who waits for what and who holds what.
+    /// The run fails and stops in drain order.
+    Deadlock {
+        message: String,
+    },
     /// An instance changed state. `at` is relative to the pipeline start.
     StateChanged {
         id: InstanceId,

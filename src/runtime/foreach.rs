@@ -15,7 +15,8 @@
 //! - `lines`: one item per line; `\r\n` endings are accepted; empty lines are skipped.
 //!
 //! [`succeeded_items`] reads a previous JSON report (SPEC 7) and returns the
-//! `(stage, item)` pairs whose state was `succeeded`.
+//! `(stage, item)` pairs whose state was `succeeded`, or that were themselves skipped
+//! as `resumed` (so resuming a resumed run's report keeps skipping them).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -333,7 +334,9 @@ pub fn succeeded_items(report_json: &str) -> Result<HashSet<(String, String)>, S
             _ => continue,
         };
         let state = inst.get("state").and_then(|v| v.as_str()).unwrap_or("");
-        if state == "succeeded" {
+        // An item skipped because it succeeded in the report before that one.
+        let resumed = inst.get("resumed").and_then(|v| v.as_bool()) == Some(true);
+        if state == "succeeded" || resumed {
             done.insert((stage.to_string(), item));
         }
     }

@@ -19,6 +19,7 @@ pub mod spawn;
 mod supervisor;
 pub mod testkit;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
@@ -58,12 +59,24 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
 /// Run the plan to the end and return prun's exit code (SPEC 7): the supervisor on
 /// this thread, the terminal output and report on another.
 pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
+    // `--resume REPORT.json`: a report that cannot be read is a usage error, found
+    // before anything starts.
+    let resume = match &opts.resume {
+        Some(path) => match foreach::load_resume(path) {
+            Ok(done) => done,
+            Err(e) => {
+                eprintln!("prun: --resume: {e}");
+                return 2;
+            }
+        },
+        None => HashSet::new(),
+    };
     let (tx, rx) = crossbeam_channel::bounded(8192);
     let report_opts = opts.clone();
     let reporter = std::thread::Builder::new()
         .name("prun-report".into())
         .spawn(move || crate::report::render(rx, &report_opts));
-    let code = supervise(plan, tx);
+    let code = supervise_resuming(plan, tx, resume);
     match reporter {
         Ok(handle) => match handle.join() {
             Ok(Ok(())) => code,
@@ -80,6 +93,16 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
 /// Run the plan, sending every [`Event`] to `events`; returns prun's exit code.
 /// Handles SIGINT, SIGTERM and SIGHUP for the duration of the run.
 pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
+    supervise_resuming(plan, events, HashSet::new())
+}
+
+/// [`supervise`], skipping the foreach items in `resume` (`(stage, item)` pairs that
+/// succeeded in an earlier report, from [`foreach::load_resume`]).
+pub fn supervise_resuming(
+    plan: Plan,
+    events: Sender<Event>,
+    resume: HashSet<(String, String)>,
+) -> i32 {
     let _lock = exclusive();
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -132,7 +155,8 @@ pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
         }
     };
 
-    let sup = Supervisor::new(plan, events, msg_tx, msg_rx, run_dir.clone());
+    let sup =
+        Supervisor::new(plan, events, msg_tx, msg_rx, run_dir.clone()).with_resume(resume);
     let code = sup.run();
 
     if let Some(h) = signal_handle {

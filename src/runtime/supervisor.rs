@@ -31,7 +31,10 @@
 //! - When stdout and stderr are both `log`, they share one pipe so their relative
 //!   order is kept.
 
-use std::collections::HashMap;
+mod batch;
+mod coordinate;
+
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,8 @@ use crate::plan::{
 };
 
 use super::coord::Coord;
+use crate::ctl::{CtlBroker, CtlRequest, CtlServer};
+use batch::Batch;
 use super::drain::{self, LineAction, LineMatcher};
 use super::event::{Event, InstanceId, InstanceInfo, Level, RunStatus, ShutdownCause, State};
 use super::guardian::Guardian;
@@ -201,7 +206,18 @@ pub struct Supervisor {
     by_stage: Vec<Vec<InstanceId>>,
     owners: HashMap<i32, Owner>,
     guardian: Option<Guardian>,
-    coord: Option<Coord>,
+    coord: Coord,
+    broker: CtlBroker,
+    ctl: Option<CtlServer>,
+    /// Per stage: the foreach state (None for replica stages).
+    batches: Vec<Option<Batch>>,
+    /// `(stage, item)` pairs that succeeded in the `--resume` report.
+    resume: HashSet<(String, String)>,
+    /// A deadlock seen by the last check: who, and since when (confirmed after a grace).
+    deadlock_seen: Option<(Vec<u64>, Instant)>,
+    next_deadlock_check: Instant,
+    /// `PRUN_EXE` and the directory put first on every stage's PATH.
+    exe: Option<PathBuf>,
     routers: Vec<Option<QueueRouter>>,
     queues: Vec<QueueRt>,
     shutdown: Option<Shutdown>,
@@ -229,8 +245,8 @@ impl Supervisor {
                     count,
                     named_by_index,
                 } => (*count, *named_by_index),
-                // foreach is integrated later: one placeholder instance reports it.
-                Instances::Foreach { .. } => (1, false),
+                // foreach instances are created when the stage starts (`batch`).
+                Instances::Foreach { .. } => (0, false),
             };
             for index in 0..count {
                 let id = insts.len();
@@ -247,18 +263,15 @@ impl Supervisor {
                     index,
                     item: None,
                     daemon: stage.daemon,
+                    resumed: false,
                 };
                 insts.push(Inst::new(info));
                 ids.push(id);
             }
             by_stage.push(ids);
         }
-        // Coordination is only built when the plan uses it.
-        let coord = if plan.semaphores.is_empty() && plan.events.is_empty() {
-            None
-        } else {
-            Some(Coord::new(&plan.semaphores, &plan.events))
-        };
+        let coord = Coord::new(&plan.semaphores, &plan.events);
+        let batches = plan.stages.iter().map(Batch::for_stage).collect();
         let queues = plan.queues.iter().map(|_| QueueRt::default()).collect();
         let routers = plan.queues.iter().map(|_| None).collect();
         Supervisor {
@@ -275,6 +288,13 @@ impl Supervisor {
             owners: HashMap::new(),
             guardian: None,
             coord,
+            broker: CtlBroker::new(),
+            ctl: None,
+            batches,
+            resume: HashSet::new(),
+            deadlock_seen: None,
+            next_deadlock_check: Instant::now(),
+            exe: std::env::current_exe().ok(),
             routers,
             queues,
             shutdown: None,
@@ -329,34 +349,26 @@ impl Supervisor {
                 self.routers[q] = Some(QueueRouter::start(cfg, self.router_tx.clone()));
             }
         }
-        for id in 0..self.insts.len() {
-            if matches!(
-                self.plan.stages[self.insts[id].info.stage].instances,
-                Instances::Foreach { .. }
-            ) {
-                self.insts[id].start_error_code = 1;
-                self.finish_run(
-                    id,
-                    State::CouldNotStart {
-                        error: "foreach is not supported yet".into(),
-                    },
-                );
-            }
-        }
+        self.start_ctl();
+        self.attach_batch_queues();
 
         loop {
             self.reap();
             let now = Instant::now();
             self.fire_timers(now);
+            self.expire_ctl(now);
             self.schedule();
             self.check_queues();
             self.advance_shutdown();
-            if self.shutdown.is_none() && self.all_done(|i| i.info.daemon) {
+            if self.shutdown.is_none()
+                && !self.any_batch_open()
+                && self.all_done(|i| i.info.daemon)
+            {
                 self.begin_shutdown(ShutdownCause::Finished);
                 self.advance_shutdown();
             }
             if self.shutdown.is_none() {
-                self.detect_stall();
+                self.check_deadlock(now);
             }
             if self.shutdown.is_some() && self.all_done(|_| false) {
                 break;
@@ -364,6 +376,12 @@ impl Supervisor {
             self.wait(now);
         }
         self.finish()
+    }
+
+    /// Use the `(stage, item)` pairs of a `--resume` report: those items are not run.
+    pub fn with_resume(mut self, resume: HashSet<(String, String)>) -> Supervisor {
+        self.resume = resume;
+        self
     }
 
     /// True when every instance (except those `ignore` selects) reached an end state.
@@ -377,10 +395,52 @@ impl Supervisor {
             .unwrap_or(now + MAX_WAIT)
             .min(now + MAX_WAIT);
         let timeout = deadline.saturating_duration_since(Instant::now());
-        crossbeam_channel::select! {
-            recv(self.msg_rx) -> msg => if let Ok(msg) = msg { self.handle(msg) },
-            recv(self.router_rx) -> ev => if let Ok(ev) = ev { self.handle_router(ev) },
-            default(timeout) => {}
+        let msg_rx = self.msg_rx.clone();
+        let router_rx = self.router_rx.clone();
+        let ctl_rx = self.ctl.as_ref().map(|c| c.requests().clone());
+        // foreach-over-queue stages with a free slot: a record may start an instance.
+        let feeds = self.record_feeds();
+        enum Got {
+            Msg(Msg),
+            Router(RouterEvent),
+            Ctl(CtlRequest),
+            Record(usize, Option<Vec<u8>>),
+            Nothing,
+        }
+        let got = {
+            let mut sel = crossbeam_channel::Select::new();
+            let i_msg = sel.recv(&msg_rx);
+            let i_router = sel.recv(&router_rx);
+            let i_ctl = ctl_rx.as_ref().map(|r| sel.recv(r));
+            let i_feeds: Vec<usize> = feeds.iter().map(|(_, r)| sel.recv(r)).collect();
+            match sel.select_timeout(timeout) {
+                Err(_) => Got::Nothing,
+                Ok(op) => {
+                    let i = op.index();
+                    if i == i_msg {
+                        op.recv(&msg_rx).map_or(Got::Nothing, Got::Msg)
+                    } else if i == i_router {
+                        op.recv(&router_rx).map_or(Got::Nothing, Got::Router)
+                    } else if Some(i) == i_ctl {
+                        match &ctl_rx {
+                            Some(r) => op.recv(r).map_or(Got::Nothing, Got::Ctl),
+                            None => Got::Nothing,
+                        }
+                    } else {
+                        match i_feeds.iter().position(|&f| f == i) {
+                            Some(k) => Got::Record(feeds[k].0, op.recv(&feeds[k].1).ok()),
+                            None => Got::Nothing,
+                        }
+                    }
+                }
+            }
+        };
+        match got {
+            Got::Msg(m) => self.handle(m),
+            Got::Router(ev) => self.handle_router(ev),
+            Got::Ctl(req) => self.handle_ctl(req),
+            Got::Record(stage, rec) => self.on_record(stage, rec),
+            Got::Nothing => {}
         }
         // Drain whatever else is already queued without sleeping again.
         while let Ok(msg) = self.msg_rx.try_recv() {
@@ -388,6 +448,11 @@ impl Supervisor {
         }
         while let Ok(ev) = self.router_rx.try_recv() {
             self.handle_router(ev);
+        }
+        if let Some(r) = &ctl_rx {
+            while let Ok(req) = r.try_recv() {
+                self.handle_ctl(req);
+            }
         }
     }
 
@@ -407,6 +472,10 @@ impl Supervisor {
             consider(i.probe_next);
             consider(i.eof_grace_at);
             consider(i.pending_pipe.map(|(_, t)| t));
+        }
+        consider(self.broker.next_deadline());
+        if self.deadlock_seen.is_some() {
+            consider(Some(self.next_deadlock_check));
         }
         if let Some(s) = &self.shutdown {
             consider(Some(s.next_notice));
@@ -639,13 +708,9 @@ impl Supervisor {
         let stage = &self.plan.stages[self.insts[id].info.stage];
         let outs = output_queues(stage);
         !outs.is_empty()
-            && outs.iter().all(|&q| {
-                self.queues[q].aborted
-                    || self
-                        .queue_readers(q)
-                        .iter()
-                        .all(|&r| self.insts[r].is_final())
-            })
+            && outs
+                .iter()
+                .all(|&q| self.queues[q].aborted || self.readers_done(q))
     }
 
     /// An instance's process (or its attempt to start) is over: restart or end.
@@ -848,7 +913,10 @@ impl Supervisor {
             return;
         }
         loop {
-            let mut changed = false;
+            let mut changed = self.feed_batches();
+            if self.shutdown.is_some() {
+                return;
+            }
             for id in 0..self.insts.len() {
                 let inst = &self.insts[id];
                 if inst.state != State::Waiting
@@ -882,7 +950,42 @@ impl Supervisor {
     /// SPEC 3.2: after conditions, then events, then permits (requested all at once,
     /// only once the rest holds, so a waiting instance never sits on permits).
     fn start_check(&mut self, id: InstanceId) -> Check {
-        let stage = &self.plan.stages[self.insts[id].info.stage];
+        let stage_id = self.insts[id].info.stage;
+        match self.after_check(stage_id) {
+            Check::Go => {}
+            other => return other,
+        }
+        let stage = &self.plan.stages[stage_id];
+        if !stage.waits.iter().all(|&e| self.coord.is_set(e)) {
+            // An event was cleared while it waited for permits: do not sit on them.
+            if self.insts[id].permit != Permit::None {
+                self.release_permits(id);
+            }
+            return Check::Wait;
+        }
+        if !stage.semaphores.is_empty() {
+            match self.insts[id].permit {
+                Permit::Held => {}
+                Permit::Requested => return Check::Wait,
+                Permit::None => {
+                    let sems = stage.semaphores.clone();
+                    let coord = &mut self.coord;
+                    if coord.request(id as u64, &sems) {
+                        self.insts[id].permit = Permit::Held;
+                    } else {
+                        self.insts[id].permit = Permit::Requested;
+                        return Check::Wait;
+                    }
+                }
+            }
+        }
+        Check::Go
+    }
+
+    /// The `after` conditions of a stage (SPEC 3.2), for all instances of each
+    /// dependency; a foreach dependency whose items are not all created is pending.
+    fn after_check(&self, stage_id: usize) -> Check {
+        let stage = &self.plan.stages[stage_id];
         for &(dep, cond) in &stage.after {
             for &d in &self.by_stage[dep] {
                 match self.condition(d, cond) {
@@ -898,31 +1001,8 @@ impl Supervisor {
                     }
                 }
             }
-        }
-        if !stage.waits.is_empty() {
-            let Some(coord) = &self.coord else {
+            if self.batch_open(dep) {
                 return Check::Wait;
-            };
-            if !stage.waits.iter().all(|&e| coord.is_set(e)) {
-                return Check::Wait;
-            }
-        }
-        if !stage.semaphores.is_empty() {
-            match self.insts[id].permit {
-                Permit::Held => {}
-                Permit::Requested => return Check::Wait,
-                Permit::None => {
-                    let sems = stage.semaphores.clone();
-                    let Some(coord) = self.coord.as_mut() else {
-                        return Check::Wait;
-                    };
-                    if coord.request(id as u64, &sems) {
-                        self.insts[id].permit = Permit::Held;
-                    } else {
-                        self.insts[id].permit = Permit::Requested;
-                        return Check::Wait;
-                    }
-                }
             }
         }
         Check::Go
@@ -932,10 +1012,11 @@ impl Supervisor {
         let inst = &self.insts[d];
         let on_failure = self.plan.stages[inst.info.stage].on_failure;
         let success = matches!(inst.state, State::Succeeded { .. })
+            || inst.info.resumed
             || (on_failure == OnFailure::Ignore
                 && failure_code(&inst.state, inst.start_error_code).is_some());
         let fin = inst.is_final();
-        let skipped = matches!(inst.state, State::Skipped { .. });
+        let skipped = matches!(inst.state, State::Skipped { .. }) && !inst.info.resumed;
         let met = match cond {
             Condition::Started => inst.ever_started,
             Condition::Ready => inst.ever_ready || (fin && success),
@@ -951,24 +1032,21 @@ impl Supervisor {
         }
     }
 
+    /// The instance's process ended (or it will never start): give back every
+    /// permit it holds, `semaphore:` and `prun ctl` alike, and withdraw its waits.
+    /// Decision: permits are released at every end, also before a restart (a crashed
+    /// holder never keeps a lock through its backoff); a restart asks again.
     fn release_permits(&mut self, id: InstanceId) {
-        if self.insts[id].permit == Permit::None {
-            return;
-        }
         self.insts[id].permit = Permit::None;
-        let Some(coord) = self.coord.as_mut() else {
-            return;
-        };
-        for granted in coord.release_all(id as u64) {
-            if let Some(i) = self.insts.get_mut(granted as usize) {
-                i.permit = Permit::Held;
-            }
-        }
+        let out = self.broker.on_instance_end(&mut self.coord, id as u64);
+        self.apply_outcome(out);
     }
 
+    /// `sets:` trigger fired: set the event and answer ctl waiters.
     fn coord_set_event(&mut self, event: usize) {
-        if let Some(c) = self.coord.as_mut() {
-            c.set_event(event);
+        if self.coord.set_event(event) {
+            let out = self.broker.pump(&mut self.coord);
+            self.apply_outcome(out);
         }
     }
 
@@ -1037,6 +1115,26 @@ impl Supervisor {
             "PRUN_CTL",
             self.run_dir.join("ctl.sock").display().to_string(),
         );
+        // `prun ctl` must work in stages even when prun is not installed: the
+        // directory of the running prun goes first on PATH (after the stage's own
+        // `env`, which may set PATH), and PRUN_EXE names the binary itself.
+        if let Some(exe) = &self.exe {
+            env.push(("PRUN_EXE".into(), exe.clone().into_os_string()));
+            if let Some(dir) = exe.parent() {
+                let base = env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == "PATH")
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| std::env::var_os("PATH"))
+                    .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+                let mut paths = vec![dir.to_path_buf()];
+                paths.extend(std::env::split_paths(&base).filter(|p| p != dir));
+                if let Ok(joined) = std::env::join_paths(paths) {
+                    env.push(("PATH".into(), joined));
+                }
+            }
+        }
         env
     }
 
@@ -1292,17 +1390,37 @@ impl Supervisor {
         v
     }
 
+    /// Every writer instance of `q` ended for good, and no foreach writer stage will
+    /// create more.
+    fn writers_done(&self, q: QueueId) -> bool {
+        self.plan.queues[q]
+            .writers
+            .iter()
+            .all(|ep| !self.batch_open(ep.stage))
+            && self
+                .queue_writers(q)
+                .iter()
+                .all(|&w| self.insts[w].is_final())
+    }
+
+    /// Every reader instance of `q` ended for good, no foreach reader stage will create
+    /// more, and no `foreach: {queue}` stage still takes records from it.
+    fn readers_done(&self, q: QueueId) -> bool {
+        self.plan.queues[q]
+            .readers
+            .iter()
+            .all(|ep| !self.batch_open(ep.stage))
+            && self
+                .queue_readers(q)
+                .iter()
+                .all(|&r| self.insts[r].is_final())
+    }
+
     /// Close queue ends that nobody can use any more (EOF for readers, EPIPE for writers).
     fn check_queues(&mut self) {
         for q in 0..self.plan.queues.len() {
-            let writers_done = self
-                .queue_writers(q)
-                .iter()
-                .all(|&w| self.insts[w].is_final());
-            let readers_done = self
-                .queue_readers(q)
-                .iter()
-                .all(|&r| self.insts[r].is_final());
+            let writers_done = self.writers_done(q);
+            let readers_done = self.readers_done(q);
             // A direct end the parent still holds: its partner never started, or has
             // started and this copy is only kept for a second port of the same spawn.
             let writer_running = self
@@ -1339,10 +1457,7 @@ impl Supervisor {
     fn inputs_closed(&self, id: InstanceId) -> bool {
         let stage = &self.plan.stages[self.insts[id].info.stage];
         input_queues(stage).iter().all(|&q| {
-            let writers_done = self
-                .queue_writers(q)
-                .iter()
-                .all(|&w| self.insts[w].is_final());
+            let writers_done = self.writers_done(q);
             let qr = &self.queues[q];
             writers_done
                 && (self.plan.queues[q].wiring == Wiring::Direct || qr.drained || qr.aborted)
@@ -1384,6 +1499,7 @@ impl Supervisor {
                 );
             }
         }
+        self.close_batches("pipeline stopped");
     }
 
     /// Walk `Plan::stop_order`: each step starts once every earlier step has ended.
@@ -1507,45 +1623,6 @@ impl Supervisor {
                 r.abort();
             }
         }
-    }
-
-    /// Nothing runs, nothing is scheduled, yet instances wait: they wait for an event
-    /// or a permit that nothing can give any more.
-    fn detect_stall(&mut self) {
-        let active = self
-            .insts
-            .iter()
-            .any(|i| i.pid.is_some() || i.restart_at.is_some() || i.pending_pipe.is_some());
-        if active {
-            return;
-        }
-        let stuck: Vec<InstanceId> = (0..self.insts.len())
-            .filter(|&i| self.insts[i].state == State::Waiting)
-            .collect();
-        if stuck.is_empty() {
-            return;
-        }
-        let names: Vec<&str> = stuck
-            .iter()
-            .map(|&i| self.insts[i].info.name.as_str())
-            .collect();
-        self.notice(
-            Level::Error,
-            format!(
-                "deadlock: {} wait for events or permits that nothing can provide",
-                names.join(", ")
-            ),
-        );
-        for id in stuck {
-            self.release_permits(id);
-            self.set_state(
-                id,
-                State::Skipped {
-                    reason: "deadlock".into(),
-                },
-            );
-        }
-        self.first_failure.get_or_insert(1);
     }
 
     // ---------------------------------------------------------------- the end
