@@ -229,9 +229,12 @@ impl ReportBuilder {
         let (status, exit_code, duration) =
             self.status
                 .unwrap_or((RunStatus::Failed, 1, Duration::ZERO));
-        let instances = self
-            .instances
-            .iter()
+        // Stages in file order, instances by index: foreach items are created while
+        // the run goes on, but read best in their source order.
+        let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
+        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
+        let instances = records
+            .into_iter()
             .map(|r| InstanceReport {
                 name: r.info.name.clone(),
                 stage: r.info.stage_name.clone(),
