@@ -38,6 +38,11 @@ stages:
 fn semaphores_are_taken_all_at_once_and_shared_across_stages() {
     // `a` needs xs and ys, `b` needs ys only, `c` xs only: never two holders of one
     // permit, whatever the order.
+    let a = format!(
+        "{}; {}",
+        timed(Path::new("x.txt"), "0"),
+        timed(Path::new("y.txt"), "0.1")
+    );
     let yaml = format!(
         r#"
 version: 1
@@ -57,7 +62,6 @@ stages:
     semaphore: xs
     sh: '{c}'
 "#,
-        a = format!("{}; {}", timed(Path::new("x.txt"), "0"), timed(Path::new("y.txt"), "0.1")),
         b = timed(Path::new("y.txt"), "0.1"),
         c = timed(Path::new("x.txt"), "0.1"),
     );
@@ -130,7 +134,12 @@ stages:
     let t = Test::new(yaml);
     let out = t.run();
     out.assert_code(0);
-    assert_eq!(out.instance("holder")["state"], "killed", "{}", out.context());
+    assert_eq!(
+        out.instance("holder")["state"],
+        "killed",
+        "{}",
+        out.context()
+    );
     assert_eq!(out.instance("holder")["signal"], "SIGKILL");
     assert_eq!(out.log_of("taker"), ["acquired"], "{}", out.context());
 }
@@ -157,9 +166,11 @@ stages:
         .spawn()
         .expect("prun starts");
     let path_file = t.path("ctl.path");
-    wait_until("the stage to publish PRUN_CTL", Duration::from_secs(10), || {
-        std::fs::read_to_string(&path_file).is_ok_and(|s| s.ends_with('\n'))
-    });
+    wait_until(
+        "the stage to publish PRUN_CTL",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&path_file).is_ok_and(|s| s.ends_with('\n')),
+    );
     let socket = std::fs::read_to_string(&path_file).unwrap();
     let socket = socket.trim();
     // This test process is not part of the pipeline.
@@ -217,7 +228,11 @@ stages:
     let started = |n: &str| out.instance(n)["started_ms"].as_u64().unwrap();
     let ended = |n: &str| started(n) + out.instance(n)["duration_ms"].as_u64().unwrap();
     assert!(started("client") <= ended("server"), "{}", out.context());
-    assert!(started("after_done") >= ended("server"), "{}", out.context());
+    assert!(
+        started("after_done") >= ended("server"),
+        "{}",
+        out.context()
+    );
 }
 
 #[test]
@@ -264,7 +279,11 @@ stages:
         assert!(msg.contains(needle), "{needle} missing: {msg}");
     }
     assert!(out.stderr.contains("deadlock"), "{}", out.context());
-    assert!(out.log_of("alice").is_empty() && out.log_of("bob").is_empty(), "{}", out.context());
+    assert!(
+        out.log_of("alice").is_empty() && out.log_of("bob").is_empty(),
+        "{}",
+        out.context()
+    );
     assert_eq!(out.report["status"], "failed");
 }
 
@@ -311,7 +330,12 @@ stages:
 "#;
     let out = Test::new(yaml).run();
     out.assert_code(0);
-    assert_eq!(out.log_of("waiter"), ["gave up with 124"], "{}", out.context());
+    assert_eq!(
+        out.log_of("waiter"),
+        ["gave up with 124"],
+        "{}",
+        out.context()
+    );
 }
 
 #[test]

@@ -77,7 +77,12 @@ stages:
     let out = t.run();
     out.assert_code(0);
     assert_eq!(out.of_stage("wide").len(), 8);
-    assert_eq!(max_overlap(&t.read("wide.txt")), 3, "{}", t.read("wide.txt"));
+    assert_eq!(
+        max_overlap(&t.read("wide.txt")),
+        3,
+        "{}",
+        t.read("wide.txt")
+    );
     assert_eq!(
         max_overlap(&t.read("narrow.txt")),
         2,
@@ -110,10 +115,7 @@ stages:
         .file("list.txt", "one\ntwo words\n\nthree\n");
     let out = t.run();
     out.assert_code(0);
-    assert_eq!(
-        lines_set(&t.read("range.txt")),
-        lines_set("0\n3\n6\n9\n")
-    );
+    assert_eq!(lines_set(&t.read("range.txt")), lines_set("0\n3\n6\n9\n"));
     // Like sh: directories match too, hidden files do not.
     assert_eq!(
         lines_set(&t.read("glob.txt")),
@@ -175,7 +177,12 @@ stages:
     let out = t.run();
     out.assert_code(0);
     let expected: BTreeSet<String> = (1..=12).map(|i| format!("job {i}")).collect();
-    assert_eq!(lines_set(&t.read("done.txt")), expected, "{}", out.context());
+    assert_eq!(
+        lines_set(&t.read("done.txt")),
+        expected,
+        "{}",
+        out.context()
+    );
     let workers = out.of_stage("worker");
     assert_eq!(workers.len(), 12, "{}", out.context());
     let items: BTreeSet<String> = workers
@@ -310,7 +317,14 @@ stages:
         .collect();
     assert_eq!(
         states,
-        ["succeeded", "succeeded", "failed", "skipped", "skipped", "skipped"],
+        [
+            "succeeded",
+            "succeeded",
+            "failed",
+            "skipped",
+            "skipped",
+            "skipped"
+        ],
         "{}",
         out.context()
     );

@@ -291,9 +291,7 @@ impl Board {
         }
         let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        let bar = self
-            .multi
-            .add(ProgressBar::new_spinner().with_style(style));
+        let bar = self.multi.add(ProgressBar::new_spinner().with_style(style));
         bar.set_prefix(stage.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
         self.bars.push(StageBar {

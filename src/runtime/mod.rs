@@ -155,8 +155,7 @@ pub fn supervise_resuming(
         }
     };
 
-    let sup =
-        Supervisor::new(plan, events, msg_tx, msg_rx, run_dir.clone()).with_resume(resume);
+    let sup = Supervisor::new(plan, events, msg_tx, msg_rx, run_dir.clone()).with_resume(resume);
     let code = sup.run();
 
     if let Some(h) = signal_handle {

@@ -50,13 +50,13 @@ use crate::plan::{
 };
 
 use super::coord::Coord;
-use crate::ctl::{CtlBroker, CtlRequest, CtlServer};
-use batch::Batch;
 use super::drain::{self, LineAction, LineMatcher};
 use super::event::{Event, InstanceId, InstanceInfo, Level, RunStatus, ShutdownCause, State};
 use super::guardian::Guardian;
 use super::router::{QueueConfig, QueueRouter, RouterEvent};
 use super::spawn::{self, ChildFd, SpawnSpec};
+use crate::ctl::{CtlBroker, CtlRequest, CtlServer};
+use batch::Batch;
 
 /// How long a SIGPIPE death waits for its readers' exits to be reaped before it is
 /// judged (the reader's exit and the writer's death can be reaped in either order).
@@ -360,9 +360,7 @@ impl Supervisor {
             self.schedule();
             self.check_queues();
             self.advance_shutdown();
-            if self.shutdown.is_none()
-                && !self.any_batch_open()
-                && self.all_done(|i| i.info.daemon)
+            if self.shutdown.is_none() && !self.any_batch_open() && self.all_done(|i| i.info.daemon)
             {
                 self.begin_shutdown(ShutdownCause::Finished);
                 self.advance_shutdown();

@@ -69,7 +69,14 @@ impl Test {
     pub fn command(&self, report: &str, extra: &[&str]) -> Command {
         let mut cmd = Command::new(prun_exe());
         cmd.current_dir(self.dir.path())
-            .args(["run", "pipeline.yaml", "--progress", "never", "--color", "never"])
+            .args([
+                "run",
+                "pipeline.yaml",
+                "--progress",
+                "never",
+                "--color",
+                "never",
+            ])
             .arg("--report")
             .arg(self.path(report))
             .args(&self.args)

@@ -90,8 +90,7 @@ impl Supervisor {
     /// backpressure, until the stage starts.
     pub(super) fn attach_batch_queues(&mut self) {
         for st in 0..self.batches.len() {
-            let Some(ForeachSource::Queue(q)) = self.batches[st].as_ref().map(|b| &b.source)
-            else {
+            let Some(ForeachSource::Queue(q)) = self.batches[st].as_ref().map(|b| &b.source) else {
                 continue;
             };
             let q = *q;

@@ -111,8 +111,8 @@ impl Supervisor {
             let name = inst.info.name.clone();
             if let Some(pgid) = inst.pid {
                 let parked = self.broker.parked_pids(holder);
-                let blocked = !parked.is_empty()
-                    && (!verify || crate::ctl::group_is_parked(pgid, &parked));
+                let blocked =
+                    !parked.is_empty() && (!verify || crate::ctl::group_is_parked(pgid, &parked));
                 parties.push(Party {
                     holder,
                     name,
@@ -187,9 +187,10 @@ impl Supervisor {
             None => {
                 // Belt and braces: nothing runs, nothing is scheduled, nothing can
                 // create an instance, yet instances wait. Never hang.
-                let active = self.insts.iter().any(|i| {
-                    i.pid.is_some() || i.restart_at.is_some() || i.pending_pipe.is_some()
-                });
+                let active = self
+                    .insts
+                    .iter()
+                    .any(|i| i.pid.is_some() || i.restart_at.is_some() || i.pending_pipe.is_some());
                 let stuck: Vec<InstanceId> = (0..self.insts.len())
                     .filter(|&i| self.insts[i].state == State::Waiting)
                     .collect();
