@@ -847,9 +847,18 @@ impl Supervisor {
         if self.shutdown.is_some() {
             return;
         }
+        // Readers before writers (reverse drain order): a queue's readers are attached to
+        // its router before the first record arrives, so a fair split starts at once
+        // instead of handing everything to the one reader that happened to be first.
+        let plan = &self.plan;
+        let rank = |stage: usize| {
+            plan.stop_order.iter().position(|step| step.contains(&stage)).unwrap_or(0)
+        };
+        let mut order: Vec<InstanceId> = (0..self.insts.len()).collect();
+        order.sort_by_key(|&id| std::cmp::Reverse(rank(self.insts[id].info.stage)));
         loop {
             let mut changed = false;
-            for id in 0..self.insts.len() {
+            for &id in &order {
                 let inst = &self.insts[id];
                 if inst.state != State::Waiting
                     || inst.restart_at.is_some()
