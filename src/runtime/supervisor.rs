@@ -852,7 +852,10 @@ impl Supervisor {
         // instead of handing everything to the one reader that happened to be first.
         let plan = &self.plan;
         let rank = |stage: usize| {
-            plan.stop_order.iter().position(|step| step.contains(&stage)).unwrap_or(0)
+            plan.stop_order
+                .iter()
+                .position(|step| step.contains(&stage))
+                .unwrap_or(0)
         };
         let mut order: Vec<InstanceId> = (0..self.insts.len()).collect();
         order.sort_by_key(|&id| std::cmp::Reverse(rank(self.insts[id].info.stage)));
