@@ -57,12 +57,18 @@ else
 fi
 
 # ---- timing helpers --------------------------------------------------------------------
-# best_ms CMD...: best wall time in ms over $reps runs (stdout/stderr of CMD discarded).
+# best_ms CMD...: best wall time in ms over $reps runs (stdout/stderr of CMD discarded);
+# a failing run counts as 999999999 ms so that its row can never pass by accident.
 best_ms() {
     local best=999999999 t0 t1 ms
     for _ in $(seq "$reps"); do
         t0=$(date +%s%N)
-        bash -c "$1" >/dev/null 2>&1
+        if ! bash -c "$1" >/dev/null 2>&1; then
+            # A contender that fails has no time: report it and make its row miss.
+            echo "command failed: $1" >&2
+            echo 999999999
+            return
+        fi
         t1=$(date +%s%N)
         ms=$(( (t1 - t0) / 1000000 ))
         (( ms < best )) && best=$ms

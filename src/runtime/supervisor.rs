@@ -910,12 +910,29 @@ impl Supervisor {
         if self.shutdown.is_some() {
             return;
         }
+        // Readers before writers (reverse drain order): a queue's readers are attached to
+        // its router before the first record arrives, so a fair split starts at once
+        // instead of handing everything to the one reader that happened to be first.
+        let plan = &self.plan;
+        let rank: Vec<usize> = (0..plan.stages.len())
+            .map(|stage| {
+                plan.stop_order
+                    .iter()
+                    .position(|step| step.contains(&stage))
+                    .unwrap_or(0)
+            })
+            .collect();
         loop {
             let mut changed = self.feed_batches();
             if self.shutdown.is_some() {
                 return;
             }
-            for id in 0..self.insts.len() {
+            // Only instances that wait are ordered (a big foreach has many ended ones).
+            let mut order: Vec<InstanceId> = (0..self.insts.len())
+                .filter(|&id| self.insts[id].state == State::Waiting)
+                .collect();
+            order.sort_by_key(|&id| std::cmp::Reverse(rank[self.insts[id].info.stage]));
+            for id in order {
                 let inst = &self.insts[id];
                 if inst.state != State::Waiting
                     || inst.restart_at.is_some()

@@ -1,0 +1,309 @@
+//! Queues through the real binary (SPEC 4): every delivery mode, sentinels (from prun
+//! and from a writer), readers that end early, `fds`, and the queue statistics in the
+//! JSON report.
+
+mod common;
+
+use common::Test;
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn shared_gives_each_record_to_exactly_one_reader() {
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {}
+stages:
+  w:
+    cmd: [seq, 1, 5000]
+    replicas: 2
+    stdout: q
+  r:
+    sh: 'while read -r l; do echo "$l"; done > out.$PRUN_INSTANCE'
+    replicas: 3
+    stdin: q
+"#,
+    );
+    let run = t.run();
+    run.expect(0);
+    let mut all = Vec::new();
+    for i in 0..3 {
+        let text = std::fs::read_to_string(t.path().join(format!("out.{i}"))).unwrap();
+        all.extend(text.lines().map(str::to_string));
+        assert_eq!(
+            run.instance(&format!("r.{i}"))["records_in"],
+            text.lines().count()
+        );
+    }
+    all.sort();
+    let mut expected: Vec<String> = (1..=5000)
+        .flat_map(|n| [n.to_string(), n.to_string()])
+        .collect();
+    expected.sort();
+    assert_eq!(all, expected, "every record exactly once");
+    assert_eq!(run.queue("q")["records"], 10000);
+}
+
+#[test]
+fn broadcast_gives_every_reader_every_record_in_the_same_order() {
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {delivery: broadcast}
+stages:
+  w1:
+    sh: 'for i in $(seq 1 300); do echo "a$i"; done'
+    stdout: q
+  w2:
+    sh: 'for i in $(seq 1 300); do echo "b$i"; done'
+    stdout: q
+  r:
+    sh: 'cat > out.$PRUN_INSTANCE'
+    replicas: 3
+    stdin: q
+"#,
+    );
+    let run = t.run();
+    run.expect(0);
+    let outs: Vec<String> = (0..3)
+        .map(|i| std::fs::read_to_string(t.path().join(format!("out.{i}"))).unwrap())
+        .collect();
+    assert_eq!(outs[0], outs[1]);
+    assert_eq!(outs[1], outs[2]);
+    assert_eq!(outs[0].lines().count(), 600);
+    // Per-writer order is kept.
+    let a: Vec<&str> = outs[0].lines().filter(|l| l.starts_with('a')).collect();
+    let expected: Vec<String> = (1..=300).map(|i| format!("a{i}")).collect();
+    assert_eq!(a, expected);
+}
+
+#[test]
+fn sentinel_reaches_every_reader_once() {
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {sentinel: "None"}
+stages:
+  w:
+    cmd: [seq, 1, 10]
+    replicas: 2
+    stdout: q
+  r:
+    sh: 'cat > out.$PRUN_INSTANCE'
+    replicas: 2
+    stdin: q
+"#,
+    );
+    let run = t.run();
+    run.expect(0);
+    for i in 0..2 {
+        let text = std::fs::read_to_string(t.path().join(format!("out.{i}"))).unwrap();
+        assert_eq!(text.lines().filter(|l| *l == "None").count(), 1, "{text}");
+        assert_eq!(text.lines().last(), Some("None"));
+    }
+    assert_eq!(run.queue("q")["sentinels_sent"], 2);
+    assert_eq!(run.queue("q")["records"], 20);
+}
+
+#[test]
+fn a_writer_emitted_sentinel_ends_that_writer_and_counts_what_it_dropped() {
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {sentinel: STOP}
+stages:
+  w:
+    sh: 'echo one; echo two; echo STOP; echo lost1; echo lost2'
+    stdout: q
+  other:
+    sh: 'echo three'
+    stdout: q
+  r:
+    sh: 'cat > out'
+    stdin: q
+"#,
+    );
+    let run = t.run();
+    run.expect(0);
+    let text = std::fs::read_to_string(t.path().join("out")).unwrap();
+    assert_eq!(sorted_lines(&text), vec!["STOP", "one", "three", "two"]);
+    assert_eq!(run.queue("q")["dropped_after_sentinel"], 2);
+}
+
+#[test]
+fn a_last_record_without_delimiter_gets_one() {
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {}
+stages:
+  w1: {sh: 'printf "no-newline"', stdout: q}
+  w2: {sh: 'printf "x\ny"', stdout: q}
+  r: {sh: 'cat > out', stdin: q}
+"#,
+    );
+    t.run().expect(0);
+    let text = std::fs::read_to_string(t.path().join("out")).unwrap();
+    assert!(text.ends_with('\n'));
+    assert_eq!(sorted_lines(&text), vec!["no-newline", "x", "y"]);
+}
+
+#[test]
+fn nul_framing_keeps_records_with_newlines_whole() {
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {framing: nul}
+stages:
+  w1: {sh: 'printf "a\nb\0c\0"', stdout: q}
+  w2: {sh: 'printf "d\0"', stdout: q}
+  r: {sh: 'cat > out', stdin: q}
+"#,
+    );
+    t.run().expect(0);
+    let bytes = std::fs::read(t.path().join("out")).unwrap();
+    let mut recs: Vec<&[u8]> = bytes.split(|b| *b == 0).filter(|r| !r.is_empty()).collect();
+    recs.sort();
+    assert_eq!(recs, vec![&b"a\nb"[..], b"c", b"d"]);
+}
+
+#[test]
+fn early_closing_reader_is_like_a_shell_pipeline() {
+    // `yes` never ends by itself: the pipeline ends because its only reader stops.
+    let run = Test::new(
+        r#"
+version: 1
+queues:
+  q: {}
+stages:
+  w: {cmd: ["yes"], stdout: q, replicas: 2}
+  r: {sh: 'head -n 3 > /dev/null', stdin: q}
+"#,
+    )
+    .run();
+    run.expect(0);
+    assert_eq!(run.instance("r")["state"], "succeeded");
+    for w in ["w.0", "w.1"] {
+        assert_eq!(
+            run.instance(w)["state"],
+            "succeeded",
+            "{:#}",
+            run.instance(w)
+        );
+    }
+}
+
+#[test]
+fn records_stranded_in_a_dead_readers_pipe_are_counted() {
+    // r.0 reads one record and exits; whatever it was given but never read is counted
+    // as in flight, and the other reader still gets every record nobody read.
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {capacity: 100000}
+stages:
+  w: {cmd: [seq, 1, 20000], stdout: q}
+  r:
+    sh: 'if [ "$PRUN_INSTANCE" = 0 ]; then read -r l; echo "$l" > out.0; else sleep 0.3; cat > out.1; fi'
+    replicas: 2
+    stdin: q
+    on_failure: continue
+"#,
+    );
+    let run = t.run();
+    let q = run.queue("q");
+    let got0 = std::fs::read_to_string(t.path().join("out.0"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    let got1 = std::fs::read_to_string(t.path().join("out.1"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    let in_flight = q["in_flight_at_failure"].as_u64().unwrap();
+    let given0 = run.instance("r.0")["records_in"].as_u64().unwrap();
+    let given1 = run.instance("r.1")["records_in"].as_u64().unwrap();
+    assert_eq!(got0, 1);
+    // prun lost nothing: every record was handed to exactly one reader ...
+    assert_eq!(given0 + given1, 20000, "{q:#}");
+    // ... the survivor read all it was given ...
+    assert_eq!(got1, given1);
+    // ... and what the dead reader never took out of its pipe is counted (sh's `read`
+    // takes exactly one line out of a pipe).
+    assert_eq!(in_flight, given0 - 1, "{q:#}");
+}
+
+#[test]
+fn backpressure_blocks_the_writer_and_bounds_the_queue() {
+    let run = Test::new(
+        r#"
+version: 1
+queues:
+  q: {capacity: 10}
+stages:
+  w: {cmd: [seq, 1, 300000], stdout: q, replicas: 2}
+  r:
+    sh: 'sleep 0.5; wc -l > /dev/null'
+    stdin: q
+    replicas: 2
+"#,
+    )
+    .run();
+    run.expect(0);
+    let q = run.queue("q");
+    assert_eq!(q["records"], 600000);
+    assert!(q["blocked_ms"].as_u64().unwrap() > 100, "{q:#}");
+    // A bounded buffer: at most one extra read beyond the capacity.
+    assert!(q["max_depth"].as_u64().unwrap() < 10 + 16 * 1024, "{q:#}");
+}
+
+#[test]
+fn fds_join_two_queues() {
+    let run = Test::new(
+        r#"
+version: 1
+queues:
+  left: {}
+  right: {}
+stages:
+  a: {cmd: [seq, 1, 3], stdout: left}
+  b: {cmd: [seq, 11, 13], stdout: right}
+  join:
+    cmd: [paste, -d, " ", "${fd.3}", "${fd.4}"]
+    fds: {3: {read: left}, 4: {read: right}}
+    stdout: inherit
+"#,
+    )
+    .run();
+    run.expect(0);
+    assert_eq!(run.stdout(), "1 11\n2 12\n3 13\n");
+}
+
+#[test]
+fn direct_pipe_carries_everything_and_stdout_stays_clean() {
+    let run = Test::new(
+        r#"
+version: 1
+queues:
+  q: {}
+stages:
+  w: {cmd: [seq, 1, 100000], stdout: q}
+  r: {cmd: [wc, -l], stdin: q, stdout: inherit}
+"#,
+    )
+    .run();
+    run.expect(0);
+    assert_eq!(run.stdout().trim(), "100000");
+}
