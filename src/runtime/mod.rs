@@ -6,8 +6,9 @@
 //!
 //! Layout: `spawn` (a command as data → a process), `guardian` (kills every group if
 //! prun is SIGKILLed), `drain` (log pipes → lines), `supervisor` (the one loop that
-//! owns all children and waits), `event` (what it tells the world). `router` and
-//! `coord` are contracts implemented elsewhere.
+//! owns all children and waits; with `batch` for foreach stages and `coordinate` for
+//! `prun ctl` and deadlocks), `event` (what it tells the world), `router` (queues),
+//! `coord` (semaphores and events as data), `foreach` (item sources, `--resume`).
 
 pub mod coord;
 mod drain;

@@ -261,7 +261,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: reading errno and exiting without running any destructor.
         unsafe {
             let e = *libc::__errno_location();
-            p.error.store(if e == 0 { libc::EINVAL } else { e }, Ordering::Release);
+            p.error
+                .store(if e == 0 { libc::EINVAL } else { e }, Ordering::Release);
             libc::_exit(127)
         }
     };

@@ -7,9 +7,16 @@
 //! signals (via signal-hook), log-line matches and probe results from helper threads,
 //! and router events. It reports by sending [`Event`]s; it never prints.
 //!
-//! Each pass of the loop: reap → fire due timers → start what may start (after
-//! conditions, events and permits, skipping what never can) → advance the shutdown
-//! → wait for the next message or deadline.
+//! Each pass of the loop: reap → fire due timers and ctl wait deadlines → create
+//! foreach instances for free slots and start what may start (after conditions,
+//! events and permits, skipping what never can) → close queues → advance the shutdown
+//! → look for a deadlock → wait for the next message, ctl request, queue record
+//! (`foreach: {queue}`) or deadline.
+//!
+//! Submodules: `batch` (foreach stages, `--resume`) and `coordinate` (the control
+//! socket, deadlock detection); semaphores and events live in one
+//! [`Coord`](super::coord::Coord) owned by this loop, `prun ctl` waits in one
+//! [`CtlBroker`](crate::ctl::CtlBroker).
 //!
 //! Decisions where the SPEC is silent:
 //! - `on_failure: ignore` makes a failure count as success for `after` conditions too.
@@ -25,8 +32,21 @@
 //! - Group members left after their leader exits are SIGKILLed at the end of the run;
 //!   processes that left their group (`setsid`) are found as re-parented children of
 //!   prun and killed with their own group.
-//! - When nothing runs and nothing is scheduled but instances still wait (events or
-//!   permits nobody can provide), they are skipped as a deadlock and the run fails (1).
+//! - Semaphores (`semaphore:`): an instance asks for its permits (all at once, FIFO)
+//!   only once its `after` conditions and `waits:` events hold, holds them while its
+//!   process runs, and gives them back — with any permit taken through `prun ctl` —
+//!   whenever its process ends, also before a restart (the restart asks again).
+//! - `waits:` are checked when the instance starts; clearing the event later does not
+//!   stop it. An event cleared while the instance waited for permits makes it give
+//!   them back until the event is set again.
+//! - `sets:` triggers: `started` when the process is spawned, `ready` when it is
+//!   ready, `succeeded`/`failed`/`exited` at every end of a run (so a restart can set
+//!   them again), `{line}` on the first matching log line of each run.
+//! - Deadlocks (nothing able to act can give what waiting instances need) fail the
+//!   run with exit code 1 and a message naming who waits for what and who holds what
+//!   (see `coordinate`).
+//! - Every stage gets the directory of the running prun first on its PATH and
+//!   `PRUN_EXE`, so `prun ctl` works in stages when prun is not installed.
 //! - `PRUN_INSTANCE` is the index (like `${instance}`); `PRUN_INSTANCE_NAME` is added.
 //! - When stdout and stderr are both `log`, they share one pipe so their relative
 //!   order is kept.
