@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -71,6 +71,8 @@ struct Board {
     bars: Vec<StageBar>,
     /// Instance → (bar index, its current state name).
     last: HashMap<InstanceId, (usize, &'static str)>,
+    /// Queue name → (its line, last count, when it was seen).
+    queues: HashMap<String, (ProgressBar, u64, Instant)>,
 }
 
 struct StageBar {
@@ -124,6 +126,11 @@ impl Terminal {
                 }
             }
             Event::Deadlock { message } => self.prun_line(Level::Error, message),
+            Event::QueueProgress { name, records, .. } => {
+                if let Some(b) = &mut self.board {
+                    b.queue_progress(name, *records);
+                }
+            }
             Event::Log { id, line } => self.log_line(*id, line),
             Event::StateChanged { id, state: s, .. } => {
                 let name = self.name(*id);
@@ -263,6 +270,9 @@ impl Terminal {
             for sb in &b.bars {
                 sb.bar.finish_and_clear();
             }
+            for (bar, _, _) in b.queues.values() {
+                bar.finish_and_clear();
+            }
             let _ = b.multi.clear();
         }
         let table = format_table(report, self.opts.color);
@@ -278,6 +288,7 @@ impl Board {
             multi,
             bars: Vec::new(),
             last: HashMap::new(),
+            queues: HashMap::new(),
         };
         for (info, _) in state.instance_names() {
             board.add_instance(info.id, &info.stage_name);
@@ -336,6 +347,28 @@ impl Board {
         bump(&mut self.bars[b].counts, state, 1);
         self.last.insert(id, (b, state));
         self.redraw(b);
+    }
+
+    /// A line per routed queue: records so far and records/s since the last sample.
+    fn queue_progress(&mut self, name: &str, records: u64) {
+        let now = Instant::now();
+        let multi = &self.multi;
+        let (bar, last, at) = self.queues.entry(name.to_string()).or_insert_with(|| {
+            let style = ProgressStyle::with_template("  queue {prefix:.bold} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let bar = multi.add(ProgressBar::new_spinner().with_style(style));
+            bar.set_prefix(name.to_string());
+            (bar, 0, now)
+        });
+        let secs = now.saturating_duration_since(*at).as_secs_f64();
+        let rate = if secs > 0.0 {
+            (records.saturating_sub(*last)) as f64 / secs
+        } else {
+            0.0
+        };
+        bar.set_message(format!("{records} records · {rate:.0}/s"));
+        *last = records;
+        *at = now;
     }
 
     fn redraw(&self, b: usize) {

@@ -233,6 +233,13 @@ pub enum Event {
         direct: bool,
         stats: QueueStats,
     },
+    /// Records routed so far through a routed queue (about once a second, for the
+    /// status board's records/s).
+    QueueProgress {
+        queue: usize,
+        name: String,
+        records: u64,
+    },
     /// Records counted for an instance by the routers (None: direct pipe only).
     Records {
         id: InstanceId,

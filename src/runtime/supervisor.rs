@@ -83,6 +83,8 @@ use batch::Batch;
 const SIGPIPE_GRACE: Duration = Duration::from_millis(300);
 /// Longest sleep of the loop, a safety net only (SIGCHLD wakes it).
 const MAX_WAIT: Duration = Duration::from_millis(250);
+/// Period of the `QueueProgress` events (records/s on the status board).
+const QUEUE_TICK: Duration = Duration::from_secs(1);
 /// Poll period of `ready: {file}`.
 const FILE_PROBE_PERIOD: Duration = Duration::from_millis(50);
 
@@ -236,6 +238,8 @@ pub struct Supervisor {
     /// A deadlock seen by the last check: who, and since when (confirmed after a grace).
     deadlock_seen: Option<(Vec<u64>, Instant)>,
     next_deadlock_check: Instant,
+    /// Next `QueueProgress` report (routed queues only).
+    next_queue_tick: Option<Instant>,
     /// `PRUN_EXE` and the directory put first on every stage's PATH.
     exe: Option<PathBuf>,
     routers: Vec<Option<QueueRouter>>,
@@ -314,6 +318,7 @@ impl Supervisor {
             resume: HashSet::new(),
             deadlock_seen: None,
             next_deadlock_check: Instant::now(),
+            next_queue_tick: None,
             exe: std::env::current_exe().ok(),
             routers,
             queues,
@@ -371,12 +376,16 @@ impl Supervisor {
         }
         self.start_ctl();
         self.attach_batch_queues();
+        if self.routers.iter().any(|r| r.is_some()) {
+            self.next_queue_tick = Some(Instant::now() + QUEUE_TICK);
+        }
 
         loop {
             self.reap();
             let now = Instant::now();
             self.fire_timers(now);
             self.expire_ctl(now);
+            self.queue_tick(now);
             self.schedule();
             self.check_queues();
             self.advance_shutdown();
@@ -492,6 +501,7 @@ impl Supervisor {
             consider(i.pending_pipe.map(|(_, t)| t));
         }
         consider(self.broker.next_deadline());
+        consider(self.next_queue_tick);
         if self.deadlock_seen.is_some() {
             consider(Some(self.next_deadlock_check));
         }
@@ -862,6 +872,24 @@ impl Supervisor {
                 if !names.is_empty() {
                     self.emit(Event::StillWaiting { names });
                 }
+            }
+        }
+    }
+
+    /// Queue counters for the status board, about once a second.
+    fn queue_tick(&mut self, now: Instant) {
+        if self.next_queue_tick.is_none_or(|t| t > now) {
+            return;
+        }
+        self.next_queue_tick = Some(now + QUEUE_TICK);
+        for q in 0..self.routers.len() {
+            if let Some(r) = &self.routers[q] {
+                let records = r.stats().records;
+                self.emit(Event::QueueProgress {
+                    queue: q,
+                    name: self.plan.queues[q].name.clone(),
+                    records,
+                });
             }
         }
     }
