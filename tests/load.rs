@@ -38,7 +38,9 @@ fn every_key_plan_is_pinned() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace(manifest().to_str().unwrap(), "[REPO]");
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path("snapshots/valid");
     settings.bind(|| insta::assert_snapshot!("every-key-plan", text));

@@ -29,7 +29,7 @@ pub fn render(p: &Plan) -> String {
             Instances::Replicas { .. } => s.name.clone(),
             Instances::Foreach { source, parallel } => {
                 format!(
-                    "{}[item] for each {} (parallel {parallel})",
+                    "{}.N, one per {} (parallel {parallel})",
                     s.name,
                     describe_source(p, source)
                 )
@@ -162,8 +162,8 @@ pub fn render(p: &Plan) -> String {
 
 fn describe_source(p: &Plan, s: &ForeachSource) -> String {
     match s {
-        ForeachSource::Items(items) => format!("{} item(s)", items.len()),
-        ForeachSource::Range { from, to, step } => format!("range {from}..{to} step {step}"),
+        ForeachSource::Items(items) => format!("item (of {})", items.len()),
+        ForeachSource::Range { from, to, step } => format!("number in {from}..{to} step {step}"),
         ForeachSource::Glob(t) => format!("file matching {}", t.render(&InstanceVars::default())),
         ForeachSource::Lines(t) => format!("line of {}", t.render(&InstanceVars::default())),
         ForeachSource::Queue(q) => format!(
