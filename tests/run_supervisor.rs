@@ -717,6 +717,14 @@ fn scenario_plan(name: &str, marker: &str) -> PlanBuilder {
             s.stop.timeout = Duration::from_secs(30);
             b.cmd("plain", &["sleep", marker]);
         }
+        "escapee" => {
+            // One escapee whose parent lives on, one re-parented to prun.
+            b.sh(
+                "parent",
+                &format!("setsid sleep {marker} & echo started; sleep {marker}"),
+            );
+            b.sh("orphaner", &format!("setsid sleep {marker} & echo up"));
+        }
         "demo" => {
             b.sh("chef", "for i in 1 2 3; do echo bun $i; sleep 0.2; done");
             b.sh("eater", "sleep 0.3; echo ate; exit 2").on_failure = OnFailure::Continue;
@@ -912,6 +920,19 @@ fn sigkill_of_prun_kills_every_group_within_a_second() {
         processes_with_arg(&p.marker).is_empty()
     });
     eprintln!("stages gone {:?} after prun's death", t0.elapsed());
+}
+
+#[test]
+fn sigkill_of_prun_also_kills_setsid_escapees() {
+    let mut p = ChildPrun::start("escapee", 3);
+    // prun notices each escaped group and hands it to the guardian.
+    p.wait_for_stderr("left its process group");
+    p.wait_for_stderr("left its process group");
+    p.signal(libc::SIGKILL);
+    p.wait_exit(Duration::from_secs(5));
+    p.wait_for(Duration::from_secs(1), || {
+        processes_with_arg(&p.marker).is_empty()
+    });
 }
 
 #[test]

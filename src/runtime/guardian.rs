@@ -59,6 +59,12 @@ impl Guardian {
         self.write.as_ref().map(|f| f.as_raw_fd())
     }
 
+    /// Register a group prun did not spawn itself (a descendant that left its
+    /// instance's group with `setsid`).
+    pub fn adopt(&mut self, pgid: i32) {
+        self.send(&format!("+{pgid}\n"));
+    }
+
     /// The group has no process left: forget it.
     pub fn forget(&mut self, pgid: i32) {
         self.send(&format!("-{pgid}\n"));

@@ -85,6 +85,9 @@ const SIGPIPE_GRACE: Duration = Duration::from_millis(300);
 const MAX_WAIT: Duration = Duration::from_millis(250);
 /// Period of the `QueueProgress` events (records/s on the status board).
 const QUEUE_TICK: Duration = Duration::from_secs(1);
+/// How often prun looks for descendants that left their process group (`setsid`), so
+/// the guardian can kill them too if prun is SIGKILLed.
+const ESCAPE_SCAN: Duration = Duration::from_millis(250);
 /// Poll period of `ready: {file}`.
 const FILE_PROBE_PERIOD: Duration = Duration::from_millis(50);
 
@@ -240,6 +243,9 @@ pub struct Supervisor {
     next_deadlock_check: Instant,
     /// Next `QueueProgress` report (routed queues only).
     next_queue_tick: Option<Instant>,
+    /// Next look for escaped descendants, and the groups handed to the guardian so far.
+    next_escape_scan: Instant,
+    adopted: HashSet<i32>,
     /// `PRUN_EXE` and the directory put first on every stage's PATH.
     exe: Option<PathBuf>,
     routers: Vec<Option<QueueRouter>>,
@@ -319,6 +325,8 @@ impl Supervisor {
             deadlock_seen: None,
             next_deadlock_check: Instant::now(),
             next_queue_tick: None,
+            next_escape_scan: Instant::now() + ESCAPE_SCAN,
+            adopted: HashSet::new(),
             exe: std::env::current_exe().ok(),
             routers,
             queues,
@@ -386,6 +394,7 @@ impl Supervisor {
             self.fire_timers(now);
             self.expire_ctl(now);
             self.queue_tick(now);
+            self.escape_scan(now);
             self.schedule();
             self.check_queues();
             self.advance_shutdown();
@@ -502,6 +511,9 @@ impl Supervisor {
         }
         consider(self.broker.next_deadline());
         consider(self.next_queue_tick);
+        if self.insts.iter().any(|i| i.pid.is_some()) {
+            consider(Some(self.next_escape_scan));
+        }
         if self.deadlock_seen.is_some() {
             consider(Some(self.next_deadlock_check));
         }
@@ -873,6 +885,64 @@ impl Supervisor {
                     self.emit(Event::StillWaiting { names });
                 }
             }
+        }
+    }
+
+    /// Hand every process group that descends from prun but is not an instance's own
+    /// group (a `setsid` escapee) to the guardian, so a SIGKILL of prun still kills it;
+    /// forget adopted groups that are gone, so a recycled id is never killed. At the end
+    /// of a normal run, `sweep_descendants` kills escapees anyway.
+    fn escape_scan(&mut self, now: Instant) {
+        if now < self.next_escape_scan || self.guardian.is_none() {
+            return;
+        }
+        self.next_escape_scan = now + ESCAPE_SCAN;
+        if !self.insts.iter().any(|i| i.pid.is_some()) {
+            return;
+        }
+        let table = process_table();
+        // SAFETY: getpgrp cannot fail.
+        let own_group = unsafe { libc::getpgrp() };
+        let live: HashSet<i32> = table.iter().map(|e| e.2).collect();
+        let gone: Vec<i32> = self
+            .adopted
+            .iter()
+            .copied()
+            .filter(|g| !live.contains(g))
+            .collect();
+        for g in gone {
+            self.adopted.remove(&g);
+            if let Some(guardian) = self.guardian.as_mut() {
+                guardian.forget(g);
+            }
+        }
+        let known: HashSet<i32> = self
+            .insts
+            .iter()
+            .flat_map(|i| i.pgids.iter().copied())
+            .chain(self.owners.keys().copied())
+            .collect();
+        let mut found = Vec::new();
+        for &(pid, _, pgrp) in &table {
+            if pgrp == own_group
+                || pgrp <= 1
+                || self.adopted.contains(&pgrp)
+                || known.contains(&pgrp)
+                || !group_is_ours(&table, pgrp, self.self_pid)
+            {
+                continue;
+            }
+            self.adopted.insert(pgrp);
+            found.push((pid, pgrp));
+        }
+        for (pid, pgrp) in found {
+            if let Some(guardian) = self.guardian.as_mut() {
+                guardian.adopt(pgrp);
+            }
+            self.notice(
+                Level::Info,
+                format!("pid {pid} left its process group (setsid); prun will still stop it"),
+            );
         }
     }
 
