@@ -13,6 +13,7 @@ pub mod diag;
 pub mod graph;
 pub mod model;
 pub mod plan;
+pub mod procfs;
 pub mod report;
 pub mod runtime;
 pub mod spec;

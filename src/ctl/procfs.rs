@@ -9,16 +9,9 @@
 
 use std::collections::HashSet;
 
-/// Fields of `/proc/<pid>/stat` after the command name: (state, ppid, pgrp).
+/// (state, ppid, pgrp) of `pid`.
 fn stat_fields(pid: i32) -> Option<(char, i32, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may itself contain spaces and ')'.
-    let after = &text[text.rfind(')')? + 1..];
-    let mut it = after.split_ascii_whitespace();
-    let state = it.next()?.chars().next()?;
-    let ppid = it.next()?.parse().ok()?;
-    let pgrp = it.next()?.parse().ok()?;
-    Some((state, ppid, pgrp))
+    crate::procfs::stat(pid).map(|s| (s.state, s.ppid, s.pgrp))
 }
 
 /// Process group of `pid`, or None when it does not exist (any more).
@@ -55,21 +48,11 @@ pub fn owner_of<T>(pid: i32, mut lookup: impl FnMut(i32) -> Option<T>) -> Option
 /// waits is really blocked before calling it deadlocked. Errs on the side of "not
 /// parked": false when the group is empty or `/proc/<pid>/wchan` says nothing.
 pub fn group_is_parked(pgid: i32, parked: &HashSet<i32>) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
     let mut members = 0;
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Some((state, _, pgrp)) = stat_fields(pid) else {
-            continue;
-        };
+    for crate::procfs::Stat {
+        pid, state, pgrp, ..
+    } in crate::procfs::table()
+    {
         if pgrp != pgid {
             continue;
         }

@@ -2054,32 +2054,10 @@ fn group_alive(pgid: i32) -> bool {
 
 /// (pid, parent pid, process group) of every live process, from /proc.
 fn process_table() -> Vec<(i32, i32, i32)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().take(3).collect();
-        if let [_, ppid, pgrp] = f[..]
-            && let (Ok(ppid), Ok(pgrp)) = (ppid.parse(), pgrp.parse())
-        {
-            out.push((pid, ppid, pgrp));
-        }
-    }
-    out
+    crate::procfs::table()
+        .into_iter()
+        .map(|s| (s.pid, s.ppid, s.pgrp))
+        .collect()
 }
 
 /// The group has a member that descends from prun (so its id was not recycled).
@@ -2100,33 +2078,11 @@ fn group_is_ours(table: &[(i32, i32, i32)], pgid: i32, me: i32) -> bool {
 
 /// Pids whose parent is `ppid`, from /proc.
 pub fn children_of(ppid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The command name may contain spaces and parentheses: fields follow the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let parent = fields.next().and_then(|s| s.parse::<i32>().ok());
-        if parent == Some(ppid) && state != Some("Z") {
-            out.push(pid);
-        }
-    }
-    out
+    crate::procfs::table()
+        .into_iter()
+        .filter(|s| s.ppid == ppid && s.state != 'Z')
+        .map(|s| s.pid)
+        .collect()
 }
 
 fn start_tcp_probe(

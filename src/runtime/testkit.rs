@@ -194,32 +194,12 @@ pub fn unique_sleep_arg() -> String {
 
 /// Pids of live (non-zombie) processes whose argv contains `marker`.
 pub fn processes_with_arg(marker: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let path: PathBuf = ["/proc", &pid.to_string(), "cmdline"].iter().collect();
-        let Ok(cmdline) = std::fs::read(&path) else {
-            continue;
-        };
-        let hit = cmdline.split(|&b| b == 0).any(|a| a == marker.as_bytes());
-        if hit {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next());
-            if state != Some("Z") {
-                out.push(pid);
-            }
-        }
-    }
-    out
+    crate::procfs::pids()
+        .into_iter()
+        .filter(|pid| {
+            let path: PathBuf = ["/proc", &pid.to_string(), "cmdline"].iter().collect();
+            std::fs::read(&path).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes()))
+        })
+        .filter(|&pid| crate::procfs::stat(pid).is_some_and(|s| s.state != 'Z'))
+        .collect()
 }
