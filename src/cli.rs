@@ -258,11 +258,21 @@ fn run(a: RunArgs) -> i32 {
         emit(&crate::plan::show::render(&plan));
         return exit::OK;
     }
+    // A stage that reads the terminal (`stdin: inherit`) is interactive and needs the
+    // terminal to itself: `auto` gives the live board up (`--progress always` forces it).
+    let interactive = plan
+        .stages
+        .iter()
+        .any(|s| matches!(s.stdin, crate::plan::Input::Inherit));
+    let progress = match a.progress {
+        When::Auto if interactive => When::Never,
+        p => p,
+    };
     let opts = crate::runtime::RunOptions {
         report: a.report,
         log_dir: a.log_dir,
         quiet: a.quiet,
-        progress: Some(a.progress.as_str().to_string()),
+        progress: Some(progress.as_str().to_string()),
         color: Some(a.color.as_str().to_string()),
         resume: a.resume,
     };
