@@ -137,7 +137,7 @@ struct Shutdown {
 enum Signal {
     Name(
         #[schemars(regex(
-            pattern = r"^(?i)(SIG)?(HUP|INT|QUIT|ABRT|KILL|USR1|USR2|PIPE|ALRM|TERM|CONT|STOP|TSTP|WINCH)$"
+            pattern = r"^(SIG|sig)?(HUP|INT|QUIT|ABRT|KILL|USR1|USR2|PIPE|ALRM|TERM|CONT|STOP|TSTP|WINCH|hup|int|quit|abrt|kill|usr1|usr2|pipe|alrm|term|cont|stop|tstp|winch)$"
         ))]
         String,
     ),
