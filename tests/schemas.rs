@@ -92,3 +92,41 @@ fn every_diagnostic_code_is_documented() {
         );
     }
 }
+
+/// Editors validate files with the committed schema: it must accept every shipped
+/// pipeline and reject the invalid cases that are about shape (unknown keys, bad words).
+#[test]
+fn committed_pipeline_schema_accepts_the_examples_and_rejects_bad_shapes() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(manifest().join("schemas/pipeline.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema itself is valid");
+    let as_json = |path: &Path| -> serde_json::Value {
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let mut files: Vec<_> = std::fs::read_dir(manifest().join("pipelines"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.push(manifest().join("tests/valid/every-key.yaml"));
+    for f in &files {
+        let doc = as_json(f);
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", f.display());
+    }
+    for bad in [
+        "unknown-key",
+        "invalid-value",
+        "ranges",
+        "invalid-signal",
+        "invalid-name",
+    ] {
+        let doc = as_json(&manifest().join(format!("tests/invalid/{bad}.yaml")));
+        assert!(
+            !validator.is_valid(&doc),
+            "{bad} should be rejected by the schema"
+        );
+    }
+}
