@@ -2,9 +2,9 @@
 //! and from a writer), readers that end early, `fds`, and the queue statistics in the
 //! JSON report.
 
-mod common;
+mod run_util;
 
-use common::Test;
+use run_util::Test;
 
 fn sorted_lines(s: &str) -> Vec<String> {
     let mut v: Vec<String> = s.lines().map(str::to_string).collect();
@@ -31,10 +31,10 @@ stages:
 "#,
     );
     let run = t.run();
-    run.expect(0);
+    run.assert_code(0);
     let mut all = Vec::new();
     for i in 0..3 {
-        let text = std::fs::read_to_string(t.path().join(format!("out.{i}"))).unwrap();
+        let text = std::fs::read_to_string(t.path(&format!("out.{i}"))).unwrap();
         all.extend(text.lines().map(str::to_string));
         assert_eq!(
             run.instance(&format!("r.{i}"))["records_in"],
@@ -71,9 +71,9 @@ stages:
 "#,
     );
     let run = t.run();
-    run.expect(0);
+    run.assert_code(0);
     let outs: Vec<String> = (0..3)
-        .map(|i| std::fs::read_to_string(t.path().join(format!("out.{i}"))).unwrap())
+        .map(|i| std::fs::read_to_string(t.path(&format!("out.{i}"))).unwrap())
         .collect();
     assert_eq!(outs[0], outs[1]);
     assert_eq!(outs[1], outs[2]);
@@ -103,9 +103,9 @@ stages:
 "#,
     );
     let run = t.run();
-    run.expect(0);
+    run.assert_code(0);
     for i in 0..2 {
-        let text = std::fs::read_to_string(t.path().join(format!("out.{i}"))).unwrap();
+        let text = std::fs::read_to_string(t.path(&format!("out.{i}"))).unwrap();
         assert_eq!(text.lines().filter(|l| *l == "None").count(), 1, "{text}");
         assert_eq!(text.lines().last(), Some("None"));
     }
@@ -133,8 +133,8 @@ stages:
 "#,
     );
     let run = t.run();
-    run.expect(0);
-    let text = std::fs::read_to_string(t.path().join("out")).unwrap();
+    run.assert_code(0);
+    let text = std::fs::read_to_string(t.path("out")).unwrap();
     assert_eq!(sorted_lines(&text), vec!["STOP", "one", "three", "two"]);
     assert_eq!(run.queue("q")["dropped_after_sentinel"], 2);
 }
@@ -152,8 +152,8 @@ stages:
   r: {sh: 'cat > out', stdin: q}
 "#,
     );
-    t.run().expect(0);
-    let text = std::fs::read_to_string(t.path().join("out")).unwrap();
+    t.run().assert_code(0);
+    let text = std::fs::read_to_string(t.path("out")).unwrap();
     assert!(text.ends_with('\n'));
     assert_eq!(sorted_lines(&text), vec!["no-newline", "x", "y"]);
 }
@@ -171,8 +171,8 @@ stages:
   r: {sh: 'cat > out', stdin: q}
 "#,
     );
-    t.run().expect(0);
-    let bytes = std::fs::read(t.path().join("out")).unwrap();
+    t.run().assert_code(0);
+    let bytes = std::fs::read(t.path("out")).unwrap();
     let mut recs: Vec<&[u8]> = bytes.split(|b| *b == 0).filter(|r| !r.is_empty()).collect();
     recs.sort();
     assert_eq!(recs, vec![&b"a\nb"[..], b"c", b"d"]);
@@ -192,7 +192,7 @@ stages:
 "#,
     )
     .run();
-    run.expect(0);
+    run.assert_code(0);
     assert_eq!(run.instance("r")["state"], "succeeded");
     for w in ["w.0", "w.1"] {
         assert_eq!(
@@ -224,11 +224,11 @@ stages:
     );
     let run = t.run();
     let q = run.queue("q");
-    let got0 = std::fs::read_to_string(t.path().join("out.0"))
+    let got0 = std::fs::read_to_string(t.path("out.0"))
         .unwrap()
         .lines()
         .count() as u64;
-    let got1 = std::fs::read_to_string(t.path().join("out.1"))
+    let got1 = std::fs::read_to_string(t.path("out.1"))
         .unwrap()
         .lines()
         .count() as u64;
@@ -261,7 +261,7 @@ stages:
 "#,
     )
     .run();
-    run.expect(0);
+    run.assert_code(0);
     let q = run.queue("q");
     assert_eq!(q["records"], 600000);
     assert!(q["blocked_ms"].as_u64().unwrap() > 100, "{q:#}");
@@ -287,8 +287,8 @@ stages:
 "#,
     )
     .run();
-    run.expect(0);
-    assert_eq!(run.stdout(), "1 11\n2 12\n3 13\n");
+    run.assert_code(0);
+    assert_eq!(run.stdout, "1 11\n2 12\n3 13\n");
 }
 
 #[test]
@@ -304,6 +304,6 @@ stages:
 "#,
     )
     .run();
-    run.expect(0);
-    assert_eq!(run.stdout().trim(), "100000");
+    run.assert_code(0);
+    assert_eq!(run.stdout.trim(), "100000");
 }

@@ -173,6 +173,13 @@ impl Outcome {
             .unwrap_or_else(|| panic!("no instance {name}\n{}", self.context()))
     }
 
+    pub fn queue(&self, name: &str) -> &Value {
+        self.report["queues"]
+            .as_array()
+            .and_then(|a| a.iter().find(|q| q["name"] == name))
+            .unwrap_or_else(|| panic!("no queue {name}\n{}", self.context()))
+    }
+
     /// Text lines an instance logged (prun writes them as `name │ text`).
     pub fn log_of(&self, name: &str) -> Vec<String> {
         self.stderr
