@@ -205,7 +205,10 @@ impl Reader {
             // Busy the whole time (it still has unread bytes): its speed is known. It may
             // hold what it consumes in HORIZON, so a slow reader holds little and equal
             // readers hold alike.
-            let consumed = (self.written - unread as u64).saturating_sub(consumed_then);
+            let consumed = self
+                .written
+                .saturating_sub(unread as u64)
+                .saturating_sub(consumed_then);
             let w = u128::from(consumed) * HORIZON.as_micros() / elapsed.as_micros().max(1);
             self.window = (w.min(self.pipe_cap as u128) as usize).max(1);
             self.period = None;
@@ -244,7 +247,7 @@ impl Reader {
     /// A batch is handed over while `unread` bytes wait in its pipe.
     fn given(&mut self, now: Instant, unread: usize) {
         if self.period.is_none() {
-            self.period = Some((now, self.written - unread as u64));
+            self.period = Some((now, self.written.saturating_sub(unread as u64)));
         }
     }
 
