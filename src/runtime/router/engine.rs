@@ -26,17 +26,30 @@ pub(super) const READ_BLOCK: usize = 256 * 1024;
 const MIN_READ: usize = 16 * 1024;
 /// Writer pipes are enlarged so a fast writer wakes the router less often.
 const WRITER_PIPE: usize = 1 << 20;
-/// Reader pipes: large enough for streaming, small enough that a reader that stalls
-/// cannot strand much (everything it holds is counted as in flight if it dies).
-const READER_PIPE: usize = 256 * 1024;
-/// What a reader of unknown speed is given at most in one batch.
-const FIRST_TARGET: usize = 4 * 1024;
-/// A reader that drains its batch faster than this earns a larger one.
+/// Reader pipes are set to this size. It is also the most a reader may hold (unread in
+/// its pipe plus not yet written): the bound on what a reader that stalls keeps from the
+/// others. 64 KiB (the Linux default) is what `cat | cat` streams through at full speed.
+pub(super) const READER_PIPE: usize = 64 * 1024;
+/// A reader of unknown speed gets at most this many records and bytes, until it shows
+/// how fast it drains them: a slow reader then holds only a few records, a fast one
+/// doubles its window at every visit.
+const FIRST_WINDOW: usize = 4 * 1024;
+const FIRST_RECORDS: u64 = 16;
+/// A reader that empties its pipe this soon after a batch was handed over earns a window
+/// twice as large.
 const FAST_DRAIN: Duration = Duration::from_millis(20);
-/// A reader that still holds data this long after its batch earns a smaller one.
+/// A reader still busy this long after a batch was handed over has its speed measured:
+/// its window becomes what it consumes in [`HORIZON`].
 const SLOW_DRAIN: Duration = Duration::from_millis(100);
-/// A streaming reader whose pipe stayed full this long loses its unwritten batches to
-/// idle readers.
+/// How much of its own work a reader may hold in advance, as time.
+const HORIZON: Duration = Duration::from_millis(50);
+/// A pipe's unit of space: a streaming reader is topped up once this much room is free
+/// (POLLOUT reports a free page).
+const PAGE: usize = 4096;
+/// A share of more records than this is cut by bytes (one memrchr) rather than by
+/// counting records one by one.
+const EXACT_SHARE: u64 = 64;
+/// A reader whose pipe stayed full this long loses its unwritten records to idle readers.
 const STEAL_AFTER: Duration = Duration::from_millis(20);
 /// Re-check interval while records wait for a reader to drain (drain is not pollable).
 const TICK_MS: i32 = 2;
@@ -111,19 +124,23 @@ struct Reader {
     /// Bytes (pipe) or record bytes (channel) of `pending[0]` already handed over.
     head_off: usize,
     pending_records: u64,
+    /// False after a write hit a full pipe, until poll reports room.
     writable: bool,
-    /// Batch size this reader has earned (bytes).
-    target: usize,
-    /// Proven fast: fed whenever its pending list is empty, up to a full pipe.
-    streaming: bool,
+    /// Most bytes this reader may hold: unread in its pipe plus pending. Grows while it
+    /// empties its pipe quickly, follows its measured speed while it is busy.
+    window: usize,
     pipe_cap: usize,
+    /// Bytes written into its pipe so far; minus what is unread, what it consumed.
+    written: u64,
+    /// Start of the current speed measurement: when a batch was handed over to a reader
+    /// that had none under measurement, and what it had consumed then.
+    period: Option<(Instant, u64)>,
+    /// Its speed was judged at least once (until then, batches are of FIRST_RECORDS).
+    measured: bool,
     /// Recently written slices, at least a pipe's worth, to count in-flight records.
     log: VecDeque<Slice>,
     log_bytes: usize,
     delivered: u64,
-    /// When its last batch was completely written into the pipe.
-    given_at: Option<Instant>,
-    judged: bool,
     blocked_since: Option<Instant>,
     gone_reported: bool,
 }
@@ -132,20 +149,21 @@ impl Reader {
     fn new(id: ReaderId, sink: Sink, pipe_cap: usize) -> Reader {
         Reader {
             id,
+            // A channel reader has its own bound (the channel's capacity).
+            measured: matches!(sink, Sink::Channel(_)),
             sink: Some(sink),
             state: ReaderState::Live,
             pending: VecDeque::new(),
             head_off: 0,
             pending_records: 0,
             writable: true,
-            target: FIRST_TARGET.min(pipe_cap),
-            streaming: false,
+            window: FIRST_WINDOW.min(pipe_cap),
             pipe_cap,
+            written: 0,
+            period: None,
             log: VecDeque::new(),
             log_bytes: 0,
             delivered: 0,
-            given_at: None,
-            judged: true,
             blocked_since: None,
             gone_reported: false,
         }
@@ -155,44 +173,95 @@ impl Reader {
         matches!(self.state, ReaderState::Live | ReaderState::Finishing)
     }
 
-    /// May this reader be given a new batch now? Adapts its batch size on the way.
-    fn eligible(&mut self, now: Instant) -> bool {
-        if self.state != ReaderState::Live || !self.pending.is_empty() {
-            return false;
-        }
+    /// A streaming reader has earned a whole pipe: it is topped up whenever a page of
+    /// its pipe is free, and poll's POLLOUT says when that is.
+    fn streaming(&self) -> bool {
+        self.window >= self.pipe_cap
+    }
+
+    /// Bytes unread in its pipe (0 for a channel reader or a closed one).
+    fn unread(&self) -> usize {
         match &self.sink {
-            Some(Sink::Pipe(fd)) => {
-                if self.streaming {
-                    return true;
-                }
-                let unread = sys::unread_bytes(fd.as_raw_fd());
-                let since = self.given_at.map(|t| now.duration_since(t));
-                if unread == 0 {
-                    if !self.judged && since.is_some_and(|d| d <= FAST_DRAIN) {
-                        self.target = (self.target * 2).min(self.pipe_cap);
-                        self.streaming = self.target >= self.pipe_cap;
-                    }
-                    self.judged = true;
-                    true
-                } else {
-                    if !self.judged && since.is_some_and(|d| d >= SLOW_DRAIN) {
-                        self.target = (self.target / 2).max(1);
-                        self.judged = true;
-                    }
-                    false
-                }
-            }
-            Some(Sink::Channel(tx)) => tx.is_empty(),
-            None => false,
+            Some(Sink::Pipe(fd)) => sys::unread_bytes(fd.as_raw_fd()),
+            _ => 0,
         }
     }
 
-    fn batch_limit(&self) -> usize {
-        match &self.sink {
-            Some(Sink::Channel(_)) => 64 * 1024,
-            _ if self.streaming => self.pipe_cap,
-            _ => self.target,
+    /// Adapt the window from what the reader did since its measurement started.
+    fn observe(&mut self, now: Instant, unread: usize) {
+        let Some((since, consumed_then)) = self.period else {
+            return;
+        };
+        let elapsed = now.duration_since(since);
+        if unread == 0 {
+            // Emptied its pipe: at least as fast as it was fed. If that was quick, a
+            // larger window keeps it busy between our visits.
+            if elapsed <= FAST_DRAIN {
+                self.window = (self.window * 2).min(self.pipe_cap);
+            }
+            self.period = None;
+            self.measured = true;
+        } else if elapsed >= SLOW_DRAIN {
+            // Busy the whole time (it still has unread bytes): its speed is known. It may
+            // hold what it consumes in HORIZON, so a slow reader holds little and equal
+            // readers hold alike.
+            let consumed = self
+                .written
+                .saturating_sub(unread as u64)
+                .saturating_sub(consumed_then);
+            let w = u128::from(consumed) * HORIZON.as_micros() / elapsed.as_micros().max(1);
+            self.window = (w.min(self.pipe_cap as u128) as usize).max(1);
+            self.period = None;
+            self.measured = true;
         }
+    }
+
+    /// Room for a new batch, if this reader may be given one now (adapting its window on
+    /// the way). A reader gets more only once it has worked through half of its window
+    /// (a streaming one: a page; one of unknown speed: all of it), and only up to its
+    /// window.
+    fn room(&mut self, now: Instant) -> Option<(usize, usize)> {
+        if self.state != ReaderState::Live || !self.pending.is_empty() {
+            return None;
+        }
+        match &self.sink {
+            Some(Sink::Pipe(_)) => {
+                let unread = self.unread();
+                self.observe(now, unread);
+                let room = self.window.saturating_sub(unread);
+                let ready = if !self.measured {
+                    // Unknown speed: nothing more until it emptied its pipe.
+                    unread == 0
+                } else if self.streaming() {
+                    room >= PAGE.min(self.window)
+                } else {
+                    unread <= self.window / 2
+                };
+                ready.then_some((unread, room))
+            }
+            Some(Sink::Channel(tx)) => tx.is_empty().then_some((0, 64 * 1024)),
+            None => None,
+        }
+    }
+
+    /// A batch is handed over while `unread` bytes wait in its pipe.
+    fn given(&mut self, now: Instant, unread: usize) {
+        if self.period.is_none() {
+            self.period = Some((now, self.written.saturating_sub(unread as u64)));
+        }
+    }
+
+    /// Wake on POLLOUT: to finish writing what is pending, or, while records wait, to
+    /// top up a streaming reader whose pipe is full (poll cannot report "pipe empty",
+    /// only "a page free").
+    fn wants_pollout(&self, records_wait: bool) -> bool {
+        if !self.pending.is_empty() {
+            return true;
+        }
+        records_wait
+            && self.state == ReaderState::Live
+            && self.streaming()
+            && self.window.saturating_sub(self.unread()) < PAGE.min(self.window)
     }
 
     fn push_pending(&mut self, s: Slice) {
@@ -258,6 +327,7 @@ pub(super) struct Engine {
     readers: Vec<Reader>,
     queue: VecDeque<Slice>,
     queued_records: u64,
+    queued_bytes: usize,
     writers_closed: bool,
     readers_final: bool,
     finishing: bool,
@@ -311,6 +381,7 @@ impl Engine {
             readers: Vec::new(),
             queue: VecDeque::new(),
             queued_records: 0,
+            queued_bytes: 0,
             writers_closed: false,
             readers_final: false,
             finishing: false,
@@ -334,6 +405,8 @@ impl Engine {
             self.dispatch(now);
             self.write_readers(now);
             self.track_blocked(now);
+            // Readers equally ready take turns at being served first.
+            self.rr = (self.rr + 1) % self.readers.len().max(1);
             if self.check_end() {
                 break;
             }
@@ -380,7 +453,7 @@ impl Engine {
                 Command::AddReader(id, fd) => {
                     let raw = fd.as_raw_fd();
                     let _ = sys::set_nonblocking(raw);
-                    let cap = sys::grow_pipe(raw, READER_PIPE);
+                    let cap = sys::set_pipe_size(raw, READER_PIPE);
                     self.add_reader(Reader::new(id, Sink::Pipe(fd), cap));
                 }
                 Command::AddChannelReader(id, tx) => {
@@ -624,6 +697,7 @@ impl Engine {
             sentinel: false,
         });
         self.queued_records += records;
+        self.queued_bytes += end;
         let depth = self.depth();
         self.stats.max_depth = self.stats.max_depth.max(depth);
     }
@@ -643,6 +717,7 @@ impl Engine {
         }
         while let Some(s) = self.queue.pop_front() {
             self.queued_records -= s.records;
+            self.queued_bytes -= s.len();
             for r in self
                 .readers
                 .iter_mut()
@@ -654,51 +729,64 @@ impl Engine {
     }
 
     fn dispatch_shared(&mut self, now: Instant) {
-        let n = self.readers.len();
-        let live = self
-            .readers
-            .iter()
-            .filter(|r| r.state == ReaderState::Live)
-            .count() as u64;
-        if live == 0 {
-            return;
-        }
         if self.queue.is_empty() {
             self.steal(now);
         }
-        // Never more than a fair share of what waits at the start of the round, so one
-        // reader cannot hoard while others idle.
-        let fair_share = self.queued_records.div_ceil(live).max(1);
+        if self.queue.is_empty() {
+            return;
+        }
+        // Who may take records now, and how much: only readers that worked through what
+        // they were given (see `Reader::room`).
+        let n = self.readers.len();
+        let mut takers: Vec<(usize, usize, usize)> = Vec::new();
         for k in 0..n {
+            let i = (self.rr + k) % n;
+            if let Some((unread, room)) = self.readers[i].room(now) {
+                takers.push((i, unread, room));
+            }
+        }
+        if takers.is_empty() {
+            return;
+        }
+        // The emptiest first (stable: ties keep the rotation), each at most an equal
+        // share of what waits, so no reader takes what another ready one could have.
+        takers.sort_by_key(|t| t.1);
+        let ready = takers.len() as u64;
+        let share_recs = self.queued_records.div_ceil(ready).max(1);
+        let share_bytes = self.queued_bytes.div_ceil(ready as usize).max(1);
+        for (i, unread, room) in takers {
             if self.queue.is_empty() {
                 break;
             }
-            let i = (self.rr + k) % n;
-            if !self.readers[i].eligible(now) {
-                continue;
-            }
-            // Streaming readers are proven fast: they take turns (the rotation of `rr`)
-            // at whole batches up to a pipe's worth, cut by bytes with one memrchr
-            // instead of a walk over every record; fewer, larger writes keep them at
-            // pipe speed.
-            let (share, limit) = if self.readers[i].streaming {
-                (u64::MAX, self.readers[i].batch_limit())
+            // A few records are shared exactly; many are shared by bytes, cut with one
+            // memrchr instead of a walk over every record.
+            let (mut max_recs, max_bytes) = if share_recs <= EXACT_SHARE {
+                (share_recs, room)
             } else {
-                (fair_share, self.readers[i].batch_limit())
+                (u64::MAX, room.min(share_bytes))
             };
+            if !self.readers[i].measured {
+                max_recs = max_recs.min(FIRST_RECORDS);
+            }
+            // A reader with an empty pipe gets at least one record, however large.
+            let drained = unread == 0;
             let mut recs = 0u64;
             let mut bytes = 0usize;
-            while recs < share && bytes < limit {
-                let Some(s) = self.cut_front(share - recs, limit - bytes, recs == 0) else {
+            while recs < max_recs && bytes < max_bytes {
+                let first = recs == 0 && drained;
+                let Some(s) = self.cut_front(max_recs - recs, max_bytes - bytes, first) else {
                     break;
                 };
                 recs += s.records;
                 bytes += s.len();
                 self.queued_records -= s.records;
+                self.queued_bytes -= s.len();
                 self.readers[i].push_pending(s);
             }
+            if recs > 0 {
+                self.readers[i].given(now, unread);
+            }
         }
-        self.rr = (self.rr + 1) % n.max(1);
     }
 
     /// Take whole records from the front of the queue: at most `max_recs` and
@@ -764,8 +852,8 @@ impl Engine {
         Some(taken)
     }
 
-    /// An idle reader while another's pipe stays full: take back the batches not yet
-    /// written to the stuck one (they were never handed over) and demote it.
+    /// An idle reader while another's pipe stays full: take back the records not yet
+    /// written to the stuck one (they were never handed over) and shrink its window.
     fn steal(&mut self, now: Instant) {
         let idle = self
             .readers
@@ -790,10 +878,10 @@ impl Engine {
             for s in back.into_iter().rev() {
                 r.pending_records -= s.records;
                 self.queued_records += s.records;
+                self.queued_bytes += s.len();
                 self.queue.push_front(s);
             }
-            r.streaming = false;
-            r.target = (r.pipe_cap / 4).max(1);
+            r.window = (r.window / 2).max(1);
         }
     }
 
@@ -841,6 +929,7 @@ impl Engine {
                 Ok(mut n) => {
                     drop(iov);
                     r.blocked_since = None;
+                    r.written += n as u64;
                     while n > 0 {
                         let Some(front) = r.pending.front() else {
                             break;
@@ -861,10 +950,6 @@ impl Engine {
                             r.head_off += n;
                             n = 0;
                         }
-                    }
-                    if r.pending.is_empty() {
-                        r.given_at = Some(now);
-                        r.judged = false;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -920,8 +1005,6 @@ impl Engine {
                 Err(TrySendError::Disconnected(_)) => return false,
             }
         }
-        r.given_at = Some(now);
-        r.judged = false;
         true
     }
 
@@ -979,6 +1062,7 @@ impl Engine {
                     continue;
                 }
                 self.queued_records += s.records;
+                self.queued_bytes += s.len();
                 self.queue.push_front(s);
             }
         }
@@ -1012,6 +1096,7 @@ impl Engine {
         self.stats.discarded += self.queued_records;
         self.queue.clear();
         self.queued_records = 0;
+        self.queued_bytes = 0;
     }
 
     fn abort(&mut self) {
@@ -1031,6 +1116,7 @@ impl Engine {
         }
         self.queue.clear();
         self.queued_records = 0;
+        self.queued_bytes = 0;
     }
 
     // ---- end of stream --------------------------------------------------------------
@@ -1146,6 +1232,7 @@ impl Engine {
             }
         }
         let mut tick = false;
+        let records_wait = !self.queue.is_empty();
         for (i, r) in self.readers.iter().enumerate() {
             if !r.is_open() {
                 continue;
@@ -1153,10 +1240,10 @@ impl Engine {
             match &r.sink {
                 Some(Sink::Pipe(fd)) => {
                     // POLLERR arrives whatever `events` says: the reader closed its end.
-                    let events = if r.pending.is_empty() {
-                        0
-                    } else {
+                    let events = if r.wants_pollout(records_wait) {
                         libc::POLLOUT
+                    } else {
+                        0
                     };
                     self.pollfds.push(libc::pollfd {
                         fd: fd.as_raw_fd(),

@@ -24,23 +24,40 @@
 //! **Blocks, not records.** Writers' pipes (enlarged to 1 MiB) are read up to 256 KiB at
 //! a time; the bytes up to the last delimiter (memrchr) become one shared, immutable
 //! block, the tail waits for the next read. Readers are given runs of whole records
-//! (slices of blocks, cut with memchr) and written with `writev`; a run given to a
-//! reader is only ever written to that reader, so a partial write to a full pipe just
+//! (slices of blocks, cut with memchr/memrchr) and written with `writev`; a run given to
+//! a reader is only ever written to that reader, so a partial write to a full pipe just
 //! continues later and never interleaves with another record. Records larger than any
 //! pipe simply accumulate in the writer's buffer until their delimiter arrives.
 //!
-//! **Fair dispatch (`shared`).** A pipe reader gets a new batch only when it drained the
-//! previous one (`FIONREAD` on our write end is 0), and a batch is at most a fair share
-//! of what is queued (`ceil(queued / live readers)`) and at most the bytes it has earned.
-//! A reader that drains fast doubles its batch size up to a pipe's worth and then
-//! *streams* (fed whenever its batch is written, writes wait for `POLLOUT`), which keeps
-//! fast readers at pipe speed; a reader slow to drain halves it. Emptiness of a pipe is
-//! not pollable, so while records wait for a reader the loop re-checks every 2 ms. A
-//! streaming reader whose pipe stays full for 20 ms while another reader idles loses its
-//! not-yet-written batches to the queue (they were never handed over) and stops
-//! streaming. Limits: a reader that slurps its stdin into a user-space buffer (Python,
-//! stdio) looks drained while it still holds records; the fair-share cap is what keeps
-//! it from hoarding in that case.
+//! **Fair dispatch (`shared`).** Records stay in the queue until a reader is ready for
+//! them, and are handed over only as they can be written, so what a reader holds is
+//! what sits unread in its pipe (`FIONREAD` on our write end) plus at most one partly
+//! written batch. Each pipe reader has a *window*, the most it may hold:
+//! - a reader of unknown speed gets at most 16 records (and 4 KiB), and nothing more
+//!   until its pipe is empty — so a slow reader is caught holding only a few records;
+//! - a reader that empties its pipe within 20 ms of a batch doubles its window;
+//! - a reader still busy 100 ms after a batch has its speed measured (bytes consumed /
+//!   time) and may hold what it consumes in 50 ms: equal readers get equal windows, a
+//!   slow one holds a few records;
+//! - the window never exceeds the reader pipe, which is set to 64 KiB: the most a
+//!   reader that suddenly stalls can keep from the others.
+//!
+//! A reader is *ready* when it has worked through half its window (one of unknown speed:
+//! all of it). In each round the ready readers are served emptiest first (ties take
+//! turns, rotating once per loop iteration), each at most an equal share of what is
+//! queued (`ceil(queued / ready)`, exact in records when few, by bytes with one memrchr
+//! when many) and at most the room left in its window. So readers of equal speed split
+//! evenly whether the writer sets the pace (each round is shared) or the readers do
+//! (each gets records as fast as it frees room); a faster reader gets more only because
+//! it is ready more often, never by taking what a ready reader could have had.
+//!
+//! A reader whose window is a whole pipe *streams*: it is topped up whenever a page of
+//! its pipe is free, which poll reports (POLLOUT), so a fast reader runs at pipe speed
+//! with no timer. Emptiness of a pipe is not pollable, so while records wait for a
+//! smaller-window reader the loop re-checks every 2 ms. A batch stuck unwritten for 20
+//! ms (full pipe) while another reader idles goes back to the queue. Limits: a reader
+//! that slurps its stdin into a user-space buffer (Python, stdio) looks drained while it
+//! still holds records; the equal share is what keeps it from hoarding in that case.
 //!
 //! **`broadcast`.** Each block is appended to every live reader's pending list (shared,
 //! not copied); every reader therefore writes the same sequence. The slowest reader sets

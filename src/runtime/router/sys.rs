@@ -51,6 +51,20 @@ pub fn grow_pipe(fd: RawFd, want: usize) -> usize {
     cur as usize
 }
 
+/// Make the pipe behind `fd` `want` bytes (rounded up by the kernel to a power of two
+/// pages), larger or smaller; returns its capacity. If that fails (the pipe holds more,
+/// or the per-user pipe budget is spent) it keeps its current size.
+pub fn set_pipe_size(fd: RawFd, want: usize) -> usize {
+    // SAFETY: fcntl with integer arguments; an error leaves the pipe unchanged.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, want as libc::c_int) };
+    if r > 0 {
+        return r as usize;
+    }
+    // SAFETY: as above.
+    let cur = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    if cur > 0 { cur as usize } else { 64 * 1024 }
+}
+
 /// Read at most `max` bytes appended to `buf` (grown as needed).
 pub fn read_into(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     buf.reserve(max);
