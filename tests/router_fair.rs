@@ -180,12 +180,12 @@ print(n)
     let fast_n: u64 = output(fast).trim().parse().unwrap();
     assert_eq!(stalled_n + fast_n, 1000000);
     assert_eq!(stalled_n * 8, held);
-    // What it was given beyond what it read before stalling: one reader pipe (64 KiB),
-    // plus the rest of its last read's chunk.
+    // What it was given beyond what it read before stalling: at most one reader pipe
+    // (256 KiB), plus the rest of the chunk it was reading when it stalled.
     let backlog = held.saturating_sub(200000);
     eprintln!("stalled reader's backlog: {backlog} bytes");
     assert!(
-        backlog <= 128 * 1024,
+        backlog <= 256 * 1024 + 65536,
         "a stalled reader held {backlog} bytes while the other took the rest"
     );
 }

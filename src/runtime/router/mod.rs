@@ -39,17 +39,21 @@
 //! - a reader still busy 100 ms after a batch has its speed measured (bytes consumed /
 //!   time) and may hold what it consumes in 50 ms: equal readers get equal windows, a
 //!   slow one holds a few records;
-//! - the window never exceeds the reader pipe, which is set to 64 KiB: the most a
+//! - the window never exceeds the reader pipe, which is set to 256 KiB: the most a
 //!   reader that suddenly stalls can keep from the others.
 //!
 //! A reader is *ready* when it has worked through half its window (one of unknown speed:
-//! all of it). In each round the ready readers are served emptiest first (ties take
-//! turns, rotating once per loop iteration), each at most an equal share of what is
-//! queued (`ceil(queued / ready)`, exact in records when few, by bytes with one memrchr
-//! when many) and at most the room left in its window. So readers of equal speed split
-//! evenly whether the writer sets the pace (each round is shared) or the readers do
-//! (each gets records as fast as it frees room); a faster reader gets more only because
-//! it is ready more often, never by taking what a ready reader could have had.
+//! all of it). Ready readers are served least-served first (bytes given since they
+//! joined; a newcomer starts level with the least served, so it claims no catch-up), each
+//! up to the room left in its window. While only a few records wait (at most 64 per
+//! ready reader) they are shared out exactly, so every ready reader gets some at once:
+//! readers that slurp their input look ready, and splitting is what keeps one of them
+//! from taking everything. Many records go by whole blocks (one `writev` each), the
+//! readers taking turns block by block. So readers of equal speed split evenly whether
+//! the writer sets the pace (turns) or the readers do (each gets records as fast as it
+//! frees room); a faster reader gets more only because it is ready more often. (CPU-bound
+//! readers on a busy machine are not of equal speed: the split then follows the CPU each
+//! one gets, and both finish together.)
 //!
 //! A reader whose window is a whole pipe *streams*: it is topped up whenever a page of
 //! its pipe is free, which poll reports (POLLOUT), so a fast reader runs at pipe speed
@@ -57,7 +61,8 @@
 //! smaller-window reader the loop re-checks every 2 ms. A batch stuck unwritten for 20
 //! ms (full pipe) while another reader idles goes back to the queue. Limits: a reader
 //! that slurps its stdin into a user-space buffer (Python, stdio) looks drained while it
-//! still holds records; the equal share is what keeps it from hoarding in that case.
+//! still holds records; sharing out a few waiting records exactly is what keeps it from
+//! hoarding in that case (with many, its window bounds what it takes).
 //!
 //! **`broadcast`.** Each block is appended to every live reader's pending list (shared,
 //! not copied); every reader therefore writes the same sequence. The slowest reader sets
