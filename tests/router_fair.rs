@@ -8,7 +8,7 @@
 //! two CPU-bound readers really do get unequal CPU, and a work queue that keeps both busy
 //! then rightly gives the faster one more.
 
-mod common;
+mod run_util;
 mod router_util;
 
 use std::time::{Duration, Instant};
@@ -193,7 +193,7 @@ print(n)
 /// The same through the binary and the supervisor (replicas of one stage).
 #[test]
 fn prun_splits_between_equal_replicas() {
-    let t = common::Test::new(&format!(
+    let t = run_util::Test::new(&format!(
         r#"
 version: 1
 queues:
@@ -207,7 +207,7 @@ stages:
 "#
     ));
     let run = t.run();
-    run.expect(0);
+    run.assert_code(0);
     for (stage, total) in [("r1", 2000000u64), ("r2", 300000)] {
         let counts: Vec<u64> = (0..2)
             .map(|i| {
