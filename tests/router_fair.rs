@@ -8,8 +8,8 @@
 //! two CPU-bound readers really do get unequal CPU, and a work queue that keeps both busy
 //! then rightly gives the faster one more.
 
-mod run_util;
 mod router_util;
+mod run_util;
 
 use std::time::{Duration, Instant};
 
