@@ -247,6 +247,11 @@ fn run_case(c: &Case) {
     }
     let st = router.stats();
     assert_eq!(st.records as usize, total);
+    assert!(
+        st.max_depth <= c.capacity as u64,
+        "capacity {} exceeded: {st:?}",
+        c.capacity
+    );
 }
 
 proptest! {

@@ -22,7 +22,8 @@ use crate::plan::Delivery;
 
 /// Largest single read from a writer pipe.
 pub(super) const READ_BLOCK: usize = 256 * 1024;
-/// Smallest read, even when capacity is almost reached (bounds the overshoot).
+/// Smallest read, even when capacity is almost reached: records that do not fit wait in
+/// the writer's backlog, so this bounds memory, not the queue's depth.
 const MIN_READ: usize = 16 * 1024;
 /// Writer pipes are enlarged so a fast writer wakes the router less often.
 const WRITER_PIPE: usize = 1 << 20;
@@ -90,8 +91,16 @@ impl Slice {
 struct Writer {
     id: WriterId,
     fd: Option<OwnedFd>,
-    /// Bytes after the last delimiter seen (an incomplete record).
+    /// Bytes after the last delimiter seen (an incomplete record), and, while
+    /// `backlog` is set, complete records the full queue could not take yet.
     carry: Vec<u8>,
+    /// `carry` starts with complete records: the queue was full when they were read.
+    /// They are cut into the queue as room frees, before anything more is read, so the
+    /// queue never holds more than `capacity` records.
+    backlog: bool,
+    /// The writer's pipe reached EOF while `backlog` was set: `WriterDone` is sent once
+    /// the backlog is in the queue.
+    eof_pending: bool,
     /// Set until poll says otherwise, so a new writer is read at once.
     readable: bool,
     records: u64,
@@ -494,6 +503,8 @@ impl Engine {
             id,
             fd: Some(fd),
             carry: Vec::new(),
+            backlog: false,
+            eof_pending: false,
             readable: true,
             records: 0,
             discarding: false,
@@ -545,8 +556,18 @@ impl Engine {
     fn read_writers(&mut self) {
         let n = self.writers.len();
         for wi in 0..n {
+            if self.writers[wi].backlog && self.depth() < self.capacity() {
+                self.writers[wi].backlog = false;
+                self.cut(wi, 0);
+                let w = &mut self.writers[wi];
+                if !w.backlog && w.eof_pending {
+                    w.eof_pending = false;
+                    w.carry = Vec::new();
+                    self.report_writer_done(wi);
+                }
+            }
             let w = &self.writers[wi];
-            if w.fd.is_none() || !w.readable {
+            if w.fd.is_none() || !w.readable || w.backlog {
                 continue;
             }
             if !w.discarding && self.depth() >= self.capacity() {
@@ -623,7 +644,17 @@ impl Engine {
         }
         let w = &mut self.writers[wi];
         w.fd = None;
+        if w.backlog {
+            // Records still wait for room in the queue: done once they are in.
+            w.eof_pending = true;
+            return;
+        }
         w.carry = Vec::new();
+        self.report_writer_done(wi);
+    }
+
+    fn report_writer_done(&mut self, wi: usize) {
+        let w = &mut self.writers[wi];
         if !w.done_reported {
             w.done_reported = true;
             let id = w.id;
@@ -637,14 +668,32 @@ impl Engine {
     /// Move the complete records of writer `wi`'s buffer into the queue. `scan_from`:
     /// bytes before it hold no delimiter (they were scanned already).
     fn cut(&mut self, wi: usize, scan_from: usize) {
+        let room = self.capacity().saturating_sub(self.depth()) as usize;
+        let discarding = self.writers[wi].discarding;
         let w = &mut self.writers[wi];
-        let split = match self.delim {
+        let mut split = match self.delim {
             None => w.carry.len(),
             Some(d) => match memchr::memrchr(d, &w.carry[scan_from..]) {
                 Some(p) => scan_from + p + 1,
                 None => return,
             },
         };
+        if !discarding && split > 0 {
+            if room == 0 {
+                w.backlog = true;
+                return;
+            }
+            // Every record has at least its delimiter: more bytes than room is the only
+            // way to hold more records than room, so only then count them.
+            if let Some(d) = self.delim
+                && split > room
+                && let Some(p) = memchr::memchr_iter(d, &w.carry[..split]).nth(room - 1)
+                && p + 1 < split
+            {
+                split = p + 1;
+                w.backlog = true;
+            }
+        }
         let chunk = if split * 2 >= w.carry.capacity() {
             // Mostly full block: hand the buffer itself over, start a fresh one.
             let mut next = Vec::with_capacity(READ_BLOCK.max(w.carry.len() - split));
@@ -677,9 +726,21 @@ impl Engine {
                 let dropped = memchr::memchr_iter(d, &chunk[after..]).count() as u64;
                 chunk.truncate(s);
                 let w = &mut self.writers[wi];
-                self.stats.dropped_after_sentinel += dropped;
+                // Complete records waiting behind the sentinel are dropped too.
+                let waiting = if w.backlog {
+                    memchr::memchr_iter(d, &w.carry).count() as u64
+                } else {
+                    0
+                };
+                w.discard_partial = if w.backlog {
+                    w.carry.last() != Some(&d)
+                } else {
+                    !w.carry.is_empty()
+                };
+                w.backlog = false;
+                w.eof_pending = false;
+                self.stats.dropped_after_sentinel += dropped + waiting;
                 w.discarding = true;
-                w.discard_partial = !w.carry.is_empty();
                 w.carry = Vec::new();
                 if !w.done_reported {
                     w.done_reported = true;
@@ -1094,13 +1155,20 @@ impl Engine {
             return;
         }
         for w in &mut self.writers {
-            if w.fd.take().is_some() && !w.done_reported {
+            if (w.fd.take().is_some() || w.backlog) && !w.done_reported {
                 w.done_reported = true;
                 let _ = self.events.send(RouterEvent::WriterDone {
                     queue: self.cfg.queue,
                     writer: w.id,
                 });
             }
+            if w.backlog
+                && let Some(d) = self.delim
+            {
+                self.stats.discarded += memchr::memchr_iter(d, &w.carry).count() as u64;
+            }
+            w.backlog = false;
+            w.eof_pending = false;
             w.carry = Vec::new();
         }
         self.stats.discarded += self.queued_records;
@@ -1111,7 +1179,14 @@ impl Engine {
     fn abort(&mut self) {
         self.stats.discarded += self.depth();
         for w in &mut self.writers {
+            if w.backlog
+                && let Some(d) = self.delim
+            {
+                self.stats.discarded += memchr::memchr_iter(d, &w.carry).count() as u64;
+            }
             w.fd = None;
+            w.backlog = false;
+            w.eof_pending = false;
             w.carry = Vec::new();
         }
         for r in &mut self.readers {
@@ -1131,7 +1206,7 @@ impl Engine {
 
     /// Returns true when the queue is drained and the thread may end.
     fn check_end(&mut self) -> bool {
-        if !self.writers_closed || self.writers.iter().any(|w| w.fd.is_some()) {
+        if !self.writers_closed || self.writers.iter().any(|w| w.fd.is_some() || w.backlog) {
             return false;
         }
         let any_open = self.readers.iter().any(|r| r.is_open());
@@ -1263,6 +1338,10 @@ impl Engine {
                 Some(Sink::Channel(_)) if !r.pending.is_empty() => tick = true,
                 _ => {}
             }
+        }
+        if read_more && self.writers.iter().any(|w| w.backlog) {
+            // Room freed since the backlog was set: cut it in at the next round.
+            tick = true;
         }
         let any_live = self.readers.iter().any(|r| r.state == ReaderState::Live);
         if any_live && !self.queue.is_empty() {

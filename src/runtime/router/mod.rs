@@ -72,9 +72,12 @@
 //! **Backpressure.** Depth = records queued + records given to readers but not yet
 //! written (broadcast: the largest such backlog). While depth ≥ `capacity`, writers are
 //! not polled nor read, their pipes fill and they block. Reads are sized from the room
-//! left and the average record size, so depth overshoots capacity by at most one 16 KiB
-//! read. Memory is bounded by capacity × record size + a block per writer + a pipe's
-//! worth of written slices per reader (kept to count in-flight records).
+//! left and the average record size (at least 16 KiB, for throughput); when a read holds
+//! more records than there is room for, only `room` records enter the queue and the rest
+//! wait in that writer's buffer (`backlog`), which is cut in before the writer is read
+//! again. So depth never exceeds `capacity`. Memory is bounded by capacity × record
+//! size, plus a block per writer, plus a pipe's worth of written slices per reader (kept
+//! to count in-flight records).
 //!
 //! **Readers that end early.** `reader_exited`, `EPIPE`, or `POLLERR` on the write end
 //! (the reader closed its side) remove the reader. Its unwritten batches go back to the
