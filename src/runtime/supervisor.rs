@@ -1126,9 +1126,14 @@ impl Supervisor {
                     Cond::Pending => return Check::Wait,
                     Cond::Never => {
                         let what = match &self.insts[d].state {
-                            State::Skipped { .. } => "was skipped",
-                            State::CouldNotStart { .. } => "could not start",
-                            _ => "did not meet its condition",
+                            State::Skipped { .. } => "was skipped".to_string(),
+                            State::CouldNotStart { .. } => "could not start".to_string(),
+                            s @ (State::Failed { .. }
+                            | State::Killed { .. }
+                            | State::TimedOut { .. }
+                            | State::Stopped { .. }
+                            | State::Succeeded { .. }) => s.describe(),
+                            _ => "did not meet its condition".to_string(),
                         };
                         return Check::Skip(format!("{} {what}", self.insts[d].info.name));
                     }
