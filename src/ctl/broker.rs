@@ -380,6 +380,13 @@ mod tests {
         )
     }
 
+    fn wait_go(timeout: Option<Duration>) -> CtlCommand {
+        CtlCommand::EventWait {
+            name: "go".into(),
+            timeout,
+        }
+    }
+
     fn acquire(timeout: Option<u64>) -> CtlCommand {
         CtlCommand::SemAcquire {
             name: "lock".into(),
@@ -439,13 +446,7 @@ mod tests {
             c.waiting().is_empty(),
             "the timed-out request left the queue"
         );
-        let (r, rx) = req(
-            4,
-            CtlCommand::EventWait {
-                name: "go".into(),
-                timeout: Some(Duration::ZERO),
-            },
-        );
+        let (r, rx) = req(4, wait_go(Some(Duration::ZERO)));
         b.handle(&mut c, r, Some(20), now);
         assert_eq!(rx.try_recv(), Ok(CtlReply::Timeout));
     }
@@ -460,13 +461,7 @@ mod tests {
         let (r, rx_own) = req(2, acquire(None));
         b.handle(&mut c, r, Some(10), now);
         assert!(!c.request(30, &[0]));
-        let (r, rx_ev) = req(
-            3,
-            CtlCommand::EventWait {
-                name: "go".into(),
-                timeout: None,
-            },
-        );
+        let (r, rx_ev) = req(3, wait_go(None));
         b.handle(&mut c, r, Some(10), now);
         assert_eq!(b.waits_of(10), vec![Wait::Event(0)]);
         let out = b.on_instance_end(&mut c, 10);
@@ -480,13 +475,7 @@ mod tests {
     fn events_wake_waiters_even_on_a_pulse() {
         let (mut c, mut b) = (coord(), CtlBroker::new());
         let now = Instant::now();
-        let (r, rx) = req(
-            1,
-            CtlCommand::EventWait {
-                name: "go".into(),
-                timeout: None,
-            },
-        );
+        let (r, rx) = req(1, wait_go(None));
         b.handle(&mut c, r, Some(10), now);
         assert!(rx.try_recv().is_err());
         // The supervisor sets and clears it (a `sets:` trigger and a ctl clear) before pumping.
