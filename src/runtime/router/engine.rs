@@ -534,21 +534,9 @@ impl Engine {
         if self.finishing {
             // Joined after the end of stream: only the sentinel, then EOF.
             r.state = ReaderState::Finishing;
-            self.push_sentinel(&mut r);
+            push_sentinel(self.sentinel_record.as_ref(), &mut r);
         }
         self.readers.push(r);
-    }
-
-    fn push_sentinel(&self, r: &mut Reader) {
-        if let (Some(s), Some(Sink::Pipe(_))) = (&self.sentinel_record, &r.sink) {
-            r.push_pending(Slice {
-                buf: s.clone(),
-                start: 0,
-                end: s.len(),
-                records: 0,
-                sentinel: true,
-            });
-        }
     }
 
     // ---- writers --------------------------------------------------------------------
@@ -1236,15 +1224,7 @@ impl Engine {
                 .filter(|r| r.state == ReaderState::Live)
             {
                 r.state = ReaderState::Finishing;
-                if let (Some(s), Some(Sink::Pipe(_))) = (&sentinel, &r.sink) {
-                    r.push_pending(Slice {
-                        buf: s.clone(),
-                        start: 0,
-                        end: s.len(),
-                        records: 0,
-                        sentinel: true,
-                    });
-                }
+                push_sentinel(sentinel.as_ref(), r);
             }
             let now = Instant::now();
             self.write_readers(now);
@@ -1375,6 +1355,20 @@ impl Engine {
             self.reader_gone(i);
         }
         Ok(())
+    }
+}
+
+/// Queue the sentinel record (if the queue has one) behind what a pipe reader still has
+/// pending; channel readers get none (the channel closing is their end of stream).
+fn push_sentinel(sentinel: Option<&Arc<Vec<u8>>>, r: &mut Reader) {
+    if let (Some(s), Some(Sink::Pipe(_))) = (sentinel, &r.sink) {
+        r.push_pending(Slice {
+            buf: s.clone(),
+            start: 0,
+            end: s.len(),
+            records: 0,
+            sentinel: true,
+        });
     }
 }
 
