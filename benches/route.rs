@@ -7,8 +7,9 @@
 //!   --readers N --reader CMD`
 //! Commands run with `sh -c`; readers inherit stdout. With `--direct`, one writer and one
 //! reader are joined by a plain OS pipe (what the supervisor does for 1→1 queues).
-//! Prints one line to stderr: `elapsed_ms=… records=… bytes=… max_depth=… blocked_ms=…
-//! maxrss_kib=… per_reader=…` (maxrss is this process: the router, not the stages).
+//! Prints one line to stderr: `elapsed_ms=… cpu_ms=… records=… bytes=… max_depth=…
+//! blocked_ms=… maxrss_kib=… per_reader=…` (cpu and maxrss are this process: the router,
+//! not the stages).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, ExitCode, Stdio};
@@ -34,13 +35,25 @@ fn sh(cmd: &str) -> Command {
     c
 }
 
-fn maxrss_kib() -> i64 {
+fn own_usage() -> libc::rusage {
     // SAFETY: getrusage fills a zeroed struct.
     unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru.ru_maxrss
+        ru
     }
+}
+
+fn maxrss_kib() -> i64 {
+    own_usage().ru_maxrss
+}
+
+/// CPU time (user + system) of this process: the router's thread, as the stages are
+/// separate processes. Unlike wall time it barely moves with the machine's load.
+fn cpu_ms() -> i64 {
+    let ru = own_usage();
+    let ms = |t: libc::timeval| t.tv_sec * 1000 + t.tv_usec / 1000;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
 }
 
 struct Args {
@@ -184,8 +197,9 @@ fn main() -> ExitCode {
     let st = router.stats();
     let per: Vec<String> = st.per_reader.iter().map(|(_, n)| n.to_string()).collect();
     eprintln!(
-        "elapsed_ms={} records={} bytes={} max_depth={} blocked_ms={} maxrss_kib={} per_reader={}",
+        "elapsed_ms={} cpu_ms={} records={} bytes={} max_depth={} blocked_ms={} maxrss_kib={} per_reader={}",
         t0.elapsed().as_millis(),
+        cpu_ms(),
         st.records,
         st.bytes,
         st.max_depth,

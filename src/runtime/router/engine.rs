@@ -297,6 +297,34 @@ impl Reader {
     }
 }
 
+/// Number of delimiters in `data` (memchr's counter is vectorised: far cheaper than
+/// visiting every record).
+fn count_delims(d: u8, data: &[u8]) -> u64 {
+    memchr::memchr_iter(d, data).count() as u64
+}
+
+/// Offset of the `n`-th delimiter (1-based) in `data`. Whole blocks are skipped with the
+/// vectorised counter; records are visited one by one only in the block that holds it.
+fn nth_delim(d: u8, data: &[u8], n: usize) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    if n == 0 {
+        return None;
+    }
+    let mut seen = 0usize;
+    let mut base = 0usize;
+    for block in data.chunks(BLOCK) {
+        let c = count_delims(d, block) as usize;
+        if seen + c >= n {
+            return memchr::memchr_iter(d, block)
+                .nth(n - seen - 1)
+                .map(|p| base + p);
+        }
+        seen += c;
+        base += block.len();
+    }
+    None
+}
+
 /// Records in the last `unread` bytes written to a reader: each record whose delimiter
 /// is still in the pipe was never fully read.
 fn records_in_tail(
@@ -320,7 +348,7 @@ fn records_in_tail(
         }
         let tail = &part[part.len() - take..];
         count += match delim {
-            Some(d) => memchr::memchr_iter(d, tail).count() as u64,
+            Some(d) => count_delims(d, tail),
             None => 1,
         };
     }
@@ -588,7 +616,7 @@ impl Engine {
                 Ok(n) => {
                     let data = &self.scratch[..n];
                     let dropped = match self.delim {
-                        Some(d) => memchr::memchr_iter(d, data).count() as u64,
+                        Some(d) => count_delims(d, data),
                         None => 1,
                     };
                     self.stats.dropped_after_sentinel += dropped;
@@ -666,6 +694,8 @@ impl Engine {
                 None => return,
             },
         };
+        // Records in carry[..split], when counted here (so `accept` need not recount).
+        let mut records = None;
         if !discarding && split > 0 {
             if room == 0 {
                 w.backlog = true;
@@ -675,11 +705,16 @@ impl Engine {
             // way to hold more records than room, so only then count them.
             if let Some(d) = self.delim
                 && split > room
-                && let Some(p) = memchr::memchr_iter(d, &w.carry[..split]).nth(room - 1)
-                && p + 1 < split
             {
-                split = p + 1;
-                w.backlog = true;
+                let n = count_delims(d, &w.carry[..split]);
+                if n > room as u64 {
+                    // nth_delim finds the room-th delimiter: it is inside carry[..split].
+                    split = nth_delim(d, &w.carry[..split], room).map_or(split, |p| p + 1);
+                    records = Some(room as u64);
+                    w.backlog = true;
+                } else {
+                    records = Some(n);
+                }
             }
         }
         let chunk = if split * 2 >= w.carry.capacity() {
@@ -694,10 +729,13 @@ impl Engine {
             w.carry.drain(..split);
             chunk
         };
-        self.accept(wi, chunk);
+        self.accept(wi, chunk, records);
     }
 
-    fn accept(&mut self, wi: usize, mut chunk: Vec<u8>) {
+    /// Put a chunk of whole records into the queue; `records` is their number when the
+    /// caller counted them already.
+    fn accept(&mut self, wi: usize, mut chunk: Vec<u8>, records: Option<u64>) {
+        let mut records = records;
         if let (Some(finder), Some(sentinel), Some(d)) =
             (&self.sentinel_finder, &self.cfg.sentinel, self.delim)
         {
@@ -710,13 +748,14 @@ impl Engine {
                 finder.find(&chunk).map(|p| p + 1)
             };
             if let Some(s) = found {
+                records = None;
                 let after = s + sentinel.len() + 1;
-                let dropped = memchr::memchr_iter(d, &chunk[after..]).count() as u64;
+                let dropped = count_delims(d, &chunk[after..]);
                 chunk.truncate(s);
                 let w = &mut self.writers[wi];
                 // Complete records waiting behind the sentinel are dropped too.
                 let waiting = if w.backlog {
-                    memchr::memchr_iter(d, &w.carry).count() as u64
+                    count_delims(d, &w.carry)
                 } else {
                     0
                 };
@@ -743,9 +782,10 @@ impl Engine {
         if chunk.is_empty() {
             return;
         }
-        let records = match self.delim {
-            Some(d) => memchr::memchr_iter(d, &chunk).count() as u64,
-            None => 1,
+        let records = match (records, self.delim) {
+            (Some(n), _) => n,
+            (None, Some(d)) => count_delims(d, &chunk),
+            (None, None) => 1,
         };
         self.stats.records += records;
         self.stats.bytes += chunk.len() as u64;
@@ -870,7 +910,7 @@ impl Engine {
             match memchr::memrchr(d, &data[..max_bytes.min(data.len())]) {
                 Some(p) => {
                     let cut = p + 1;
-                    (cut, memchr::memchr_iter(d, &data[..cut]).count() as u64)
+                    (cut, count_delims(d, &data[..cut]))
                 }
                 None if at_least_one => {
                     let p = memchr::memchr(d, data)?;
@@ -1106,7 +1146,7 @@ impl Engine {
                     None => 0,
                 };
                 let done = match delim {
-                    Some(d) => memchr::memchr_iter(d, &written[..boundary]).count() as u64,
+                    Some(d) => count_delims(d, &written[..boundary]),
                     None => 0,
                 };
                 r.delivered += done;
@@ -1153,7 +1193,7 @@ impl Engine {
             if w.backlog
                 && let Some(d) = self.delim
             {
-                self.stats.discarded += memchr::memchr_iter(d, &w.carry).count() as u64;
+                self.stats.discarded += count_delims(d, &w.carry);
             }
             w.backlog = false;
             w.eof_pending = false;
@@ -1170,7 +1210,7 @@ impl Engine {
             if w.backlog
                 && let Some(d) = self.delim
             {
-                self.stats.discarded += memchr::memchr_iter(d, &w.carry).count() as u64;
+                self.stats.discarded += count_delims(d, &w.carry);
             }
             w.fd = None;
             w.backlog = false;
@@ -1407,5 +1447,23 @@ mod tests {
         log.push_back(slice(b"defg", 1));
         assert_eq!(records_in_tail(&log, None, 5, None), 2);
         assert_eq!(records_in_tail(&log, None, 2, None), 1);
+    }
+
+    #[test]
+    fn nth_delim_agrees_with_a_plain_scan() {
+        // Records of varied lengths spanning many 4 KiB blocks, incl. empty ones.
+        let mut data = Vec::new();
+        for i in 0..5000usize {
+            data.extend(std::iter::repeat_n(b'x', (i * 7) % 23));
+            data.push(b'\n');
+        }
+        let plain: Vec<usize> = memchr::memchr_iter(b'\n', &data).collect();
+        assert_eq!(count_delims(b'\n', &data), plain.len() as u64);
+        for n in [1, 2, 63, 64, 1000, 2047, 4999, 5000] {
+            assert_eq!(nth_delim(b'\n', &data, n), Some(plain[n - 1]), "n={n}");
+        }
+        assert_eq!(nth_delim(b'\n', &data, 5001), None);
+        assert_eq!(nth_delim(b'\n', &data, 0), None);
+        assert_eq!(nth_delim(b'\n', b"", 1), None);
     }
 }
