@@ -900,7 +900,7 @@ impl Supervisor {
         if !self.insts.iter().any(|i| i.pid.is_some()) {
             return;
         }
-        let table = process_table();
+        let table = process_table(self.self_pid);
         // SAFETY: getpgrp cannot fail.
         let own_group = unsafe { libc::getpgrp() };
         let live: HashSet<i32> = table.iter().map(|e| e.2).collect();
@@ -1781,10 +1781,14 @@ impl Supervisor {
         );
         groups.sort_unstable();
         groups.dedup();
-        let table = process_table();
-        for &g in &groups {
-            if group_is_ours(&table, g, self.self_pid) {
-                kill_group(g, libc::SIGKILL);
+        // The /proc walk is only needed when a group is still alive (rare at a normal end).
+        let alive: Vec<i32> = groups.iter().copied().filter(|&g| group_alive(g)).collect();
+        if !alive.is_empty() {
+            let table = process_table(self.self_pid);
+            for &g in &alive {
+                if group_is_ours(&table, g, self.self_pid) {
+                    kill_group(g, libc::SIGKILL);
+                }
             }
         }
         self.sweep_descendants();
@@ -2057,9 +2061,11 @@ fn group_alive(pgid: i32) -> bool {
     pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
 }
 
-/// (pid, parent pid, process group) of every live process, from /proc.
-fn process_table() -> Vec<(i32, i32, i32)> {
-    crate::procfs::table()
+/// (pid, parent pid, process group) of every live descendant of `root`, from /proc.
+/// Only prun's own tree is read (escapees are re-parented to prun, a subreaper, so they
+/// stay in it): the cost does not grow with the number of processes on the machine.
+fn process_table(root: i32) -> Vec<(i32, i32, i32)> {
+    crate::procfs::descendants(root)
         .into_iter()
         .map(|s| (s.pid, s.ppid, s.pgrp))
         .collect()
@@ -2081,13 +2087,19 @@ fn group_is_ours(table: &[(i32, i32, i32)], pgid: i32, me: i32) -> bool {
     })
 }
 
-/// Pids whose parent is `ppid`, from /proc.
+/// Live (not zombie) children of `ppid`, from /proc.
 pub fn children_of(ppid: i32) -> Vec<i32> {
-    crate::procfs::table()
-        .into_iter()
-        .filter(|s| s.ppid == ppid && s.state != 'Z')
-        .map(|s| s.pid)
-        .collect()
+    match crate::procfs::children(ppid) {
+        Some(pids) => pids
+            .into_iter()
+            .filter(|&p| crate::procfs::stat(p).is_some_and(|s| s.state != 'Z'))
+            .collect(),
+        None => crate::procfs::table()
+            .into_iter()
+            .filter(|s| s.ppid == ppid && s.state != 'Z')
+            .map(|s| s.pid)
+            .collect(),
+    }
 }
 
 fn start_tcp_probe(
