@@ -5,7 +5,8 @@
 #   bench/compare.sh                 # drive the router through the `route` harness
 #   PRUN_BENCH=prun bench/compare.sh # run bench/pipelines/*.yaml with `prun run`
 #
-# Environment: REPS (runs per case, best kept; default 3), DATA (data directory,
+# Environment: REPS (rounds per case, best kept; default 3; the contenders of a case run
+# interleaved, one after the other in every round), DATA (data directory,
 # default /tmp/prun-bench), PRUN (prun binary for PRUN_BENCH=prun, default
 # target/release/prun). Installs GNU parallel with apt-get when it is missing.
 set -euo pipefail
@@ -57,23 +58,35 @@ else
 fi
 
 # ---- timing helpers --------------------------------------------------------------------
-# best_ms CMD...: best wall time in ms over $reps runs (stdout/stderr of CMD discarded);
-# a failing run counts as 999999999 ms so that its row can never pass by accident.
-best_ms() {
-    local best=999999999 t0 t1 ms
+# race CMD...: run the commands in turn, round after round ($reps rounds), and print the
+# best wall time in ms of each, in order, one per line. Interleaving matters on a shared
+# machine: the load drifts over seconds, and running all of A then all of B hands that
+# drift to one side. Output of the commands is discarded; a command that fails counts
+# as 999999999 ms so that its row can never pass by accident.
+race() {
+    local -a best=()
+    local i cmd t0 t1 ms
+    for ((i = 0; i < $#; i++)); do best[i]=999999999; done
     for _ in $(seq "$reps"); do
-        t0=$(date +%s%N)
-        if ! bash -c "$1" >/dev/null 2>&1; then
-            # A contender that fails has no time: report it and make its row miss.
-            echo "command failed: $1" >&2
-            echo 999999999
-            return
-        fi
-        t1=$(date +%s%N)
-        ms=$(( (t1 - t0) / 1000000 ))
-        (( ms < best )) && best=$ms
+        i=0
+        for cmd in "$@"; do
+            if [ "${best[i]}" != failed ]; then
+                t0=$(date +%s%N)
+                if bash -c "$cmd" >/dev/null 2>&1; then
+                    t1=$(date +%s%N)
+                    ms=$(( (t1 - t0) / 1000000 ))
+                    (( ms < best[i] )) && best[i]=$ms
+                else
+                    echo "command failed: $cmd" >&2
+                    best[i]=failed
+                fi
+            fi
+            i=$((i + 1))
+        done
     done
-    echo "$best"
+    for i in "${!best[@]}"; do
+        if [ "${best[i]}" = failed ]; then echo 999999999; else echo "${best[i]}"; fi
+    done
 }
 ratio() { python3 -c "print(f'{$1/max($2,1e-9):.2f}')"; }
 
@@ -103,38 +116,34 @@ rows=()
 row() { rows+=("$(printf '| %s | %s | %s | %s | %s |' "$1" "$2" "$3" "$4" "$5")"); echo "${rows[-1]}" >&2; }
 verdict() { python3 -c "print('ok' if $1 else 'MISSED')"; }
 
-echo "mode=$mode reps=$reps nproc=$(nproc) cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" >&2
+echo "mode=$mode reps=$reps nproc=$(nproc) cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 # 1. direct 1->1
-t_bash=$(best_ms "cat $lines | wc -l")
-t_prun=$(best_ms "$prun_direct")
+mapfile -t t < <(race "cat $lines | wc -l" "$prun_direct")
+t_bash=${t[0]} t_prun=${t[1]}
 r=$(ratio "$t_bash" "$t_prun")
 row "direct 1→1, 170 MB" "prun ${t_prun} ms vs \`cat f | wc -l\` ${t_bash} ms" "$r×" "≥ 0.95×" "$(verdict "$r >= 0.95")"
 
-# 2. routed shared 1->2
-t_cc=$(best_ms "cat $lines | cat | wc -l")
-t_prun=$(best_ms "$prun_shared2")
+# 2. routed shared 1->2, against a plain two-stage pipe and GNU parallel's two modes,
+# all four interleaved.
+mapfile -t t < <(race "$prun_shared2" "cat $lines | cat | wc -l" \
+    "parallel --pipe --roundrobin -j2 wc -l < $lines" "parallel --pipe -j2 wc -l < $lines")
+t_prun=${t[0]} t_cc=${t[1]} t_rr=${t[2]} t_par=${t[3]}
 r=$(ratio "$t_cc" "$t_prun")
 row "shared 1→2, 170 MB (capacity 1024)" "prun ${t_prun} ms vs \`cat f | cat | wc -l\` ${t_cc} ms" "$r×" "≥ 0.7×" "$(verdict "$r >= 0.7")"
 if [ -n "$prun_shared2_big" ]; then
-    t_big=$(best_ms "$prun_shared2_big")
-    r=$(ratio "$t_cc" "$t_big")
-    row "shared 1→2, 170 MB (capacity 65536)" "prun ${t_big} ms vs \`cat f | cat | wc -l\` ${t_cc} ms" "$r×" "≥ 0.7×" "$(verdict "$r >= 0.7")"
+    mapfile -t t < <(race "$prun_shared2_big")
+    r=$(ratio "$t_cc" "${t[0]}")
+    row "shared 1→2, 170 MB (capacity 65536)" "prun ${t[0]} ms vs \`cat f | cat | wc -l\` ${t_cc} ms" "$r×" "≥ 0.7×" "$(verdict "$r >= 0.7")"
 fi
-REPS_SAVE=$reps; reps=1
-t_rr=$(best_ms "parallel --pipe --roundrobin -j2 wc -l < $lines")
-t_par=$(best_ms "parallel --pipe -j2 wc -l < $lines")
-reps=$REPS_SAVE
 r=$(ratio "$t_rr" "$t_prun")
 row "shared 1→2 vs parallel --roundrobin" "prun ${t_prun} ms vs ${t_rr} ms" "$r×" "≥ 3×" "$(verdict "$r >= 3")"
 r=$(ratio "$t_par" "$t_prun")
 row "shared 1→2 vs parallel --pipe" "prun ${t_prun} ms vs ${t_par} ms" "$r×" "≥ 20×" "$(verdict "$r >= 20")"
 
 # 3. 1M records 1->4
-t_prun=$(best_ms "$prun_fanout4")
-reps=1
-t_py=$(best_ms "python3 $here/mpqueue.py 1000000")
-reps=$REPS_SAVE
+mapfile -t t < <(race "$prun_fanout4" "python3 $here/mpqueue.py 1000000")
+t_prun=${t[0]} t_py=${t[1]}
 r=$(ratio "$t_py" "$t_prun")
 row "1M records 1→4" "prun ${t_prun} ms vs multiprocessing.Queue ${t_py} ms" "$r×" "≥ 200×" "$(verdict "$r >= 200")"
 
@@ -147,15 +156,14 @@ row "fan-in 4 writers × 2000 lines of 10 KB" "prun ${torn_prun:-?} torn, bare s
 # 5. fairness
 # The same four readers fed 10 records each directly: what this machine can do at best
 # (1.0 s of work plus the start-up of four Pythons).
-t_fair=$(best_ms "$prun_fair")
-t_ideal=$(best_ms "for i in 1 2 3 4; do seq 1 10 | python3 $here/slow_reader.py & done; wait")
+mapfile -t t < <(race "$prun_fair" "for i in 1 2 3 4; do seq 1 10 | python3 $here/slow_reader.py & done; wait")
+t_fair=${t[0]} t_ideal=${t[1]}
 row "fairness 4 readers × 40 records × 100 ms" "wall ${t_fair} ms; same readers fed 10 each directly ${t_ideal} ms" "$(python3 -c "print(f'{$t_fair/1000:.2f} s')")" "≤ 1.3 s" "$(verdict "$t_fair <= 1300")"
 
 # 6. foreach (needs the supervisor: prun mode only)
 if [ "$mode" = prun ]; then
-    t_prun=$(best_ms "$prun_foreach")
-    t_x=$(best_ms "seq 2000 | xargs -P8 -n1 true")
-    reps=1; t_par=$(best_ms "seq 2000 | parallel -j8 true"); reps=$REPS_SAVE
+    mapfile -t t < <(race "$prun_foreach" "seq 2000 | xargs -P8 -n1 true" "seq 2000 | parallel -j8 true")
+    t_prun=${t[0]} t_x=${t[1]} t_par=${t[2]}
     r=$(ratio "$t_prun" "$t_x")
     row "foreach 2000 × true, parallel 8" "prun ${t_prun} ms, xargs ${t_x} ms, parallel ${t_par} ms" "$r× xargs" "≤ 1.5× xargs, < parallel" "$(verdict "$r <= 1.5 and $t_prun < $t_par")"
 fi
