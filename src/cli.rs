@@ -258,14 +258,8 @@ fn run(a: RunArgs) -> i32 {
         emit(&crate::plan::show::render(&plan));
         return exit::OK;
     }
-    // A stage that reads the terminal (`stdin: inherit`) is interactive and needs the
-    // terminal to itself: `auto` gives the live board up (`--progress always` forces it).
-    let interactive = plan
-        .stages
-        .iter()
-        .any(|s| matches!(s.stdin, crate::plan::Input::Inherit));
     let progress = match a.progress {
-        When::Auto if interactive => When::Never,
+        When::Auto if shares_terminal(&plan, std::io::stdout().is_terminal()) => When::Never,
         p => p,
     };
     let opts = crate::runtime::RunOptions {
@@ -277,6 +271,20 @@ fn run(a: RunArgs) -> i32 {
         resume: a.resume,
     };
     crate::runtime::run(plan, &opts)
+}
+
+/// True when a stage uses the terminal directly, so `--progress auto` gives the live
+/// board up (`always` forces it): it reads it (`stdin: inherit`), or writes to it past
+/// prun (`stderr: inherit`, which is the board's terminal whenever there is a board, or
+/// `stdout: inherit` while prun's stdout is a terminal). prun never sees those bytes, so
+/// the board would be drawn over them.
+fn shares_terminal(plan: &Plan, stdout_is_tty: bool) -> bool {
+    use crate::plan::{Input, Output};
+    plan.stages.iter().any(|s| {
+        matches!(s.stdin, Input::Inherit)
+            || matches!(s.stderr, Output::Inherit)
+            || (stdout_is_tty && matches!(s.stdout, Output::Inherit))
+    })
 }
 
 fn validate(a: ValidateArgs) -> i32 {
@@ -375,4 +383,32 @@ fn schema_cmd(a: SchemaArgs) -> i32 {
 fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(yaml: &str) -> Plan {
+        let path = std::path::Path::new("t.yaml");
+        let options = LoadOptions::default();
+        let model = crate::model::load_source("t.yaml", path, yaml.to_string(), &options)
+            .model
+            .expect("valid pipeline");
+        crate::plan::build::build(model)
+    }
+
+    #[test]
+    fn the_board_gives_way_to_stages_that_use_the_terminal() {
+        let quiet = plan_of("version: 1\nstages:\n  a: {cmd: [true]}\n");
+        assert!(!shares_terminal(&quiet, true));
+        let reads = plan_of("version: 1\nstages:\n  a: {cmd: [cat], stdin: inherit}\n");
+        assert!(shares_terminal(&reads, false));
+        let errs = plan_of("version: 1\nstages:\n  a: {cmd: [true], stderr: inherit}\n");
+        assert!(shares_terminal(&errs, false));
+        // stdout: inherit only meets the board when prun's stdout is the terminal too.
+        let outs = plan_of("version: 1\nstages:\n  a: {cmd: [true], stdout: inherit}\n");
+        assert!(shares_terminal(&outs, true));
+        assert!(!shares_terminal(&outs, false));
+    }
 }
