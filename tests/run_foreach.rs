@@ -371,3 +371,35 @@ stages:
         assert_eq!(j["restarts"], 1, "{j}");
     }
 }
+
+/// `after: {batch: started}` holds once every item started; an event set by the
+/// stage fires with the first item (docs/guarantees.md). Here the first item can only
+/// end once the watcher ran, so waiting for every item instead would never end (the
+/// per-stage timeout turns that into a failure rather than a hang).
+#[test]
+fn an_event_set_on_start_fires_with_the_first_item() {
+    let yaml = r#"
+version: 1
+name: first
+events: [batch_running]
+stages:
+  batch:
+    foreach: {items: [a, b, c]}
+    parallel: 1
+    timeout: 20s
+    sets: {batch_running: started}
+    sh: 'while [ ! -f go ]; do sleep 0.01; done; echo ${item} >> done.txt'
+  watcher:
+    waits: [batch_running]
+    sh: 'touch go'
+"#;
+    let t = Test::new(yaml);
+    let out = t.run();
+    out.assert_code(0);
+    assert_eq!(
+        lines_set(&t.read("done.txt")),
+        lines_set("a\nb\nc\n"),
+        "{}",
+        out.context()
+    );
+}
