@@ -403,3 +403,38 @@ stages:
         out.context()
     );
 }
+
+/// A queue record that is not UTF-8 cannot be an item (items are text): it is reported
+/// as an item that could not start, and the other records still run.
+#[test]
+fn a_record_that_is_not_utf8_is_an_item_that_could_not_start() {
+    let yaml = r#"
+version: 1
+name: bytes
+queues:
+  jobs: {}
+stages:
+  producer:
+    sh: 'printf "ok\n\377bad\nfine\n"'
+    stdout: jobs
+  worker:
+    foreach: {queue: jobs}
+    on_failure: continue
+    sh: 'echo ${item} >> ran.txt'
+"#;
+    let t = Test::new(yaml);
+    let out = t.run();
+    out.assert_code(126);
+    assert_eq!(
+        lines_set(&t.read("ran.txt")),
+        lines_set("ok\nfine\n"),
+        "{}",
+        out.context()
+    );
+    let worker = out.of_stage("worker");
+    assert_eq!(worker.len(), 3, "{}", out.context());
+    assert_eq!(worker[1]["state"], "could_not_start", "{}", out.context());
+    assert_eq!(worker[1]["item"], "\u{fffd}bad");
+    let detail = worker[1]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("not valid UTF-8"), "{}", out.context());
+}

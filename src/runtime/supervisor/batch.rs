@@ -261,18 +261,18 @@ impl Supervisor {
             if b.live.len() >= b.parallel {
                 break;
             }
-            let next = if let Some(item) = b.items.pop_front() {
-                Some(item)
+            let next = if let Some((i, item)) = b.items.pop_front() {
+                Some((i, Ok(item)))
             } else if let Some(rec) = b.held.pop_front() {
                 let i = b.next_index;
                 b.next_index += 1;
-                Some((i, String::from_utf8_lossy(&rec).into_owned()))
+                Some((i, String::from_utf8(rec)))
             } else if let Some(rx) = &b.records {
                 match rx.try_recv() {
                     Ok(rec) => {
                         let i = b.next_index;
                         b.next_index += 1;
-                        Some((i, String::from_utf8_lossy(&rec).into_owned()))
+                        Some((i, String::from_utf8(rec)))
                     }
                     Err(TryRecvError::Empty) => None,
                     Err(TryRecvError::Disconnected) => {
@@ -284,6 +284,22 @@ impl Supervisor {
                 None
             };
             let Some((index, item)) = next else { break };
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    // Items are text (argv, `${item}`, the report): a record that is not
+                    // UTF-8 is reported as an item that could not start, never run with
+                    // altered bytes.
+                    let shown = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                    let id = self.add_item_instance(st, index, shown, false);
+                    self.insts[id].start_error_code = 126;
+                    let at = e.utf8_error().valid_up_to();
+                    let error = format!("item is not valid UTF-8 (byte {at}); items are text");
+                    self.finish_run(id, State::CouldNotStart { error });
+                    changed = true;
+                    continue;
+                }
+            };
             let name = &self.plan.stages[st].name;
             let resumed = matches!(
                 self.batches[st].as_ref().map(|b| &b.source),
