@@ -20,8 +20,15 @@ use super::sys;
 use super::{QueueConfig, QueueStats, ReaderId, RouterEvent, WriterId};
 use crate::plan::Delivery;
 
-/// Largest single read from a writer pipe.
+/// Largest single read from a writer pipe, and the size of a block.
 pub(super) const READ_BLOCK: usize = 256 * 1024;
+/// A cut of at least this many bytes hands the writer's block itself to the queue; a
+/// smaller one is copied out, so a few bytes do not pin a whole block.
+const HANDOVER: usize = 8 * 1024;
+/// Blocks handed to the queue that the pool follows, to reuse them once nobody holds
+/// them any more, and how many such idle blocks it keeps (the memory it adds).
+const POOL_BLOCKS: usize = 32;
+const POOL_IDLE: usize = 4;
 /// Smallest read, even when capacity is almost reached: records that do not fit wait in
 /// the writer's backlog, so this bounds memory, not the queue's depth.
 const MIN_READ: usize = 16 * 1024;
@@ -297,32 +304,89 @@ impl Reader {
     }
 }
 
+/// Recycles blocks: a block given to the queue is also remembered here, and once every
+/// slice of it was written and left the readers' logs, only the pool holds it and the
+/// next read goes into it. Allocating a fresh 256 KiB block per read instead costs page
+/// faults and `madvise`/`munmap` churn in the allocator at every block. Bounded: it
+/// follows at most [`POOL_BLOCKS`] blocks (the rest are plain allocations, freed as
+/// before) and keeps at most [`POOL_IDLE`] idle ones, so it adds little to memory.
+#[derive(Default)]
+struct BlockPool {
+    blocks: Vec<Arc<Vec<u8>>>,
+}
+
+impl BlockPool {
+    /// An empty buffer of at least `min_cap` bytes, reused when one is idle.
+    fn take(&mut self, min_cap: usize) -> Vec<u8> {
+        let mut found = None;
+        let mut k = 0;
+        let mut idle = 0;
+        while k < self.blocks.len() {
+            // Slices live on this thread only: a count of 1 means only the pool holds it.
+            if Arc::strong_count(&self.blocks[k]) == 1 {
+                if found.is_none() {
+                    found = Arc::try_unwrap(self.blocks.swap_remove(k)).ok();
+                    continue;
+                }
+                idle += 1;
+                if idle > POOL_IDLE {
+                    self.blocks.swap_remove(k);
+                    continue;
+                }
+            }
+            k += 1;
+        }
+        match found {
+            Some(mut b) => {
+                b.clear();
+                b.reserve(min_cap);
+                b
+            }
+            None => Vec::with_capacity(min_cap),
+        }
+    }
+
+    /// Follow a block just given to the queue.
+    fn keep(&mut self, block: &Arc<Vec<u8>>) {
+        if self.blocks.len() < POOL_BLOCKS && block.capacity() >= READ_BLOCK {
+            self.blocks.push(block.clone());
+        }
+    }
+}
+
 /// Number of delimiters in `data` (memchr's counter is vectorised: far cheaper than
 /// visiting every record).
 fn count_delims(d: u8, data: &[u8]) -> u64 {
     memchr::memchr_iter(d, data).count() as u64
 }
 
-/// Offset of the `n`-th delimiter (1-based) in `data`. Whole blocks are skipped with the
-/// vectorised counter; records are visited one by one only in the block that holds it.
-fn nth_delim(d: u8, data: &[u8], n: usize) -> Option<usize> {
+/// Delimiters in `data` if there are at most `limit` of them (`Ok`), else the offset of
+/// the `limit`-th (`Err`, 1-based; `limit` ≥ 1). One pass that stops where the limit is
+/// passed: whole 4 KiB blocks are counted with the vectorised counter, records are
+/// visited one by one only around the cut.
+fn count_upto(d: u8, data: &[u8], limit: u64) -> Result<u64, usize> {
     const BLOCK: usize = 4096;
-    if n == 0 {
-        return None;
-    }
-    let mut seen = 0usize;
+    let mut seen = 0u64;
     let mut base = 0usize;
     for block in data.chunks(BLOCK) {
-        let c = count_delims(d, block) as usize;
-        if seen + c >= n {
-            return memchr::memchr_iter(d, block)
-                .nth(n - seen - 1)
-                .map(|p| base + p);
+        let c = count_delims(d, block);
+        if seen + c > limit {
+            // This block holds the (limit+1)-th delimiter; the limit-th is in it too,
+            // or it is the last one before it.
+            let pos = if seen < limit {
+                memchr::memchr_iter(d, block)
+                    .nth((limit - seen - 1) as usize)
+                    .map(|p| base + p)
+            } else {
+                memchr::memrchr(d, &data[..base])
+            };
+            // Unreachable fallback (the counts say it exists): cut nothing extra.
+            return Err(pos.unwrap_or(0));
         }
         seen += c;
         base += block.len();
     }
-    None
+    Ok(seen)
 }
 
 /// Records in the last `unread` bytes written to a reader: each record whose delimiter
@@ -377,7 +441,13 @@ pub(super) struct Engine {
     handed_back: bool,
     blocked_since: Option<Instant>,
     scratch: Vec<u8>,
+    pool: BlockPool,
     pollfds: Vec<libc::pollfd>,
+    /// The waker's eventfd may be signalled (poll said so, or we have not polled yet):
+    /// only then is it worth a `read` to reset it. Commands are looked for at every
+    /// round regardless, so a command that arrives after a poll is not missed, and its
+    /// wake-up makes the next poll return at once.
+    woken: bool,
 }
 
 enum Slot {
@@ -431,7 +501,9 @@ impl Engine {
             handed_back: false,
             blocked_since: None,
             scratch: Vec::new(),
+            pool: BlockPool::default(),
             pollfds: Vec::new(),
+            woken: true,
         }
     }
 
@@ -489,7 +561,9 @@ impl Engine {
 
     /// Returns false when the router must stop (abort).
     fn handle_commands(&mut self) -> bool {
-        self.waker.drain();
+        if std::mem::take(&mut self.woken) {
+            self.waker.drain();
+        }
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
                 Command::AddWriter(id, fd) => self.add_writer(id, fd),
@@ -706,20 +780,20 @@ impl Engine {
             if let Some(d) = self.delim
                 && split > room
             {
-                let n = count_delims(d, &w.carry[..split]);
-                if n > room as u64 {
-                    // nth_delim finds the room-th delimiter: it is inside carry[..split].
-                    split = nth_delim(d, &w.carry[..split], room).map_or(split, |p| p + 1);
-                    records = Some(room as u64);
-                    w.backlog = true;
-                } else {
-                    records = Some(n);
+                match count_upto(d, &w.carry[..split], room as u64) {
+                    Ok(n) => records = Some(n),
+                    Err(p) => {
+                        split = p + 1;
+                        records = Some(room as u64);
+                        w.backlog = true;
+                    }
                 }
             }
         }
-        let chunk = if split * 2 >= w.carry.capacity() {
-            // Mostly full block: hand the buffer itself over, start a fresh one.
-            let mut next = Vec::with_capacity(READ_BLOCK.max(w.carry.len() - split));
+        let chunk = if split >= HANDOVER || split * 2 >= w.carry.capacity() {
+            // A block's worth: hand the buffer itself over (no copy), go on in a block
+            // from the pool with the incomplete tail.
+            let mut next = self.pool.take(READ_BLOCK.max(w.carry.len() - split));
             next.extend_from_slice(&w.carry[split..]);
             w.carry.truncate(split);
             std::mem::replace(&mut w.carry, next)
@@ -791,8 +865,10 @@ impl Engine {
         self.stats.bytes += chunk.len() as u64;
         self.writers[wi].records += records;
         let end = chunk.len();
+        let buf = Arc::new(chunk);
+        self.pool.keep(&buf);
         self.queue.push_back(Slice {
-            buf: Arc::new(chunk),
+            buf,
             start: 0,
             end,
             records,
@@ -909,8 +985,14 @@ impl Engine {
             // Only the byte budget binds: cut at the last delimiter inside it.
             match memchr::memrchr(d, &data[..max_bytes.min(data.len())]) {
                 Some(p) => {
+                    // The slice's count is known: count whichever side is shorter.
                     let cut = p + 1;
-                    (cut, count_delims(d, &data[..cut]))
+                    let n = if cut * 2 <= data.len() {
+                        count_delims(d, &data[..cut])
+                    } else {
+                        front.records.saturating_sub(count_delims(d, &data[cut..]))
+                    };
+                    (cut, n)
                 }
                 None if at_least_one => {
                     let p = memchr::memchr(d, data)?;
@@ -1380,7 +1462,7 @@ impl Engine {
                 continue;
             }
             match slot {
-                Slot::Waker => {}
+                Slot::Waker => self.woken = true,
                 Slot::Writer(i) => self.writers[i].readable = true,
                 Slot::Reader(i) => {
                     if re & libc::POLLERR != 0 {
@@ -1450,7 +1532,7 @@ mod tests {
     }
 
     #[test]
-    fn nth_delim_agrees_with_a_plain_scan() {
+    fn count_upto_agrees_with_a_plain_scan() {
         // Records of varied lengths spanning many 4 KiB blocks, incl. empty ones.
         let mut data = Vec::new();
         for i in 0..5000usize {
@@ -1459,11 +1541,21 @@ mod tests {
         }
         let plain: Vec<usize> = memchr::memchr_iter(b'\n', &data).collect();
         assert_eq!(count_delims(b'\n', &data), plain.len() as u64);
-        for n in [1, 2, 63, 64, 1000, 2047, 4999, 5000] {
-            assert_eq!(nth_delim(b'\n', &data, n), Some(plain[n - 1]), "n={n}");
+        for n in [1u64, 2, 63, 64, 1000, 2047, 4999] {
+            assert_eq!(
+                count_upto(b'\n', &data, n),
+                Err(plain[n as usize - 1]),
+                "n={n}"
+            );
         }
-        assert_eq!(nth_delim(b'\n', &data, 5001), None);
-        assert_eq!(nth_delim(b'\n', &data, 0), None);
-        assert_eq!(nth_delim(b'\n', b"", 1), None);
+        assert_eq!(count_upto(b'\n', &data, 5000), Ok(5000));
+        assert_eq!(count_upto(b'\n', &data, 9999), Ok(5000));
+        assert_eq!(count_upto(b'\n', b"", 1), Ok(0));
+        // The limit-th delimiter ends a 4 KiB block exactly.
+        let mut edge = vec![b'x'; 4095];
+        edge.push(b'\n');
+        edge.extend_from_slice(b"y\n");
+        assert_eq!(count_upto(b'\n', &edge, 1), Err(4095));
+        assert_eq!(count_upto(b'\n', &edge, 2), Ok(2));
     }
 }
