@@ -63,6 +63,9 @@ const STEAL_AFTER: Duration = Duration::from_millis(20);
 /// Re-check interval while records wait for a reader to drain (drain is not pollable).
 const TICK_MS: i32 = 2;
 const MAX_IOV: usize = 64;
+/// Rounds in a row that may skip `poll` because a writer has more to read; then poll
+/// anyway, so readers' pipes (room, errors) and the waker are looked at regularly.
+const EAGER_ROUNDS: u32 = 4;
 /// Records waiting on a channel reader before prun stops handing it more.
 pub(super) const CHANNEL_CAP: usize = 256;
 
@@ -110,6 +113,8 @@ struct Writer {
     eof_pending: bool,
     /// Set until poll says otherwise, so a new writer is read at once.
     readable: bool,
+    /// The last read filled the whole request: the pipe likely holds more.
+    full_read: bool,
     records: u64,
     /// The writer emitted the sentinel: read and count the rest, deliver nothing.
     discarding: bool,
@@ -263,6 +268,11 @@ impl Reader {
             Some(Sink::Channel(tx)) => tx.is_empty().then_some((0, 64 * 1024)),
             None => None,
         }
+    }
+
+    /// Whether [`Reader::room`] may say yes (without looking at its pipe).
+    fn may_take(&self) -> bool {
+        self.state == ReaderState::Live && self.pending.is_empty() && self.sink.is_some()
     }
 
     /// A batch is handed over while `unread` bytes wait in its pipe.
@@ -508,6 +518,7 @@ impl Engine {
     }
 
     pub(super) fn run(mut self) {
+        let mut eager = 0;
         loop {
             if !self.handle_commands() {
                 break;
@@ -526,6 +537,12 @@ impl Engine {
                 break;
             }
             self.publish();
+            if eager < EAGER_ROUNDS && self.more_to_read() {
+                // poll would return at once: the writer has more and there is room.
+                eager += 1;
+                continue;
+            }
+            eager = 0;
             if self.wait().is_err() {
                 // poll itself failed (should not happen): stop rather than spin.
                 self.abort();
@@ -551,6 +568,16 @@ impl Engine {
             Delivery::Broadcast => pending.max().unwrap_or(0),
         };
         self.queued_records + pending
+    }
+
+    /// A writer's last read filled its request and the queue has room: the next round
+    /// would read again at once, so polling first would only cost a system call.
+    fn more_to_read(&self) -> bool {
+        self.depth() < self.capacity()
+            && self
+                .writers
+                .iter()
+                .any(|w| w.fd.is_some() && w.readable && w.full_read && !w.backlog)
     }
 
     fn capacity(&self) -> u64 {
@@ -608,6 +635,7 @@ impl Engine {
             backlog: false,
             eof_pending: false,
             readable: true,
+            full_read: false,
             records: 0,
             discarding: false,
             discard_partial: false,
@@ -702,7 +730,9 @@ impl Engine {
             return;
         }
         let old = w.carry.len();
-        match sys::read_into(raw, &mut w.carry, size) {
+        let got = sys::read_into(raw, &mut w.carry, size);
+        w.full_read = matches!(got, Ok(n) if n == size);
+        match got {
             Ok(0) => self.writer_eof(wi),
             Ok(_) => self.cut(wi, old),
             Err(e) => self.writer_read_error(wi, e),
@@ -912,32 +942,54 @@ impl Engine {
             return;
         }
         // Who may take records now, and how much: only readers that worked through what
-        // they were given (see `Reader::room`).
+        // they were given (see `Reader::room`). The least served first (ties take turns:
+        // the rotation starts after the reader served first last time), so ready readers
+        // share alike.
         let n = self.readers.len();
-        let mut takers: Vec<(usize, usize, usize)> = Vec::new();
-        for k in 0..n {
-            let i = (self.rr + k) % n;
-            if let Some((unread, room)) = self.readers[i].room(now) {
-                takers.push((i, unread, room));
-            }
-        }
-        if takers.is_empty() {
+        let mut order: Vec<usize> = (0..n)
+            .map(|k| (self.rr + k) % n)
+            .filter(|&i| self.readers[i].may_take())
+            .collect();
+        if order.is_empty() {
             return;
         }
-        // The least served first (ties take turns: the rotation starts after the reader
-        // served first last time), so ready readers share alike.
-        takers.sort_by_key(|t| self.readers[t.0].served);
-        self.rr = (takers[0].0 + 1) % n;
+        order.sort_by_key(|&i| self.readers[i].served);
         // A few records waiting are shared out exactly, so that each ready reader gets
         // some now (slow readers that slurp their input look ready: splitting is what
         // keeps one of them from taking it all). Many records go by whole blocks up to
         // each reader's room: one write per block, and readers take turns block by
-        // block.
-        let share = self.queued_records.div_ceil(takers.len() as u64).max(1);
-        let exact = share <= EXACT_SHARE;
-        for (i, unread, room) in takers {
+        // block. With too many records to share exactly even among every candidate, a
+        // reader's pipe is only measured (FIONREAD) once records are left for it.
+        let many = self.queued_records.div_ceil(order.len() as u64) > EXACT_SHARE;
+        let mut known = vec![None; order.len()];
+        let (exact, share) = if many {
+            (false, u64::MAX)
+        } else {
+            for (k, &i) in order.iter().enumerate() {
+                known[k] = self.readers[i].room(now);
+            }
+            let ready = known.iter().flatten().count() as u64;
+            if ready == 0 {
+                return;
+            }
+            let share = self.queued_records.div_ceil(ready).max(1);
+            (share <= EXACT_SHARE, share)
+        };
+        let mut first = true;
+        for (k, &i) in order.iter().enumerate() {
             if self.queue.is_empty() {
                 break;
+            }
+            let ready = if many {
+                self.readers[i].room(now)
+            } else {
+                known[k]
+            };
+            let Some((unread, room)) = ready else {
+                continue;
+            };
+            if std::mem::take(&mut first) {
+                self.rr = (i + 1) % n;
             }
             let mut max_recs = if exact { share } else { u64::MAX };
             if !self.readers[i].measured {
