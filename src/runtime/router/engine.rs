@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -115,11 +115,28 @@ struct Writer {
     readable: bool,
     /// The last read filled the whole request: the pipe likely holds more.
     full_read: bool,
+    /// Read with tee (peek) + splice; false once tee failed on this descriptor.
+    tee: bool,
+    /// Bytes at the head of its pipe that were peeked (copied into our memory with
+    /// tee + read, not consumed): they are consumed, spliced to a reader or dropped,
+    /// before the pipe is peeked again.
+    peeked: usize,
+    /// Where the peeked bytes are in a queued block: those can be spliced.
+    shadow: Option<Shadow>,
     records: u64,
     /// The writer emitted the sentinel: read and count the rest, deliver nothing.
     discarding: bool,
     discard_partial: bool,
     done_reported: bool,
+}
+
+/// `len` bytes from `pos` in block `buf` are also the next bytes of a writer's pipe
+/// (peeked, not consumed): written to a reader with `splice` from that pipe, they move
+/// by page reference, with no copy and no page allocated for the reader's pipe.
+struct Shadow {
+    buf: Arc<Vec<u8>>,
+    pos: usize,
+    len: usize,
 }
 
 enum Sink {
@@ -314,6 +331,23 @@ impl Reader {
     }
 }
 
+/// Writers' pipes are peeked (tee) and spliced to readers (see [`Shadow`]).
+const USE_SPLICE: bool = true;
+
+/// The private pipe for peeking and /dev/null for dropping; none when either fails (then
+/// writers' pipes are read plainly).
+fn peek_pipes() -> (Option<(OwnedFd, OwnedFd)>, Option<OwnedFd>) {
+    let Ok((r, w)) = sys::pipe() else {
+        return (None, None);
+    };
+    // Room for a whole read in page-sized buffers.
+    sys::set_pipe_size(w.as_raw_fd(), READ_BLOCK);
+    match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        Ok(f) => (Some((r, w)), Some(OwnedFd::from(f))),
+        Err(_) => (None, None),
+    }
+}
+
 /// Recycles blocks: a block given to the queue is also remembered here, and once every
 /// slice of it was written and left the readers' logs, only the pool holds it and the
 /// next read goes into it. Allocating a fresh 256 KiB block per read instead costs page
@@ -362,6 +396,25 @@ impl BlockPool {
             self.blocks.push(block.clone());
         }
     }
+}
+
+/// Append the `n` bytes waiting in the private peek pipe to `buf`; returns how many
+/// were appended (all of them: they are in the pipe). Anything left over is drained so
+/// the next peek starts clean (those bytes are then simply peeked again).
+fn read_peeked(fd: RawFd, buf: &mut Vec<u8>, n: usize) -> usize {
+    let mut got = 0;
+    while got < n {
+        match sys::read_into(fd, buf, n - got) {
+            Ok(k) if k > 0 => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    if got < n {
+        let mut junk = [0u8; 4096];
+        while matches!(sys::read_some(fd, &mut junk), Ok(k) if k > 0) {}
+    }
+    got
 }
 
 /// Number of delimiters in `data` (memchr's counter is vectorised: far cheaper than
@@ -452,6 +505,10 @@ pub(super) struct Engine {
     blocked_since: Option<Instant>,
     scratch: Vec<u8>,
     pool: BlockPool,
+    /// Private pipe (read end, write end) that writers' pipes are peeked into with tee
+    /// (shared delivery), and /dev/null to drop peeked bytes that were not spliced.
+    peek: Option<(OwnedFd, OwnedFd)>,
+    null: Option<OwnedFd>,
     pollfds: Vec<libc::pollfd>,
     /// The waker's eventfd may be signalled (poll said so, or we have not polled yet):
     /// only then is it worth a `read` to reset it. Commands are looked for at every
@@ -490,6 +547,11 @@ impl Engine {
             }
             _ => None,
         };
+        let (peek, null) = if cfg.delivery == Delivery::Shared && USE_SPLICE {
+            peek_pipes()
+        } else {
+            (None, None)
+        };
         Engine {
             cfg,
             delim,
@@ -512,6 +574,8 @@ impl Engine {
             blocked_since: None,
             scratch: Vec::new(),
             pool: BlockPool::default(),
+            peek,
+            null,
             pollfds: Vec::new(),
             woken: true,
         }
@@ -636,6 +700,9 @@ impl Engine {
             eof_pending: false,
             readable: true,
             full_read: false,
+            tee: self.peek.is_some(),
+            peeked: 0,
+            shadow: None,
             records: 0,
             discarding: false,
             discard_partial: false,
@@ -676,7 +743,7 @@ impl Engine {
         for wi in 0..n {
             if self.writers[wi].backlog && self.depth() < self.capacity() {
                 self.writers[wi].backlog = false;
-                self.cut(wi, 0);
+                self.cut(wi, 0, None);
                 let w = &mut self.writers[wi];
                 if !w.backlog && w.eof_pending {
                     w.eof_pending = false;
@@ -708,6 +775,9 @@ impl Engine {
 
     fn read_writer(&mut self, wi: usize) {
         let size = self.read_size();
+        if !self.consume_peeked(wi) {
+            return;
+        }
         let w = &mut self.writers[wi];
         let Some(fd) = &w.fd else { return };
         let raw = fd.as_raw_fd();
@@ -730,13 +800,70 @@ impl Engine {
             return;
         }
         let old = w.carry.len();
-        let got = sys::read_into(raw, &mut w.carry, size);
+        let got = match &self.peek {
+            Some((pr, pw)) if w.tee => match sys::tee(raw, pw.as_raw_fd(), size) {
+                Ok(n) if n > 0 => {
+                    // Copy the peeked bytes out of the private pipe; they stay at the
+                    // head of the writer's pipe until consumed.
+                    let got = read_peeked(pr.as_raw_fd(), &mut w.carry, n);
+                    w.peeked = got;
+                    Ok(got)
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Not a pipe: read it plainly from now on.
+                    w.tee = false;
+                    sys::read_into(raw, &mut w.carry, size)
+                }
+                other => other,
+            },
+            _ => sys::read_into(raw, &mut w.carry, size),
+        };
+        let w = &mut self.writers[wi];
         w.full_read = matches!(got, Ok(n) if n == size);
+        let peeked = (w.peeked > 0).then_some(old);
         match got {
             Ok(0) => self.writer_eof(wi),
-            Ok(_) => self.cut(wi, old),
+            Ok(_) => self.cut(wi, old, peeked),
             Err(e) => self.writer_read_error(wi, e),
         }
+    }
+
+    /// Consume what was peeked from writer `wi`'s pipe and not spliced (drop it: it is in
+    /// our memory), so the pipe can be peeked again. False if that failed (the stream is
+    /// then ended like on a read error: peeking again would duplicate records).
+    fn consume_peeked(&mut self, wi: usize) -> bool {
+        let w = &mut self.writers[wi];
+        w.shadow = None;
+        let Some(fd) = &w.fd else {
+            w.peeked = 0;
+            return true;
+        };
+        let raw = fd.as_raw_fd();
+        while w.peeked > 0 {
+            let dropped = match &self.null {
+                Some(null) => sys::splice(raw, null.as_raw_fd(), w.peeked),
+                None => Err(io::Error::from(io::ErrorKind::Unsupported)),
+            };
+            let dropped = match dropped {
+                Ok(n) if n > 0 => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+                _ => {
+                    let want = w.peeked.min(READ_BLOCK);
+                    self.scratch.resize(want, 0);
+                    sys::read_some(raw, &mut self.scratch[..want])
+                }
+            };
+            match dropped {
+                Ok(n) if n > 0 => w.peeked -= n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => {
+                    w.peeked = 0;
+                    self.writer_eof(wi);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     fn writer_read_error(&mut self, wi: usize, e: io::Error) {
@@ -760,10 +887,12 @@ impl Engine {
                 w.carry.push(d);
             }
             let old = w.carry.len() - 1;
-            self.cut(wi, old);
+            self.cut(wi, old, None);
         }
         let w = &mut self.writers[wi];
         w.fd = None;
+        w.peeked = 0;
+        w.shadow = None;
         if w.backlog {
             // Records still wait for room in the queue: done once they are in.
             w.eof_pending = true;
@@ -786,8 +915,9 @@ impl Engine {
     }
 
     /// Move the complete records of writer `wi`'s buffer into the queue. `scan_from`:
-    /// bytes before it hold no delimiter (they were scanned already).
-    fn cut(&mut self, wi: usize, scan_from: usize) {
+    /// bytes before it hold no delimiter (they were scanned already). `peeked`: the
+    /// bytes from there on are still at the head of the writer's pipe.
+    fn cut(&mut self, wi: usize, scan_from: usize, peeked: Option<usize>) {
         let room = self.capacity().saturating_sub(self.depth()) as usize;
         let discarding = self.writers[wi].discarding;
         let w = &mut self.writers[wi];
@@ -833,13 +963,34 @@ impl Engine {
             w.carry.drain(..split);
             chunk
         };
-        self.accept(wi, chunk, records);
+        self.accept(wi, chunk, records, peeked);
+        let w = &mut self.writers[wi];
+        if peeked.is_some()
+            && !w.discarding
+            && !w.backlog
+            && !w.carry.is_empty()
+            && w.carry.len() <= w.peeked
+        {
+            // The incomplete last record was peeked: leave it in the pipe (it is the
+            // start of the next peek) rather than carry it, so the next block begins at
+            // the pipe's head and goes whole by splice. Only after a cut, so a record
+            // longer than a read still makes progress (it is carried).
+            w.peeked -= w.carry.len();
+            w.carry.clear();
+        }
     }
 
     /// Put a chunk of whole records into the queue; `records` is their number when the
     /// caller counted them already.
-    fn accept(&mut self, wi: usize, mut chunk: Vec<u8>, records: Option<u64>) {
+    fn accept(
+        &mut self,
+        wi: usize,
+        mut chunk: Vec<u8>,
+        records: Option<u64>,
+        peeked: Option<usize>,
+    ) {
         let mut records = records;
+        let mut peeked = peeked;
         if let (Some(finder), Some(sentinel), Some(d)) =
             (&self.sentinel_finder, &self.cfg.sentinel, self.delim)
         {
@@ -853,6 +1004,7 @@ impl Engine {
             };
             if let Some(s) = found {
                 records = None;
+                peeked = None;
                 let after = s + sentinel.len() + 1;
                 let dropped = count_delims(d, &chunk[after..]);
                 chunk.truncate(s);
@@ -897,6 +1049,11 @@ impl Engine {
         let end = chunk.len();
         let buf = Arc::new(chunk);
         self.pool.keep(&buf);
+        self.writers[wi].shadow = peeked.filter(|&p| p < end).map(|pos| Shadow {
+            buf: buf.clone(),
+            pos,
+            len: end - pos,
+        });
         self.queue.push_back(Slice {
             buf,
             start: 0,
@@ -1121,70 +1278,145 @@ impl Engine {
     // ---- readers --------------------------------------------------------------------
 
     fn write_readers(&mut self, now: Instant) {
-        for i in 0..self.readers.len() {
-            let r = &self.readers[i];
-            if !r.is_open() || r.pending.is_empty() {
-                continue;
+        let n = self.readers.len();
+        let mut done = vec![false; n];
+        if self.writers.iter().any(|w| w.shadow.is_some()) {
+            // Readers whose next bytes are at the head of a writer's pipe go first: once
+            // one has spliced its part of a block, the next part is at the head, maybe
+            // for another reader, which then splices it instead of writing it.
+            while let Some(i) = (0..n).find(|&i| !done[i] && self.at_pipe_head(i)) {
+                done[i] = true;
+                self.write_reader(i, now);
             }
-            let ok = match &r.sink {
-                Some(Sink::Pipe(_)) if r.writable => self.write_pipe(i, now),
-                Some(Sink::Channel(_)) => self.write_channel(i, now),
-                _ => true,
-            };
-            if !ok {
-                self.reader_gone(i);
+        }
+        for (i, done) in done.into_iter().enumerate() {
+            if !done {
+                self.write_reader(i, now);
             }
+        }
+    }
+
+    /// Reader `i` can be written and what it has pending next is at the head of a
+    /// writer's pipe (see [`Shadow`]).
+    fn at_pipe_head(&self, i: usize) -> bool {
+        let r = &self.readers[i];
+        let Some(front) = r.pending.front() else {
+            return false;
+        };
+        let pos = front.start + r.head_off;
+        r.is_open()
+            && r.writable
+            && matches!(r.sink, Some(Sink::Pipe(_)))
+            && self.writers.iter().any(|w| {
+                w.shadow.as_ref().is_some_and(|sh| {
+                    sh.len > 0 && sh.pos == pos && Arc::ptr_eq(&sh.buf, &front.buf)
+                })
+            })
+    }
+
+    fn write_reader(&mut self, i: usize, now: Instant) {
+        let r = &self.readers[i];
+        if !r.is_open() || r.pending.is_empty() {
+            return;
+        }
+        let ok = match &r.sink {
+            Some(Sink::Pipe(_)) if r.writable => self.write_pipe(i, now),
+            Some(Sink::Channel(_)) => self.write_channel(i, now),
+            _ => true,
+        };
+        if !ok {
+            self.reader_gone(i);
         }
     }
 
     /// Returns false when the reader is gone (EPIPE or another write error).
     fn write_pipe(&mut self, i: usize, now: Instant) -> bool {
+        let writers = &mut self.writers;
+        let sentinels = &mut self.stats.sentinels_sent;
         let r = &mut self.readers[i];
         let Some(Sink::Pipe(fd)) = &r.sink else {
             return true;
         };
         let raw = fd.as_raw_fd();
-        while !r.pending.is_empty() {
-            let iov: Vec<IoSlice<'_>> = r
-                .pending
-                .iter()
-                .take(MAX_IOV)
-                .enumerate()
-                .map(|(k, s)| {
-                    IoSlice::new(if k == 0 {
-                        &s.bytes()[r.head_off..]
+        while let Some(front) = r.pending.front() {
+            // Bytes that are still at the head of a writer's pipe go by splice; the
+            // writev stops where they start, so that the reader's bytes stay in order.
+            let pos = front.start + r.head_off;
+            let mut source = None;
+            let mut front_max = usize::MAX;
+            let mut slices = r.pending.len().min(MAX_IOV);
+            for (wi, w) in writers.iter().enumerate() {
+                let Some(sh) = w.shadow.as_ref().filter(|sh| sh.len > 0) else {
+                    continue;
+                };
+                for (k, s) in r.pending.iter().take(slices).enumerate() {
+                    let from = if k == 0 { pos } else { s.start };
+                    if !Arc::ptr_eq(&s.buf, &sh.buf) || sh.pos < from || sh.pos >= s.end {
+                        continue;
+                    }
+                    if k > 0 {
+                        slices = k;
+                    } else if sh.pos == pos {
+                        source = Some(wi);
                     } else {
-                        s.bytes()
-                    })
-                })
-                .collect();
-            match sys::writev(raw, &iov) {
-                Ok(mut n) => {
-                    drop(iov);
-                    r.blocked_since = None;
-                    r.written += n as u64;
-                    while n > 0 {
-                        let Some(front) = r.pending.front() else {
-                            break;
-                        };
-                        let left = front.len() - r.head_off;
-                        if n >= left {
-                            n -= left;
-                            r.head_off = 0;
-                            if let Some(s) = r.pending.pop_front() {
-                                r.pending_records -= s.records;
-                                r.delivered += s.records;
-                                if s.sentinel {
-                                    self.stats.sentinels_sent += 1;
-                                }
-                                r.log_written(s);
-                            }
-                        } else {
-                            r.head_off += n;
-                            n = 0;
-                        }
+                        // Write up to there, and nothing after it in this call.
+                        front_max = sh.pos - pos;
+                        slices = 1;
+                    }
+                    break;
+                }
+            }
+            let wrote = if let Some(wi) = source {
+                let w = &mut writers[wi];
+                let (Some(wfd), Some(sh)) = (&w.fd, &mut w.shadow) else {
+                    w.shadow = None;
+                    continue;
+                };
+                let want = sh.len.min(front.end - pos);
+                match sys::splice(wfd.as_raw_fd(), raw, want) {
+                    Ok(n) if n > 0 => {
+                        sh.pos += n;
+                        sh.len -= n;
+                        w.peeked = w.peeked.saturating_sub(n);
+                        Ok(n)
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::Interrupted
+                                | io::ErrorKind::BrokenPipe
+                        ) =>
+                    {
+                        Err(e)
+                    }
+                    _ => {
+                        // Nothing moved for another reason: write these bytes from
+                        // memory instead (the peeked ones are dropped before the next
+                        // peek).
+                        w.shadow = None;
+                        continue;
                     }
                 }
+            } else {
+                let iov: Vec<IoSlice<'_>> = r
+                    .pending
+                    .iter()
+                    .take(slices)
+                    .enumerate()
+                    .map(|(k, s)| {
+                        IoSlice::new(if k == 0 {
+                            let rest = &s.bytes()[r.head_off..];
+                            &rest[..rest.len().min(front_max)]
+                        } else {
+                            s.bytes()
+                        })
+                    })
+                    .collect();
+                sys::writev(raw, &iov)
+            };
+            match wrote {
+                Ok(n) => advance(r, n, sentinels),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     r.writable = false;
                     r.blocked_since.get_or_insert(now);
@@ -1317,6 +1549,8 @@ impl Engine {
             return;
         }
         for w in &mut self.writers {
+            w.peeked = 0;
+            w.shadow = None;
             if (w.fd.take().is_some() || w.backlog) && !w.done_reported {
                 w.done_reported = true;
                 let _ = self.events.send(RouterEvent::WriterDone {
@@ -1347,6 +1581,8 @@ impl Engine {
                 self.stats.discarded += count_delims(d, &w.carry);
             }
             w.fd = None;
+            w.peeked = 0;
+            w.shadow = None;
             w.backlog = false;
             w.eof_pending = false;
             w.carry = Vec::new();
@@ -1529,6 +1765,33 @@ impl Engine {
             self.reader_gone(i);
         }
         Ok(())
+    }
+}
+
+/// `n` bytes of what `r` has pending were written to its pipe.
+fn advance(r: &mut Reader, mut n: usize, sentinels: &mut u64) {
+    r.blocked_since = None;
+    r.written += n as u64;
+    while n > 0 {
+        let Some(front) = r.pending.front() else {
+            break;
+        };
+        let left = front.len() - r.head_off;
+        if n >= left {
+            n -= left;
+            r.head_off = 0;
+            if let Some(s) = r.pending.pop_front() {
+                r.pending_records -= s.records;
+                r.delivered += s.records;
+                if s.sentinel {
+                    *sentinels += 1;
+                }
+                r.log_written(s);
+            }
+        } else {
+            r.head_off += n;
+            n = 0;
+        }
     }
 }
 
