@@ -1,11 +1,13 @@
 //! The router thread of one queue: a single `poll` loop that owns every descriptor and
 //! every buffered record of the queue (see the design notes in the parent module).
 //!
-//! Data path: writer pipe → `read` into a block → cut at the last delimiter → the complete
-//! part becomes a shared [`Slice`] in the queue → dispatch assigns slices (or record-exact
-//! sub-slices) to readers' `pending` lists → `writev` into reader pipes. A slice always
-//! starts and ends on record boundaries, and once a reader was given a slice it is the
-//! only one that ever gets those bytes, so partial pipe writes can never tear a record.
+//! Data path: writer pipe → `read` (shared delivery: `tee` + read of the copy) into a
+//! block → cut at the last delimiter → the complete part becomes a shared [`Slice`] in
+//! the queue → dispatch assigns slices (or record-exact sub-slices) to readers' `pending`
+//! lists → `writev` into reader pipes, or `splice` from the writer's pipe for bytes still
+//! at its head (a [`Shadow`]). A slice always starts and ends on record boundaries, and
+//! once a reader was given a slice it is the only one that ever gets those bytes, so
+//! partial pipe writes (or splices) can never tear a record.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
