@@ -1382,12 +1382,19 @@ impl Engine {
                         w.peeked = w.peeked.saturating_sub(n);
                         Ok(n)
                     }
+                    // A full reader pipe, unless the writer's pipe lacks the bytes (it
+                    // cannot, by construction; if it ever did, writing from memory
+                    // keeps the reader from waiting forever on a splice).
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            && sys::unread_bytes(wfd.as_raw_fd()) >= want =>
+                    {
+                        Err(e)
+                    }
                     Err(e)
                         if matches!(
                             e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::Interrupted
-                                | io::ErrorKind::BrokenPipe
+                            io::ErrorKind::Interrupted | io::ErrorKind::BrokenPipe
                         ) =>
                     {
                         Err(e)
