@@ -8,8 +8,8 @@
 //! Commands run with `sh -c`; readers inherit stdout. With `--direct`, one writer and one
 //! reader are joined by a plain OS pipe (what the supervisor does for 1→1 queues).
 //! Prints one line to stderr: `elapsed_ms=… cpu_ms=… records=… bytes=… max_depth=…
-//! blocked_ms=… maxrss_kib=… per_reader=…` (cpu and maxrss are this process: the router,
-//! not the stages).
+//! blocked_ms=… maxrss_kib=… vcsw=… ivcsw=… per_reader=…` (cpu, maxrss and the context
+//! switch counts are this process: the router, not the stages).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, ExitCode, Stdio};
@@ -195,9 +195,10 @@ fn main() -> ExitCode {
         let _ = r.wait();
     }
     let st = router.stats();
+    let ru = own_usage();
     let per: Vec<String> = st.per_reader.iter().map(|(_, n)| n.to_string()).collect();
     eprintln!(
-        "elapsed_ms={} cpu_ms={} records={} bytes={} max_depth={} blocked_ms={} maxrss_kib={} per_reader={}",
+        "elapsed_ms={} cpu_ms={} records={} bytes={} max_depth={} blocked_ms={} maxrss_kib={} vcsw={} ivcsw={} per_reader={}",
         t0.elapsed().as_millis(),
         cpu_ms(),
         st.records,
@@ -205,6 +206,8 @@ fn main() -> ExitCode {
         st.max_depth,
         st.blocked_ms,
         maxrss_kib(),
+        ru.ru_nvcsw,
+        ru.ru_nivcsw,
         per.join(",")
     );
     ExitCode::SUCCESS

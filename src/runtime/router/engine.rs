@@ -1,15 +1,17 @@
 //! The router thread of one queue: a single `poll` loop that owns every descriptor and
 //! every buffered record of the queue (see the design notes in the parent module).
 //!
-//! Data path: writer pipe → `read` into a block → cut at the last delimiter → the complete
-//! part becomes a shared [`Slice`] in the queue → dispatch assigns slices (or record-exact
-//! sub-slices) to readers' `pending` lists → `writev` into reader pipes. A slice always
-//! starts and ends on record boundaries, and once a reader was given a slice it is the
-//! only one that ever gets those bytes, so partial pipe writes can never tear a record.
+//! Data path: writer pipe → `read` (shared delivery: `tee` + read of the copy) into a
+//! block → cut at the last delimiter → the complete part becomes a shared [`Slice`] in
+//! the queue → dispatch assigns slices (or record-exact sub-slices) to readers' `pending`
+//! lists → `writev` into reader pipes, or `splice` from the writer's pipe for bytes still
+//! at its head (a [`Shadow`]). A slice always starts and ends on record boundaries, and
+//! once a reader was given a slice it is the only one that ever gets those bytes, so
+//! partial pipe writes (or splices) can never tear a record.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +22,15 @@ use super::sys;
 use super::{QueueConfig, QueueStats, ReaderId, RouterEvent, WriterId};
 use crate::plan::Delivery;
 
-/// Largest single read from a writer pipe.
+/// Largest single read from a writer pipe, and the size of a block.
 pub(super) const READ_BLOCK: usize = 256 * 1024;
+/// A cut of at least this many bytes hands the writer's block itself to the queue; a
+/// smaller one is copied out, so a few bytes do not pin a whole block.
+const HANDOVER: usize = 8 * 1024;
+/// Blocks handed to the queue that the pool follows, to reuse them once nobody holds
+/// them any more, and how many such idle blocks it keeps (the memory it adds).
+const POOL_BLOCKS: usize = 32;
+const POOL_IDLE: usize = 4;
 /// Smallest read, even when capacity is almost reached: records that do not fit wait in
 /// the writer's backlog, so this bounds memory, not the queue's depth.
 const MIN_READ: usize = 16 * 1024;
@@ -56,6 +65,9 @@ const STEAL_AFTER: Duration = Duration::from_millis(20);
 /// Re-check interval while records wait for a reader to drain (drain is not pollable).
 const TICK_MS: i32 = 2;
 const MAX_IOV: usize = 64;
+/// Rounds in a row that may skip `poll` because a writer has more to read; then poll
+/// anyway, so readers' pipes (room, errors) and the waker are looked at regularly.
+const EAGER_ROUNDS: u32 = 4;
 /// Records waiting on a channel reader before prun stops handing it more.
 pub(super) const CHANNEL_CAP: usize = 256;
 
@@ -103,11 +115,30 @@ struct Writer {
     eof_pending: bool,
     /// Set until poll says otherwise, so a new writer is read at once.
     readable: bool,
+    /// The last read filled the whole request: the pipe likely holds more.
+    full_read: bool,
+    /// Read with tee (peek) + splice; false once tee failed on this descriptor.
+    tee: bool,
+    /// Bytes at the head of its pipe that were peeked (copied into our memory with
+    /// tee + read, not consumed): they are consumed, spliced to a reader or dropped,
+    /// before the pipe is peeked again.
+    peeked: usize,
+    /// Where the peeked bytes are in a queued block: those can be spliced.
+    shadow: Option<Shadow>,
     records: u64,
     /// The writer emitted the sentinel: read and count the rest, deliver nothing.
     discarding: bool,
     discard_partial: bool,
     done_reported: bool,
+}
+
+/// `len` bytes from `pos` in block `buf` are also the next bytes of a writer's pipe
+/// (peeked, not consumed): written to a reader with `splice` from that pipe, they move
+/// by page reference, with no copy and no page allocated for the reader's pipe.
+struct Shadow {
+    buf: Arc<Vec<u8>>,
+    pos: usize,
+    len: usize,
 }
 
 enum Sink {
@@ -258,6 +289,11 @@ impl Reader {
         }
     }
 
+    /// Whether [`Reader::room`] may say yes (without looking at its pipe).
+    fn may_take(&self) -> bool {
+        self.state == ReaderState::Live && self.pending.is_empty() && self.sink.is_some()
+    }
+
     /// A batch is handed over while `unread` bytes wait in its pipe.
     fn given(&mut self, now: Instant, unread: usize) {
         if self.period.is_none() {
@@ -297,32 +333,125 @@ impl Reader {
     }
 }
 
+/// Writers' pipes are peeked (tee) and spliced to readers (see [`Shadow`]).
+const USE_SPLICE: bool = true;
+
+/// The private pipe for peeking and /dev/null for dropping; none when either fails (then
+/// writers' pipes are read plainly).
+fn peek_pipes() -> (Option<(OwnedFd, OwnedFd)>, Option<OwnedFd>) {
+    let Ok((r, w)) = sys::pipe() else {
+        return (None, None);
+    };
+    // Room for a whole read in page-sized buffers.
+    sys::set_pipe_size(w.as_raw_fd(), READ_BLOCK);
+    match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        Ok(f) => (Some((r, w)), Some(OwnedFd::from(f))),
+        Err(_) => (None, None),
+    }
+}
+
+/// Recycles blocks: a block given to the queue is also remembered here, and once every
+/// slice of it was written and left the readers' logs, only the pool holds it and the
+/// next read goes into it. Allocating a fresh 256 KiB block per read instead costs page
+/// faults and `madvise`/`munmap` churn in the allocator at every block. Bounded: it
+/// follows at most [`POOL_BLOCKS`] blocks (the rest are plain allocations, freed as
+/// before) and keeps at most [`POOL_IDLE`] idle ones, so it adds little to memory.
+#[derive(Default)]
+struct BlockPool {
+    blocks: Vec<Arc<Vec<u8>>>,
+}
+
+impl BlockPool {
+    /// An empty buffer of at least `min_cap` bytes, reused when one is idle.
+    fn take(&mut self, min_cap: usize) -> Vec<u8> {
+        let mut found = None;
+        let mut k = 0;
+        let mut idle = 0;
+        while k < self.blocks.len() {
+            // Slices live on this thread only: a count of 1 means only the pool holds it.
+            if Arc::strong_count(&self.blocks[k]) == 1 {
+                if found.is_none() {
+                    found = Arc::try_unwrap(self.blocks.swap_remove(k)).ok();
+                    continue;
+                }
+                idle += 1;
+                if idle > POOL_IDLE {
+                    self.blocks.swap_remove(k);
+                    continue;
+                }
+            }
+            k += 1;
+        }
+        match found {
+            Some(mut b) => {
+                b.clear();
+                b.reserve(min_cap);
+                b
+            }
+            None => Vec::with_capacity(min_cap),
+        }
+    }
+
+    /// Follow a block just given to the queue.
+    fn keep(&mut self, block: &Arc<Vec<u8>>) {
+        if self.blocks.len() < POOL_BLOCKS && block.capacity() >= READ_BLOCK {
+            self.blocks.push(block.clone());
+        }
+    }
+}
+
+/// Append the `n` bytes waiting in the private peek pipe to `buf`; returns how many
+/// were appended (all of them: they are in the pipe). Anything left over is drained so
+/// the next peek starts clean (those bytes are then simply peeked again).
+fn read_peeked(fd: RawFd, buf: &mut Vec<u8>, n: usize) -> usize {
+    let mut got = 0;
+    while got < n {
+        match sys::read_into(fd, buf, n - got) {
+            Ok(k) if k > 0 => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    if got < n {
+        let mut junk = [0u8; 4096];
+        while matches!(sys::read_some(fd, &mut junk), Ok(k) if k > 0) {}
+    }
+    got
+}
+
 /// Number of delimiters in `data` (memchr's counter is vectorised: far cheaper than
 /// visiting every record).
 fn count_delims(d: u8, data: &[u8]) -> u64 {
     memchr::memchr_iter(d, data).count() as u64
 }
 
-/// Offset of the `n`-th delimiter (1-based) in `data`. Whole blocks are skipped with the
-/// vectorised counter; records are visited one by one only in the block that holds it.
-fn nth_delim(d: u8, data: &[u8], n: usize) -> Option<usize> {
+/// Delimiters in `data` if there are at most `limit` of them (`Ok`), else the offset of
+/// the `limit`-th (`Err`, 1-based; `limit` ≥ 1). One pass that stops where the limit is
+/// passed: whole 4 KiB blocks are counted with the vectorised counter, records are
+/// visited one by one only around the cut.
+fn count_upto(d: u8, data: &[u8], limit: u64) -> Result<u64, usize> {
     const BLOCK: usize = 4096;
-    if n == 0 {
-        return None;
-    }
-    let mut seen = 0usize;
+    let mut seen = 0u64;
     let mut base = 0usize;
     for block in data.chunks(BLOCK) {
-        let c = count_delims(d, block) as usize;
-        if seen + c >= n {
-            return memchr::memchr_iter(d, block)
-                .nth(n - seen - 1)
-                .map(|p| base + p);
+        let c = count_delims(d, block);
+        if seen + c > limit {
+            // This block holds the (limit+1)-th delimiter; the limit-th is in it too,
+            // or it is the last one before it.
+            let pos = if seen < limit {
+                memchr::memchr_iter(d, block)
+                    .nth((limit - seen - 1) as usize)
+                    .map(|p| base + p)
+            } else {
+                memchr::memrchr(d, &data[..base])
+            };
+            // Unreachable fallback (the counts say it exists): cut nothing extra.
+            return Err(pos.unwrap_or(0));
         }
         seen += c;
         base += block.len();
     }
-    None
+    Ok(seen)
 }
 
 /// Records in the last `unread` bytes written to a reader: each record whose delimiter
@@ -377,7 +506,17 @@ pub(super) struct Engine {
     handed_back: bool,
     blocked_since: Option<Instant>,
     scratch: Vec<u8>,
+    pool: BlockPool,
+    /// Private pipe (read end, write end) that writers' pipes are peeked into with tee
+    /// (shared delivery), and /dev/null to drop peeked bytes that were not spliced.
+    peek: Option<(OwnedFd, OwnedFd)>,
+    null: Option<OwnedFd>,
     pollfds: Vec<libc::pollfd>,
+    /// The waker's eventfd may be signalled (poll said so, or we have not polled yet):
+    /// only then is it worth a `read` to reset it. Commands are looked for at every
+    /// round regardless, so a command that arrives after a poll is not missed, and its
+    /// wake-up makes the next poll return at once.
+    woken: bool,
 }
 
 enum Slot {
@@ -410,6 +549,11 @@ impl Engine {
             }
             _ => None,
         };
+        let (peek, null) = if cfg.delivery == Delivery::Shared && USE_SPLICE {
+            peek_pipes()
+        } else {
+            (None, None)
+        };
         Engine {
             cfg,
             delim,
@@ -431,11 +575,16 @@ impl Engine {
             handed_back: false,
             blocked_since: None,
             scratch: Vec::new(),
+            pool: BlockPool::default(),
+            peek,
+            null,
             pollfds: Vec::new(),
+            woken: true,
         }
     }
 
     pub(super) fn run(mut self) {
+        let mut eager = 0;
         loop {
             if !self.handle_commands() {
                 break;
@@ -454,6 +603,12 @@ impl Engine {
                 break;
             }
             self.publish();
+            if eager < EAGER_ROUNDS && self.more_to_read() {
+                // poll would return at once: the writer has more and there is room.
+                eager += 1;
+                continue;
+            }
+            eager = 0;
             if self.wait().is_err() {
                 // poll itself failed (should not happen): stop rather than spin.
                 self.abort();
@@ -481,6 +636,16 @@ impl Engine {
         self.queued_records + pending
     }
 
+    /// A writer's last read filled its request and the queue has room: the next round
+    /// would read again at once, so polling first would only cost a system call.
+    fn more_to_read(&self) -> bool {
+        self.depth() < self.capacity()
+            && self
+                .writers
+                .iter()
+                .any(|w| w.fd.is_some() && w.readable && w.full_read && !w.backlog)
+    }
+
     fn capacity(&self) -> u64 {
         self.cfg.capacity.max(1) as u64
     }
@@ -489,7 +654,9 @@ impl Engine {
 
     /// Returns false when the router must stop (abort).
     fn handle_commands(&mut self) -> bool {
-        self.waker.drain();
+        if std::mem::take(&mut self.woken) {
+            self.waker.drain();
+        }
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
                 Command::AddWriter(id, fd) => self.add_writer(id, fd),
@@ -534,6 +701,10 @@ impl Engine {
             backlog: false,
             eof_pending: false,
             readable: true,
+            full_read: false,
+            tee: self.peek.is_some(),
+            peeked: 0,
+            shadow: None,
             records: 0,
             discarding: false,
             discard_partial: false,
@@ -574,7 +745,7 @@ impl Engine {
         for wi in 0..n {
             if self.writers[wi].backlog && self.depth() < self.capacity() {
                 self.writers[wi].backlog = false;
-                self.cut(wi, 0);
+                self.cut(wi, 0, None);
                 let w = &mut self.writers[wi];
                 if !w.backlog && w.eof_pending {
                     w.eof_pending = false;
@@ -606,6 +777,9 @@ impl Engine {
 
     fn read_writer(&mut self, wi: usize) {
         let size = self.read_size();
+        if !self.consume_peeked(wi) {
+            return;
+        }
         let w = &mut self.writers[wi];
         let Some(fd) = &w.fd else { return };
         let raw = fd.as_raw_fd();
@@ -628,11 +802,70 @@ impl Engine {
             return;
         }
         let old = w.carry.len();
-        match sys::read_into(raw, &mut w.carry, size) {
+        let got = match &self.peek {
+            Some((pr, pw)) if w.tee => match sys::tee(raw, pw.as_raw_fd(), size) {
+                Ok(n) if n > 0 => {
+                    // Copy the peeked bytes out of the private pipe; they stay at the
+                    // head of the writer's pipe until consumed.
+                    let got = read_peeked(pr.as_raw_fd(), &mut w.carry, n);
+                    w.peeked = got;
+                    Ok(got)
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Not a pipe: read it plainly from now on.
+                    w.tee = false;
+                    sys::read_into(raw, &mut w.carry, size)
+                }
+                other => other,
+            },
+            _ => sys::read_into(raw, &mut w.carry, size),
+        };
+        let w = &mut self.writers[wi];
+        w.full_read = matches!(got, Ok(n) if n == size);
+        let peeked = (w.peeked > 0).then_some(old);
+        match got {
             Ok(0) => self.writer_eof(wi),
-            Ok(_) => self.cut(wi, old),
+            Ok(_) => self.cut(wi, old, peeked),
             Err(e) => self.writer_read_error(wi, e),
         }
+    }
+
+    /// Consume what was peeked from writer `wi`'s pipe and not spliced (drop it: it is in
+    /// our memory), so the pipe can be peeked again. False if that failed (the stream is
+    /// then ended like on a read error: peeking again would duplicate records).
+    fn consume_peeked(&mut self, wi: usize) -> bool {
+        let w = &mut self.writers[wi];
+        w.shadow = None;
+        let Some(fd) = &w.fd else {
+            w.peeked = 0;
+            return true;
+        };
+        let raw = fd.as_raw_fd();
+        while w.peeked > 0 {
+            let dropped = match &self.null {
+                Some(null) => sys::splice(raw, null.as_raw_fd(), w.peeked),
+                None => Err(io::Error::from(io::ErrorKind::Unsupported)),
+            };
+            let dropped = match dropped {
+                Ok(n) if n > 0 => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+                _ => {
+                    let want = w.peeked.min(READ_BLOCK);
+                    self.scratch.resize(want, 0);
+                    sys::read_some(raw, &mut self.scratch[..want])
+                }
+            };
+            match dropped {
+                Ok(n) if n > 0 => w.peeked -= n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => {
+                    w.peeked = 0;
+                    self.writer_eof(wi);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     fn writer_read_error(&mut self, wi: usize, e: io::Error) {
@@ -656,10 +889,12 @@ impl Engine {
                 w.carry.push(d);
             }
             let old = w.carry.len() - 1;
-            self.cut(wi, old);
+            self.cut(wi, old, None);
         }
         let w = &mut self.writers[wi];
         w.fd = None;
+        w.peeked = 0;
+        w.shadow = None;
         if w.backlog {
             // Records still wait for room in the queue: done once they are in.
             w.eof_pending = true;
@@ -682,8 +917,9 @@ impl Engine {
     }
 
     /// Move the complete records of writer `wi`'s buffer into the queue. `scan_from`:
-    /// bytes before it hold no delimiter (they were scanned already).
-    fn cut(&mut self, wi: usize, scan_from: usize) {
+    /// bytes before it hold no delimiter (they were scanned already). `peeked`: the
+    /// bytes from there on are still at the head of the writer's pipe.
+    fn cut(&mut self, wi: usize, scan_from: usize, peeked: Option<usize>) {
         let room = self.capacity().saturating_sub(self.depth()) as usize;
         let discarding = self.writers[wi].discarding;
         let w = &mut self.writers[wi];
@@ -706,20 +942,20 @@ impl Engine {
             if let Some(d) = self.delim
                 && split > room
             {
-                let n = count_delims(d, &w.carry[..split]);
-                if n > room as u64 {
-                    // nth_delim finds the room-th delimiter: it is inside carry[..split].
-                    split = nth_delim(d, &w.carry[..split], room).map_or(split, |p| p + 1);
-                    records = Some(room as u64);
-                    w.backlog = true;
-                } else {
-                    records = Some(n);
+                match count_upto(d, &w.carry[..split], room as u64) {
+                    Ok(n) => records = Some(n),
+                    Err(p) => {
+                        split = p + 1;
+                        records = Some(room as u64);
+                        w.backlog = true;
+                    }
                 }
             }
         }
-        let chunk = if split * 2 >= w.carry.capacity() {
-            // Mostly full block: hand the buffer itself over, start a fresh one.
-            let mut next = Vec::with_capacity(READ_BLOCK.max(w.carry.len() - split));
+        let chunk = if split >= HANDOVER || split * 2 >= w.carry.capacity() {
+            // A block's worth: hand the buffer itself over (no copy), go on in a block
+            // from the pool with the incomplete tail.
+            let mut next = self.pool.take(READ_BLOCK.max(w.carry.len() - split));
             next.extend_from_slice(&w.carry[split..]);
             w.carry.truncate(split);
             std::mem::replace(&mut w.carry, next)
@@ -729,13 +965,34 @@ impl Engine {
             w.carry.drain(..split);
             chunk
         };
-        self.accept(wi, chunk, records);
+        self.accept(wi, chunk, records, peeked);
+        let w = &mut self.writers[wi];
+        if peeked.is_some()
+            && !w.discarding
+            && !w.backlog
+            && !w.carry.is_empty()
+            && w.carry.len() <= w.peeked
+        {
+            // The incomplete last record was peeked: leave it in the pipe (it is the
+            // start of the next peek) rather than carry it, so the next block begins at
+            // the pipe's head and goes whole by splice. Only after a cut, so a record
+            // longer than a read still makes progress (it is carried).
+            w.peeked -= w.carry.len();
+            w.carry.clear();
+        }
     }
 
     /// Put a chunk of whole records into the queue; `records` is their number when the
     /// caller counted them already.
-    fn accept(&mut self, wi: usize, mut chunk: Vec<u8>, records: Option<u64>) {
+    fn accept(
+        &mut self,
+        wi: usize,
+        mut chunk: Vec<u8>,
+        records: Option<u64>,
+        peeked: Option<usize>,
+    ) {
         let mut records = records;
+        let mut peeked = peeked;
         if let (Some(finder), Some(sentinel), Some(d)) =
             (&self.sentinel_finder, &self.cfg.sentinel, self.delim)
         {
@@ -749,6 +1006,7 @@ impl Engine {
             };
             if let Some(s) = found {
                 records = None;
+                peeked = None;
                 let after = s + sentinel.len() + 1;
                 let dropped = count_delims(d, &chunk[after..]);
                 chunk.truncate(s);
@@ -791,8 +1049,15 @@ impl Engine {
         self.stats.bytes += chunk.len() as u64;
         self.writers[wi].records += records;
         let end = chunk.len();
+        let buf = Arc::new(chunk);
+        self.pool.keep(&buf);
+        self.writers[wi].shadow = peeked.filter(|&p| p < end).map(|pos| Shadow {
+            buf: buf.clone(),
+            pos,
+            len: end - pos,
+        });
         self.queue.push_back(Slice {
-            buf: Arc::new(chunk),
+            buf,
             start: 0,
             end,
             records,
@@ -836,32 +1101,54 @@ impl Engine {
             return;
         }
         // Who may take records now, and how much: only readers that worked through what
-        // they were given (see `Reader::room`).
+        // they were given (see `Reader::room`). The least served first (ties take turns:
+        // the rotation starts after the reader served first last time), so ready readers
+        // share alike.
         let n = self.readers.len();
-        let mut takers: Vec<(usize, usize, usize)> = Vec::new();
-        for k in 0..n {
-            let i = (self.rr + k) % n;
-            if let Some((unread, room)) = self.readers[i].room(now) {
-                takers.push((i, unread, room));
-            }
-        }
-        if takers.is_empty() {
+        let mut order: Vec<usize> = (0..n)
+            .map(|k| (self.rr + k) % n)
+            .filter(|&i| self.readers[i].may_take())
+            .collect();
+        if order.is_empty() {
             return;
         }
-        // The least served first (ties take turns: the rotation starts after the reader
-        // served first last time), so ready readers share alike.
-        takers.sort_by_key(|t| self.readers[t.0].served);
-        self.rr = (takers[0].0 + 1) % n;
+        order.sort_by_key(|&i| self.readers[i].served);
         // A few records waiting are shared out exactly, so that each ready reader gets
         // some now (slow readers that slurp their input look ready: splitting is what
         // keeps one of them from taking it all). Many records go by whole blocks up to
         // each reader's room: one write per block, and readers take turns block by
-        // block.
-        let share = self.queued_records.div_ceil(takers.len() as u64).max(1);
-        let exact = share <= EXACT_SHARE;
-        for (i, unread, room) in takers {
+        // block. With too many records to share exactly even among every candidate, a
+        // reader's pipe is only measured (FIONREAD) once records are left for it.
+        let many = self.queued_records.div_ceil(order.len() as u64) > EXACT_SHARE;
+        let mut known = vec![None; order.len()];
+        let (exact, share) = if many {
+            (false, u64::MAX)
+        } else {
+            for (k, &i) in order.iter().enumerate() {
+                known[k] = self.readers[i].room(now);
+            }
+            let ready = known.iter().flatten().count() as u64;
+            if ready == 0 {
+                return;
+            }
+            let share = self.queued_records.div_ceil(ready).max(1);
+            (share <= EXACT_SHARE, share)
+        };
+        let mut first = true;
+        for (k, &i) in order.iter().enumerate() {
             if self.queue.is_empty() {
                 break;
+            }
+            let ready = if many {
+                self.readers[i].room(now)
+            } else {
+                known[k]
+            };
+            let Some((unread, room)) = ready else {
+                continue;
+            };
+            if std::mem::take(&mut first) {
+                self.rr = (i + 1) % n;
             }
             let mut max_recs = if exact { share } else { u64::MAX };
             if !self.readers[i].measured {
@@ -909,8 +1196,14 @@ impl Engine {
             // Only the byte budget binds: cut at the last delimiter inside it.
             match memchr::memrchr(d, &data[..max_bytes.min(data.len())]) {
                 Some(p) => {
+                    // The slice's count is known: count whichever side is shorter.
                     let cut = p + 1;
-                    (cut, count_delims(d, &data[..cut]))
+                    let n = if cut * 2 <= data.len() {
+                        count_delims(d, &data[..cut])
+                    } else {
+                        front.records.saturating_sub(count_delims(d, &data[cut..]))
+                    };
+                    (cut, n)
                 }
                 None if at_least_one => {
                     let p = memchr::memchr(d, data)?;
@@ -987,70 +1280,152 @@ impl Engine {
     // ---- readers --------------------------------------------------------------------
 
     fn write_readers(&mut self, now: Instant) {
-        for i in 0..self.readers.len() {
-            let r = &self.readers[i];
-            if !r.is_open() || r.pending.is_empty() {
-                continue;
+        let n = self.readers.len();
+        let mut done = vec![false; n];
+        if self.writers.iter().any(|w| w.shadow.is_some()) {
+            // Readers whose next bytes are at the head of a writer's pipe go first: once
+            // one has spliced its part of a block, the next part is at the head, maybe
+            // for another reader, which then splices it instead of writing it.
+            while let Some(i) = (0..n).find(|&i| !done[i] && self.at_pipe_head(i)) {
+                done[i] = true;
+                self.write_reader(i, now);
             }
-            let ok = match &r.sink {
-                Some(Sink::Pipe(_)) if r.writable => self.write_pipe(i, now),
-                Some(Sink::Channel(_)) => self.write_channel(i, now),
-                _ => true,
-            };
-            if !ok {
-                self.reader_gone(i);
+        }
+        for (i, done) in done.into_iter().enumerate() {
+            if !done {
+                self.write_reader(i, now);
             }
+        }
+    }
+
+    /// Reader `i` can be written and what it has pending next is at the head of a
+    /// writer's pipe (see [`Shadow`]).
+    fn at_pipe_head(&self, i: usize) -> bool {
+        let r = &self.readers[i];
+        let Some(front) = r.pending.front() else {
+            return false;
+        };
+        let pos = front.start + r.head_off;
+        r.is_open()
+            && r.writable
+            && matches!(r.sink, Some(Sink::Pipe(_)))
+            && self.writers.iter().any(|w| {
+                w.shadow.as_ref().is_some_and(|sh| {
+                    sh.len > 0 && sh.pos == pos && Arc::ptr_eq(&sh.buf, &front.buf)
+                })
+            })
+    }
+
+    fn write_reader(&mut self, i: usize, now: Instant) {
+        let r = &self.readers[i];
+        if !r.is_open() || r.pending.is_empty() {
+            return;
+        }
+        let ok = match &r.sink {
+            Some(Sink::Pipe(_)) if r.writable => self.write_pipe(i, now),
+            Some(Sink::Channel(_)) => self.write_channel(i, now),
+            _ => true,
+        };
+        if !ok {
+            self.reader_gone(i);
         }
     }
 
     /// Returns false when the reader is gone (EPIPE or another write error).
     fn write_pipe(&mut self, i: usize, now: Instant) -> bool {
+        let writers = &mut self.writers;
+        let sentinels = &mut self.stats.sentinels_sent;
         let r = &mut self.readers[i];
         let Some(Sink::Pipe(fd)) = &r.sink else {
             return true;
         };
         let raw = fd.as_raw_fd();
-        while !r.pending.is_empty() {
-            let iov: Vec<IoSlice<'_>> = r
-                .pending
-                .iter()
-                .take(MAX_IOV)
-                .enumerate()
-                .map(|(k, s)| {
-                    IoSlice::new(if k == 0 {
-                        &s.bytes()[r.head_off..]
+        while let Some(front) = r.pending.front() {
+            // Bytes that are still at the head of a writer's pipe go by splice; the
+            // writev stops where they start, so that the reader's bytes stay in order.
+            let pos = front.start + r.head_off;
+            let mut source = None;
+            let mut front_max = usize::MAX;
+            let mut slices = r.pending.len().min(MAX_IOV);
+            for (wi, w) in writers.iter().enumerate() {
+                let Some(sh) = w.shadow.as_ref().filter(|sh| sh.len > 0) else {
+                    continue;
+                };
+                for (k, s) in r.pending.iter().take(slices).enumerate() {
+                    let from = if k == 0 { pos } else { s.start };
+                    if !Arc::ptr_eq(&s.buf, &sh.buf) || sh.pos < from || sh.pos >= s.end {
+                        continue;
+                    }
+                    if k > 0 {
+                        slices = k;
+                    } else if sh.pos == pos {
+                        source = Some(wi);
                     } else {
-                        s.bytes()
-                    })
-                })
-                .collect();
-            match sys::writev(raw, &iov) {
-                Ok(mut n) => {
-                    drop(iov);
-                    r.blocked_since = None;
-                    r.written += n as u64;
-                    while n > 0 {
-                        let Some(front) = r.pending.front() else {
-                            break;
-                        };
-                        let left = front.len() - r.head_off;
-                        if n >= left {
-                            n -= left;
-                            r.head_off = 0;
-                            if let Some(s) = r.pending.pop_front() {
-                                r.pending_records -= s.records;
-                                r.delivered += s.records;
-                                if s.sentinel {
-                                    self.stats.sentinels_sent += 1;
-                                }
-                                r.log_written(s);
-                            }
-                        } else {
-                            r.head_off += n;
-                            n = 0;
-                        }
+                        // Write up to there, and nothing after it in this call.
+                        front_max = sh.pos - pos;
+                        slices = 1;
+                    }
+                    break;
+                }
+            }
+            let wrote = if let Some(wi) = source {
+                let w = &mut writers[wi];
+                let (Some(wfd), Some(sh)) = (&w.fd, &mut w.shadow) else {
+                    w.shadow = None;
+                    continue;
+                };
+                let want = sh.len.min(front.end - pos);
+                match sys::splice(wfd.as_raw_fd(), raw, want) {
+                    Ok(n) if n > 0 => {
+                        sh.pos += n;
+                        sh.len -= n;
+                        w.peeked = w.peeked.saturating_sub(n);
+                        Ok(n)
+                    }
+                    // A full reader pipe, unless the writer's pipe lacks the bytes (it
+                    // cannot, by construction; if it ever did, writing from memory
+                    // keeps the reader from waiting forever on a splice).
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            && sys::unread_bytes(wfd.as_raw_fd()) >= want =>
+                    {
+                        Err(e)
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::Interrupted | io::ErrorKind::BrokenPipe
+                        ) =>
+                    {
+                        Err(e)
+                    }
+                    _ => {
+                        // Nothing moved for another reason: write these bytes from
+                        // memory instead (the peeked ones are dropped before the next
+                        // peek).
+                        w.shadow = None;
+                        continue;
                     }
                 }
+            } else {
+                let iov: Vec<IoSlice<'_>> = r
+                    .pending
+                    .iter()
+                    .take(slices)
+                    .enumerate()
+                    .map(|(k, s)| {
+                        IoSlice::new(if k == 0 {
+                            let rest = &s.bytes()[r.head_off..];
+                            &rest[..rest.len().min(front_max)]
+                        } else {
+                            s.bytes()
+                        })
+                    })
+                    .collect();
+                sys::writev(raw, &iov)
+            };
+            match wrote {
+                Ok(n) => advance(r, n, sentinels),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     r.writable = false;
                     r.blocked_since.get_or_insert(now);
@@ -1183,6 +1558,8 @@ impl Engine {
             return;
         }
         for w in &mut self.writers {
+            w.peeked = 0;
+            w.shadow = None;
             if (w.fd.take().is_some() || w.backlog) && !w.done_reported {
                 w.done_reported = true;
                 let _ = self.events.send(RouterEvent::WriterDone {
@@ -1213,6 +1590,8 @@ impl Engine {
                 self.stats.discarded += count_delims(d, &w.carry);
             }
             w.fd = None;
+            w.peeked = 0;
+            w.shadow = None;
             w.backlog = false;
             w.eof_pending = false;
             w.carry = Vec::new();
@@ -1380,7 +1759,7 @@ impl Engine {
                 continue;
             }
             match slot {
-                Slot::Waker => {}
+                Slot::Waker => self.woken = true,
                 Slot::Writer(i) => self.writers[i].readable = true,
                 Slot::Reader(i) => {
                     if re & libc::POLLERR != 0 {
@@ -1395,6 +1774,33 @@ impl Engine {
             self.reader_gone(i);
         }
         Ok(())
+    }
+}
+
+/// `n` bytes of what `r` has pending were written to its pipe.
+fn advance(r: &mut Reader, mut n: usize, sentinels: &mut u64) {
+    r.blocked_since = None;
+    r.written += n as u64;
+    while n > 0 {
+        let Some(front) = r.pending.front() else {
+            break;
+        };
+        let left = front.len() - r.head_off;
+        if n >= left {
+            n -= left;
+            r.head_off = 0;
+            if let Some(s) = r.pending.pop_front() {
+                r.pending_records -= s.records;
+                r.delivered += s.records;
+                if s.sentinel {
+                    *sentinels += 1;
+                }
+                r.log_written(s);
+            }
+        } else {
+            r.head_off += n;
+            n = 0;
+        }
     }
 }
 
@@ -1450,7 +1856,7 @@ mod tests {
     }
 
     #[test]
-    fn nth_delim_agrees_with_a_plain_scan() {
+    fn count_upto_agrees_with_a_plain_scan() {
         // Records of varied lengths spanning many 4 KiB blocks, incl. empty ones.
         let mut data = Vec::new();
         for i in 0..5000usize {
@@ -1459,11 +1865,21 @@ mod tests {
         }
         let plain: Vec<usize> = memchr::memchr_iter(b'\n', &data).collect();
         assert_eq!(count_delims(b'\n', &data), plain.len() as u64);
-        for n in [1, 2, 63, 64, 1000, 2047, 4999, 5000] {
-            assert_eq!(nth_delim(b'\n', &data, n), Some(plain[n - 1]), "n={n}");
+        for n in [1u64, 2, 63, 64, 1000, 2047, 4999] {
+            assert_eq!(
+                count_upto(b'\n', &data, n),
+                Err(plain[n as usize - 1]),
+                "n={n}"
+            );
         }
-        assert_eq!(nth_delim(b'\n', &data, 5001), None);
-        assert_eq!(nth_delim(b'\n', &data, 0), None);
-        assert_eq!(nth_delim(b'\n', b"", 1), None);
+        assert_eq!(count_upto(b'\n', &data, 5000), Ok(5000));
+        assert_eq!(count_upto(b'\n', &data, 9999), Ok(5000));
+        assert_eq!(count_upto(b'\n', b"", 1), Ok(0));
+        // The limit-th delimiter ends a 4 KiB block exactly.
+        let mut edge = vec![b'x'; 4095];
+        edge.push(b'\n');
+        edge.extend_from_slice(b"y\n");
+        assert_eq!(count_upto(b'\n', &edge, 1), Err(4095));
+        assert_eq!(count_upto(b'\n', &edge, 2), Ok(2));
     }
 }

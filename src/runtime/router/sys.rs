@@ -165,3 +165,49 @@ pub fn ignore_sigpipe() {
         }
     }
 }
+
+/// A new pipe (non-blocking, close-on-exec): `(read end, write end)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors into a valid array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// tee(2): duplicate up to `len` bytes from the head of pipe `from` into pipe `to`
+/// without consuming them (page references, no copy). 0: `from` is empty and has no
+/// writer left (end of stream).
+pub fn tee(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: tee takes two descriptors and integers; no memory is passed.
+    let n = unsafe { libc::tee(from, to, len, libc::SPLICE_F_NONBLOCK) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// splice(2) from pipe `from` to `to` (a pipe or /dev/null), at most `len` bytes: moves
+/// page references from one pipe to the other instead of copying the bytes.
+pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
+    // SAFETY: null offsets (pipes have none); no memory is passed.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
