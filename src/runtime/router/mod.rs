@@ -46,7 +46,13 @@
 //! from the block as before, and what is left of the peek is dropped from the writer's
 //! pipe (`splice` to /dev/null) before the next peek, so the pipe's head always matches
 //! what the engine knows ([`engine`]'s `Shadow`). The incomplete last record of a peek
-//! is left in the pipe, so the next block starts at its head. Broadcast reads plainly
+//! is left in the pipe, so the next block starts at its head. While nothing is queued,
+//! a streaming reader (one measured fast, see below) is fed *directly*: the writer's pipe
+//! is peeked up to that reader's room and its whole records are spliced at once, without
+//! entering the queue. Records that never wait in prun are not bounded by `capacity`
+//! (what `capacity` bounds is what prun holds), so these batches are up to a reader
+//! pipe's worth instead of `capacity` records: about 3× fewer system calls per byte at the
+//! default capacity of 1024 short lines. Broadcast reads plainly
 //! (one splice cannot feed several readers). `vmsplice` of our blocks is ruled out: a
 //! reader that splices its stdin onward would keep references to pages that we reuse.
 //!
