@@ -1799,12 +1799,9 @@ impl Supervisor {
                 gd.forget(g);
             }
         }
-        if let Some(mut g) = self.guardian.take() {
-            let pid = g.finish();
-            let mut status = 0;
-            // SAFETY: waiting for our own guardian, which exits on EOF.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-        }
+        // Closing its pipe ends the guardian; it is reaped last, so that its exit (the
+        // teardown of a forked copy of prun) overlaps the end of the run.
+        let guardian = self.guardian.take().map(|mut g| g.finish());
         // Let the log threads flush their last lines before the final event.
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.drains > 0 {
@@ -1830,6 +1827,11 @@ impl Supervisor {
             exit_code: code,
             duration,
         });
+        if let Some(pid) = guardian {
+            let mut status = 0;
+            // SAFETY: waiting for our own guardian, which exits on EOF.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
         code
     }
 
