@@ -5,8 +5,9 @@
 #   bench/compare.sh                 # drive the router through the `route` harness
 #   PRUN_BENCH=prun bench/compare.sh # run bench/pipelines/*.yaml with `prun run`
 #
-# Environment: REPS (rounds per case, best kept; default 3, 15 for the quick direct row;
-# the contenders of a case run interleaved, one after the other in every round), DATA (data directory,
+# Environment: REPS (rounds per case, the median is kept; default 5, 25 for the quick
+# direct row; the contenders of a case run interleaved, one after the other in every
+# round), DATA (data directory,
 # default /tmp/prun-bench), PRUN (prun binary for PRUN_BENCH=prun, default
 # target/release/prun). Installs GNU parallel with apt-get when it is missing.
 set -euo pipefail
@@ -14,7 +15,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 mode=${PRUN_BENCH:-harness}
-reps=${REPS:-3}
+reps=${REPS:-5}
 data=${DATA:-/tmp/prun-bench}
 mkdir -p "$data"
 lines=$data/lines.txt
@@ -59,33 +60,40 @@ fi
 
 # ---- timing helpers --------------------------------------------------------------------
 # race CMD...: run the commands in turn, round after round ($reps rounds), and print the
-# best wall time in ms of each, in order, one per line. Interleaving matters on a shared
-# machine: the load drifts over seconds, and running all of A then all of B hands that
-# drift to one side. Output of the commands is discarded; a command that fails counts
-# as 999999999 ms so that its row can never pass by accident.
+# median wall time in ms of each, in order, one per line (and, on stderr, every time
+# measured). Interleaving matters on a shared machine: the load drifts over seconds, and
+# running all of A then all of B hands that drift to one side. The median, not the best:
+# a best-of-N rewards whichever contender happened to meet the quietest moment, while
+# the median of interleaved rounds sees the same machine for both. Output of the
+# commands is discarded; a command that fails counts as 999999999 ms so that its row
+# can never pass by accident.
 race() {
-    local -a best=()
-    local i cmd t0 t1 ms
-    for ((i = 0; i < $#; i++)); do best[i]=999999999; done
+    local -a times=()
+    local i cmd t0 t1
     for _ in $(seq "$reps"); do
         i=0
         for cmd in "$@"; do
-            if [ "${best[i]}" != failed ]; then
+            if [ "${times[i]:-}" != failed ]; then
                 t0=$(date +%s%N)
                 if bash -c "$cmd" >/dev/null 2>&1; then
                     t1=$(date +%s%N)
-                    ms=$(( (t1 - t0) / 1000000 ))
-                    (( ms < best[i] )) && best[i]=$ms
+                    times[i]="${times[i]:-} $(( (t1 - t0) / 1000000 ))"
                 else
                     echo "command failed: $cmd" >&2
-                    best[i]=failed
+                    times[i]=failed
                 fi
             fi
             i=$((i + 1))
         done
     done
-    for i in "${!best[@]}"; do
-        if [ "${best[i]}" = failed ]; then echo 999999999; else echo "${best[i]}"; fi
+    for ((i = 0; i < $#; i++)); do
+        if [ "${times[i]}" = failed ]; then
+            echo 999999999
+        else
+            local n=$((i + 1))
+            echo "  times (ms):${times[i]}  <- ${!n}" | cut -c1-160 >&2
+            python3 -c "import statistics,sys; print(int(statistics.median(map(int, sys.argv[1:]))))" ${times[i]}
+        fi
     done
 }
 ratio() { python3 -c "print(f'{$1/max($2,1e-9):.2f}')"; }
@@ -119,8 +127,8 @@ verdict() { python3 -c "print('ok' if $1 else 'MISSED')"; }
 echo "mode=$mode reps=$reps nproc=$(nproc) cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 # 1. direct 1->1
-# Both sides take ~0.1 s and differ by prun's start-up only, so scheduling noise decides
-# a best of 3: this row gets 5 times as many rounds.
+# Both sides take ~0.1 s and differ by prun's start-up only: this row gets 5 times as
+# many rounds.
 mapfile -t t < <(reps=$((reps * 5)) race "cat $lines | wc -l" "$prun_direct")
 t_bash=${t[0]} t_prun=${t[1]}
 r=$(ratio "$t_bash" "$t_prun")
@@ -192,7 +200,7 @@ EOF
 fi
 
 echo
-echo "SPEC 9 ($mode mode, best of $reps, $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+echo "SPEC 9 ($mode mode, median of $reps interleaved rounds, $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
 echo
 echo "| case | measured | ratio / value | target | verdict |"
 echo "|---|---|---|---|---|"
