@@ -38,8 +38,9 @@ const HANDOVER: usize = 8 * 1024;
 /// them any more, and how many such idle blocks it keeps (the memory it adds).
 const POOL_BLOCKS: usize = 32;
 const POOL_IDLE: usize = 4;
-/// Smallest read, even when capacity is almost reached: records that do not fit wait in
-/// the writer's backlog, so this bounds memory, not the queue's depth.
+/// Smallest read, even when capacity is almost reached: records that do not fit stay in
+/// the writer's pipe when it was peeked, or wait in the writer's backlog (a plain read),
+/// so this bounds memory, not the queue's depth.
 const MIN_READ: usize = 16 * 1024;
 /// Writer pipes are enlarged so a fast writer wakes the router less often.
 const WRITER_PIPE: usize = 1 << 20;
@@ -115,7 +116,8 @@ struct Writer {
     carry: Vec<u8>,
     /// `carry` starts with complete records: the queue was full when they were read.
     /// They are cut into the queue as room frees, before anything more is read, so the
-    /// queue never holds more than `capacity` records.
+    /// queue never holds more than `capacity` records. (Records that were only peeked
+    /// are left in the writer's pipe instead: no backlog.)
     backlog: bool,
     /// The writer's pipe reached EOF while `backlog` was set: `WriterDone` is sent once
     /// the backlog is in the queue.
@@ -1140,18 +1142,16 @@ impl Engine {
         };
         self.accept(wi, chunk, records, peeked);
         let w = &mut self.writers[wi];
-        if peeked.is_some()
-            && !w.discarding
-            && !w.backlog
-            && !w.carry.is_empty()
-            && w.carry.len() <= w.peeked
-        {
-            // The incomplete last record was peeked: leave it in the pipe (it is the
-            // start of the next peek) rather than carry it, so the next block begins at
-            // the pipe's head and goes whole by splice. Only after a cut, so a record
-            // longer than a read still makes progress (it is carried).
+        if peeked.is_some() && !w.discarding && !w.carry.is_empty() && w.carry.len() <= w.peeked {
+            // What is left was peeked: the incomplete last record, or whole records the
+            // full queue could not take. Leave it in the pipe (it is the start of the
+            // next peek) rather than carry it: the next block begins at the pipe's head
+            // and can go whole by splice, possibly by the direct path, and prun holds no
+            // backlog. Only after a cut, so a record longer than a read still makes
+            // progress (it is carried).
             w.peeked -= w.carry.len();
             w.carry.clear();
+            w.backlog = false;
         }
     }
 
@@ -1821,6 +1821,9 @@ impl Engine {
             let now = Instant::now();
             self.write_readers(now);
         }
+        // Publish before any reader sees EOF: once the readers exit, the supervisor may
+        // end the run and read the statistics (the sentinels just written included).
+        self.publish();
         for r in self.readers.iter_mut() {
             if r.state == ReaderState::Finishing && r.pending.is_empty() {
                 r.sink = None; // EOF for the reader
