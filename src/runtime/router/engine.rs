@@ -976,6 +976,8 @@ impl Engine {
             });
         }
         let r = &mut self.readers[ri];
+        // As in dispatch: the measurement period starts before the bytes are counted.
+        r.given(now, unread);
         r.blocked_since = None;
         r.written += m as u64;
         r.served += rest_end as u64;
@@ -999,7 +1001,6 @@ impl Engine {
             });
             r.head_off = m - whole_end;
         }
-        r.given(now, unread);
         let depth = self.depth();
         self.stats.max_depth = self.stats.max_depth.max(depth);
         true
