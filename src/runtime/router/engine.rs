@@ -1024,7 +1024,8 @@ impl Engine {
             };
             let dropped = match dropped {
                 Ok(n) if n > 0 => Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+                // Interrupted: try again (not an end of stream).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 _ => {
                     let want = w.peeked.min(READ_BLOCK);
                     self.scratch.resize(want, 0);
@@ -1805,9 +1806,12 @@ impl Engine {
             if self
                 .readers
                 .iter()
-                .any(|r| r.state == ReaderState::Live && !r.pending.is_empty())
+                .any(|r| r.state == ReaderState::Live && r.pending_records > 0)
             {
-                // Keep order simple: the sentinel goes after everything pending.
+                // Records are still pending (maybe one partly written): a reader that
+                // dies now hands them back, and the others must still be open to take
+                // them (SPEC 4.5). Sentinels and EOF only once every record is written.
+                return false;
             }
             self.finishing = true;
             let sentinel = self.sentinel_record.clone();
