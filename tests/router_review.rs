@@ -37,6 +37,18 @@ struct ReaderSpec {
     stall_before_close: u64,
 }
 
+impl ReaderSpec {
+    /// A reader that reads `read_size` bytes at a time, never pauses and never dies.
+    fn reading(read_size: usize) -> ReaderSpec {
+        ReaderSpec {
+            read_size,
+            die_after: None,
+            sleep_every: None,
+            stall_before_close: 0,
+        }
+    }
+}
+
 struct Out {
     bytes0: usize,
     per_reader: Vec<Vec<(usize, usize)>>,
@@ -207,20 +219,7 @@ fn many_records_fast_readers_no_loss() {
             .map(|w| stream(w, &lens(80_000, w + round), b'\n'))
             .collect();
         let total: usize = 240_000;
-        let readers = vec![
-            ReaderSpec {
-                read_size: 65536,
-                die_after: None,
-                sleep_every: None,
-                stall_before_close: 0,
-            },
-            ReaderSpec {
-                read_size: 1 << 20,
-                die_after: None,
-                sleep_every: None,
-                stall_before_close: 0,
-            },
-        ];
+        let readers = vec![ReaderSpec::reading(65536), ReaderSpec::reading(1 << 20)];
         let o = run(
             Framing::Lines,
             1024,
@@ -254,16 +253,12 @@ fn reader_dies_mid_stream_accounting() {
             .collect();
         let readers = vec![
             ReaderSpec {
-                read_size: 65536,
                 die_after: Some(1_000_000 + round * 377_777),
-                sleep_every: None,
-                stall_before_close: 0,
+                ..ReaderSpec::reading(65536)
             },
             ReaderSpec {
-                read_size: 65536,
-                die_after: None,
                 sleep_every: Some((64, 1)),
-                stall_before_close: 0,
+                ..ReaderSpec::reading(65536)
             },
         ];
         let o = run(
@@ -315,20 +310,7 @@ fn writer_sentinel_mid_stream() {
             s0.push(b'\n');
         }
         let ws = vec![s0, stream(1, &lens(n, 7 + round), b'\n')];
-        let readers = vec![
-            ReaderSpec {
-                read_size: 1 << 20,
-                die_after: None,
-                sleep_every: None,
-                stall_before_close: 0,
-            },
-            ReaderSpec {
-                read_size: 65536,
-                die_after: None,
-                sleep_every: None,
-                stall_before_close: 0,
-            },
-        ];
+        let readers = vec![ReaderSpec::reading(1 << 20), ReaderSpec::reading(65536)];
         let o = run(
             Framing::Lines,
             [1024, 7, 100_000][round % 3],
@@ -372,23 +354,14 @@ fn mixed_configs() {
             .collect();
         let total_bytes: usize = ws.iter().map(Vec::len).sum();
         let readers = vec![
+            ReaderSpec::reading(1 << 20),
             ReaderSpec {
-                read_size: 1 << 20,
-                die_after: None,
-                sleep_every: None,
-                stall_before_close: 0,
-            },
-            ReaderSpec {
-                read_size: 4096,
-                die_after: None,
                 sleep_every: Some((16, 1)),
-                stall_before_close: 0,
+                ..ReaderSpec::reading(4096)
             },
             ReaderSpec {
-                read_size: 100_000,
                 die_after: Some(300_000 + round * 99_999),
-                sleep_every: None,
-                stall_before_close: 0,
+                ..ReaderSpec::reading(100_000)
             },
         ];
         let o = run(framing, cap, None, ws, chunk, readers);
@@ -422,17 +395,11 @@ fn stalls_then_dies(order: bool) {
             .collect();
         let readers = vec![
             ReaderSpec {
-                read_size: 65536,
                 die_after: Some(2_000_000 + round * 377_777),
-                sleep_every: None,
                 stall_before_close: 300,
+                ..ReaderSpec::reading(65536)
             },
-            ReaderSpec {
-                read_size: 1 << 20,
-                die_after: None,
-                sleep_every: None,
-                stall_before_close: 0,
-            },
+            ReaderSpec::reading(1 << 20),
         ];
         let o = run(Framing::Lines, 1024, None, ws, vec![131072], readers);
         let seen = check(&o, order);
