@@ -307,3 +307,25 @@ stages:
     run.assert_code(0);
     assert_eq!(run.stdout.trim(), "100000");
 }
+
+#[test]
+fn direct_pipe_is_enlarged_to_cut_wakeups() {
+    // F_GETPIPE_SZ is 1032 on Linux; the reader prints the size of the pipe it reads.
+    let run = Test::new(
+        r#"
+version: 1
+queues:
+  q: {}
+stages:
+  w: {cmd: [seq, 1, 10], stdout: q}
+  r:
+    cmd: [python3, -c, "import fcntl, sys; sys.stdin.read(); print(fcntl.fcntl(0, 1032))"]
+    stdin: q
+    stdout: inherit
+"#,
+    )
+    .run();
+    run.assert_code(0);
+    let size: usize = run.stdout.trim().parse().expect("a pipe size");
+    assert!(size >= 256 * 1024, "direct pipe is {size} bytes");
+}

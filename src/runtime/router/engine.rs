@@ -97,7 +97,16 @@ struct Slice {
     end: usize,
     records: u64,
     sentinel: bool,
+    /// Index of the writer the records came from ([`NO_WRITER`] for the sentinel).
+    writer: usize,
+    /// Number of the first record in that writer's stream: with it, per-writer order is
+    /// kept when records are given back (a reader died, or was stuck and its batch was
+    /// taken back) and handed out again.
+    seq: u64,
 }
+
+/// [`Slice::writer`] of a record prun made itself (the sentinel).
+const NO_WRITER: usize = usize::MAX;
 
 impl Slice {
     fn bytes(&self) -> &[u8] {
@@ -196,6 +205,9 @@ struct Reader {
     delivered: u64,
     blocked_since: Option<Instant>,
     gone_reported: bool,
+    /// Per writer index: the number after the last record of that writer handed to this
+    /// reader. A record numbered below it would reach the reader out of order.
+    high: Vec<u64>,
 }
 
 impl Reader {
@@ -220,7 +232,24 @@ impl Reader {
             delivered: 0,
             blocked_since: None,
             gone_reported: false,
+            high: Vec::new(),
         }
+    }
+
+    /// Handing `s` to this reader keeps each writer's records in order for it.
+    fn in_order(&self, s: &Slice) -> bool {
+        s.writer == NO_WRITER || self.high.get(s.writer).is_none_or(|&h| h <= s.seq)
+    }
+
+    /// Record that this reader got writer `w`'s records up to (not including) `end`.
+    fn note_handed(&mut self, w: usize, end: u64) {
+        if w == NO_WRITER {
+            return;
+        }
+        if self.high.len() <= w {
+            self.high.resize(w + 1, 0);
+        }
+        self.high[w] = self.high[w].max(end);
     }
 
     fn is_open(&self) -> bool {
@@ -324,6 +353,7 @@ impl Reader {
     }
 
     fn push_pending(&mut self, s: Slice) {
+        self.note_handed(s.writer, s.seq + s.records);
         self.pending_records += s.records;
         self.pending.push_back(s);
     }
@@ -513,6 +543,10 @@ pub(super) struct Engine {
     rr: usize,
     /// A reader that vanished gave records back to the queue since the last dispatch.
     handed_back: bool,
+    /// Per writer index: the number after its last record handed to any reader (shared
+    /// delivery). A reader's pending batch may be taken back only while it holds its
+    /// writer's latest records: no other reader has later ones yet.
+    handed: Vec<u64>,
     blocked_since: Option<Instant>,
     scratch: Vec<u8>,
     pool: BlockPool,
@@ -582,6 +616,7 @@ impl Engine {
             finishing: false,
             rr: 0,
             handed_back: false,
+            handed: Vec::new(),
             blocked_since: None,
             scratch: Vec::new(),
             pool: BlockPool::default(),
@@ -729,6 +764,7 @@ impl Engine {
             });
         }
         self.writers.push(w);
+        self.handed.push(0);
     }
 
     fn add_reader(&mut self, mut r: Reader) {
@@ -966,7 +1002,9 @@ impl Engine {
         self.stats.records += accepted;
         self.stats.bytes += rest_end as u64;
         let w = &mut self.writers[wi];
+        let seq = w.records;
         w.records += accepted;
+        self.handed[wi] = self.handed[wi].max(seq + accepted);
         if rest_end > m {
             w.peeked = rest_end - m;
             w.shadow = Some(Shadow {
@@ -982,6 +1020,7 @@ impl Engine {
         r.written += m as u64;
         r.served += rest_end as u64;
         r.delivered += whole;
+        r.note_handed(wi, seq + whole);
         if whole_end > 0 {
             r.log_written(Slice {
                 buf: buf.clone(),
@@ -989,6 +1028,8 @@ impl Engine {
                 end: whole_end,
                 records: whole,
                 sentinel: false,
+                writer: wi,
+                seq,
             });
         }
         if rest_end > whole_end {
@@ -998,6 +1039,8 @@ impl Engine {
                 end: rest_end,
                 records: 1,
                 sentinel: false,
+                writer: wi,
+                seq: seq + whole,
             });
             r.head_off = m - whole_end;
         }
@@ -1222,6 +1265,7 @@ impl Engine {
         };
         self.stats.records += records;
         self.stats.bytes += chunk.len() as u64;
+        let seq = self.writers[wi].records;
         self.writers[wi].records += records;
         let end = chunk.len();
         let buf = Arc::new(chunk);
@@ -1237,6 +1281,8 @@ impl Engine {
             end,
             records,
             sentinel: false,
+            writer: wi,
+            seq,
         });
         self.queued_records += records;
         let depth = self.depth();
@@ -1335,13 +1381,18 @@ impl Engine {
             let mut recs = 0u64;
             let mut bytes = 0usize;
             while recs < max_recs && bytes < max_bytes {
+                let Some(k) = self.next_for(i) else { break };
                 let first = recs == 0 && drained;
-                let Some(s) = self.cut_front(max_recs - recs, max_bytes - bytes, first) else {
+                let Some(s) = self.cut_at(k, max_recs - recs, max_bytes - bytes, first) else {
                     break;
                 };
                 recs += s.records;
                 bytes += s.len();
                 self.queued_records -= s.records;
+                if s.writer != NO_WRITER {
+                    let h = &mut self.handed[s.writer];
+                    *h = (*h).max(s.seq + s.records);
+                }
                 self.readers[i].served += s.len() as u64;
                 self.readers[i].push_pending(s);
             }
@@ -1351,17 +1402,40 @@ impl Engine {
         }
     }
 
-    /// Take whole records from the front of the queue: at most `max_recs` and
-    /// `max_bytes`, but at least one record when `at_least_one`.
-    fn cut_front(&mut self, max_recs: u64, max_bytes: usize, at_least_one: bool) -> Option<Slice> {
-        let front = self.queue.front_mut()?;
+    /// Where in the queue reader `i` takes records from: the front, unless the front
+    /// holds records given back that are older than some this reader already got from
+    /// the same writer. Those wait for a reader that has none of that writer's later
+    /// records (the others go on with the rest of the queue); if no open reader
+    /// qualifies, delivering them out of order beats losing them. Only given-back
+    /// slices can fail the test, so this is one check in the common case.
+    fn next_for(&self, i: usize) -> Option<usize> {
+        let r = &self.readers[i];
+        self.queue.iter().position(|s| {
+            r.in_order(s)
+                || !self
+                    .readers
+                    .iter()
+                    .any(|o| o.state == ReaderState::Live && o.in_order(s))
+        })
+    }
+
+    /// Take whole records from the front of the queue's slice `k`: at most `max_recs`
+    /// and `max_bytes`, but at least one record when `at_least_one`.
+    fn cut_at(
+        &mut self,
+        k: usize,
+        max_recs: u64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Option<Slice> {
+        let front = self.queue.get_mut(k)?;
         if front.records <= max_recs && front.len() <= max_bytes {
-            return self.queue.pop_front();
+            return self.queue.remove(k);
         }
         let Some(d) = self.delim else {
             // Bytes framing: a slice is one record, indivisible.
             return if at_least_one {
-                self.queue.pop_front()
+                self.queue.remove(k)
             } else {
                 None
             };
@@ -1406,7 +1480,7 @@ impl Engine {
             return None;
         }
         if n == front.records {
-            return self.queue.pop_front();
+            return self.queue.remove(k);
         }
         let taken = Slice {
             buf: front.buf.clone(),
@@ -1414,14 +1488,20 @@ impl Engine {
             end: front.start + cut,
             records: n,
             sentinel: false,
+            writer: front.writer,
+            seq: front.seq,
         };
         front.start += cut;
         front.records -= n;
+        front.seq += n;
         Some(taken)
     }
 
     /// An idle reader while another's pipe stays full: take back the records not yet
     /// written to the stuck one (they were never handed over) and shrink its window.
+    /// Only a batch that holds its writer's latest records handed out is taken back
+    /// (from the newest down): no reader has later records of that writer, so whoever
+    /// gets it next still sees the writer's order.
     fn steal(&mut self, now: Instant) {
         let idle = self
             .readers
@@ -1442,13 +1522,23 @@ impl Engine {
             if !stuck || r.pending.len() <= keep {
                 continue;
             }
-            let back: Vec<Slice> = r.pending.drain(keep..).collect();
-            for s in back.into_iter().rev() {
+            let mut took = false;
+            while r.pending.len() > keep {
+                let s = r.pending.back().expect("pending is longer than keep");
+                if s.sentinel || self.handed[s.writer] != s.seq + s.records {
+                    break;
+                }
+                let s = r.pending.pop_back().expect("checked above");
+                self.handed[s.writer] = s.seq;
+                r.high[s.writer] = s.seq;
                 r.pending_records -= s.records;
                 self.queued_records += s.records;
                 self.queue.push_front(s);
+                took = true;
             }
-            r.window = (r.window / 2).max(1);
+            if took {
+                r.window = (r.window / 2).max(1);
+            }
         }
     }
 
@@ -1995,6 +2085,8 @@ fn push_sentinel(sentinel: Option<&Arc<Vec<u8>>>, r: &mut Reader) {
             end: s.len(),
             records: 0,
             sentinel: true,
+            writer: NO_WRITER,
+            seq: 0,
         });
     }
 }
@@ -2010,7 +2102,106 @@ mod tests {
             end: data.len(),
             records,
             sentinel: false,
+            writer: 0,
+            seq: 0,
         }
+    }
+
+    /// An engine with one writer (index 0) and `readers` pipe readers, all on real pipes
+    /// (the far ends are returned so they stay open).
+    fn engine(readers: usize) -> (Engine, Vec<OwnedFd>) {
+        let cfg = QueueConfig {
+            queue: 0,
+            name: "q".into(),
+            capacity: 1024,
+            delivery: Delivery::Shared,
+            framing: crate::plan::Framing::Lines,
+            sentinel: None,
+        };
+        let (etx, _) = crossbeam_channel::unbounded();
+        let (_, crx) = crossbeam_channel::unbounded();
+        let waker = Arc::new(sys::Waker::new().unwrap());
+        let mut e = Engine::new(cfg, etx, crx, waker, Arc::default());
+        let mut far = Vec::new();
+        let (r, w) = sys::pipe().unwrap();
+        e.add_writer(0, r);
+        far.push(w);
+        for id in 0..readers {
+            let (r, w) = sys::pipe().unwrap();
+            e.add_reader(Reader::new(id, Sink::Pipe(w), 65536));
+            far.push(r);
+        }
+        (e, far)
+    }
+
+    /// Records `from..from + n` of writer 0, as one slice.
+    fn run_of(from: u64, n: u64) -> Slice {
+        let data: Vec<u8> = (from..from + n)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        Slice {
+            seq: from,
+            ..slice(&data, n)
+        }
+    }
+
+    /// Hand `s` to reader `i` as dispatch does.
+    fn hand(e: &mut Engine, i: usize, s: Slice) {
+        e.handed[s.writer] = e.handed[s.writer].max(s.seq + s.records);
+        e.readers[i].push_pending(s);
+    }
+
+    #[test]
+    fn a_stuck_readers_latest_batches_are_taken_back_in_order() {
+        let (mut e, _far) = engine(2);
+        let now = Instant::now();
+        hand(&mut e, 0, run_of(0, 10));
+        hand(&mut e, 0, run_of(10, 10));
+        e.readers[0].blocked_since = Some(now - STEAL_AFTER * 2);
+        e.steal(now);
+        assert!(e.readers[0].pending.is_empty());
+        let back: Vec<(u64, u64)> = e.queue.iter().map(|s| (s.seq, s.records)).collect();
+        assert_eq!(back, [(0, 10), (10, 10)]);
+        assert_eq!(e.handed[0], 0);
+        assert_eq!(e.queued_records, 20);
+        // Whoever takes them now gets them in the writer's order.
+        assert_eq!(e.next_for(1), Some(0));
+        assert_eq!(e.next_for(0), Some(0));
+    }
+
+    #[test]
+    fn a_batch_older_than_what_another_reader_got_is_not_taken_back() {
+        let (mut e, _far) = engine(2);
+        let now = Instant::now();
+        hand(&mut e, 0, run_of(0, 10));
+        // Reader 1 got later records of the same writer and already wrote them out.
+        hand(&mut e, 1, run_of(10, 10));
+        e.readers[1].pending.clear();
+        e.readers[0].blocked_since = Some(now - STEAL_AFTER * 2);
+        e.steal(now);
+        assert_eq!(e.readers[0].pending.len(), 1, "kept by the stuck reader");
+        assert!(e.queue.is_empty());
+    }
+
+    #[test]
+    fn given_back_records_wait_for_a_reader_that_keeps_order() {
+        let (mut e, _far) = engine(3);
+        // Reader 0 died holding records 0..10 (given back to the queue, in front of the
+        // newer 20..30); reader 1 already has 10..20; reader 2 has nothing of this writer.
+        e.readers[1].note_handed(0, 20);
+        e.queue.push_back(run_of(0, 10));
+        e.queue.push_back(run_of(20, 10));
+        e.readers[0].state = ReaderState::Gone;
+        assert_eq!(
+            e.next_for(1),
+            Some(1),
+            "reader 1 goes on with newer records"
+        );
+        assert_eq!(e.next_for(2), Some(0), "reader 2 takes the given-back ones");
+        // With no reader left that could take them in order, they go anyway: order
+        // gives way to not losing records.
+        e.readers[2].state = ReaderState::Gone;
+        assert_eq!(e.next_for(1), Some(0));
     }
 
     #[test]

@@ -131,7 +131,7 @@
 //! their EOF.
 
 mod engine;
-mod sys;
+pub(crate) mod sys;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
