@@ -1792,6 +1792,7 @@ impl Engine {
                 r.delivered += done;
                 first.start += boundary;
                 first.records -= done;
+                first.seq += done;
             }
             r.head_off = 0;
         }
