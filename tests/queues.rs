@@ -329,3 +329,34 @@ stages:
     let size: usize = run.stdout.trim().parse().expect("a pipe size");
     assert!(size >= 256 * 1024, "direct pipe is {size} bytes");
 }
+
+#[test]
+fn a_dead_broadcast_readers_undelivered_records_are_counted() {
+    // r.0 waits until the writer has ended (its 200,000 records are then all handed to
+    // r.0: in its pipe, or pending in prun behind a full pipe), reads one and exits.
+    // Every other record was on its way to r.0 only: all counted as in flight.
+    let t = Test::new(
+        r#"
+version: 1
+events:
+  written: {}
+queues:
+  q: {delivery: broadcast, capacity: 1000000}
+stages:
+  w: {cmd: [seq, 1, 200000], stdout: q, sets: {written: exited}}
+  r:
+    sh: 'if [ "$PRUN_INSTANCE" = 0 ]; then prun ctl event wait written; read -r l; echo "$l" > out.0; else wc -l > out.1; fi'
+    replicas: 2
+    stdin: q
+    on_failure: continue
+"#,
+    );
+    let run = t.run();
+    let q = run.queue("q");
+    assert_eq!(std::fs::read_to_string(t.path("out.0")).unwrap(), "1\n");
+    assert_eq!(
+        std::fs::read_to_string(t.path("out.1")).unwrap().trim(),
+        "200000"
+    );
+    assert_eq!(q["in_flight_at_failure"].as_u64(), Some(199_999), "{q:#}");
+}

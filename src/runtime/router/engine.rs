@@ -1805,6 +1805,14 @@ impl Engine {
                 self.queue.push_front(s);
                 self.handed_back = true;
             }
+        } else {
+            // Broadcast: the other readers have their own copies, so these were on their
+            // way to this reader only, and it will never get them.
+            self.stats.in_flight_at_failure += back
+                .iter()
+                .filter(|s| !s.sentinel)
+                .map(|s| s.records)
+                .sum::<u64>();
         }
         if !r.gone_reported {
             r.gone_reported = true;
