@@ -6,7 +6,7 @@
 //!   [--capacity N] [--sentinel S] [--direct] --writer CMD [--writer CMD ...]
 //!   --readers N --reader CMD`
 //! Commands run with `sh -c`; readers inherit stdout. With `--direct`, one writer and one
-//! reader are joined by a plain OS pipe (what the supervisor does for 1→1 queues).
+//! reader are joined by a plain OS pipe, sized like the supervisor's (1→1 queues).
 //! Prints one line to stderr: `elapsed_ms=… cpu_ms=… records=… bytes=… max_depth=…
 //! blocked_ms=… maxrss_kib=… vcsw=… ivcsw=… per_reader=…` (cpu, maxrss and the context
 //! switch counts are this process: the router, not the stages).
@@ -124,6 +124,15 @@ fn main() -> ExitCode {
     let t0 = Instant::now();
     if a.direct {
         let (r, w) = pipe();
+        // Sized as the supervisor sizes a direct pipe.
+        // SAFETY: fcntl with integer arguments; failure keeps the default size.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&w),
+                libc::F_SETPIPE_SZ,
+                prun::runtime::router::DIRECT_PIPE as libc::c_int,
+            )
+        };
         let mut wr = sh(&a.writers[0])
             .stdout(Stdio::from(w))
             .spawn()

@@ -88,12 +88,6 @@ const QUEUE_TICK: Duration = Duration::from_secs(1);
 /// How often prun looks for descendants that left their process group (`setsid`), so
 /// the guardian can kill them too if prun is SIGKILLed.
 const ESCAPE_SCAN: Duration = Duration::from_millis(250);
-/// Direct pipes (one writer instance, one reader instance) are enlarged to this size.
-/// With the kernel's 64 KiB default, a writer and a reader on different CPUs wake each
-/// other every page or so; 256 KiB lets each side move large runs per wake-up. Measured
-/// on 2 CPUs, `cat` of 170 MB into `wc -l`: 113 ms through a 64 KiB pipe (the bash
-/// pipe), 60 ms through 256 KiB, 59 ms through 1 MiB (docs/performance.md).
-const DIRECT_PIPE: usize = 256 * 1024;
 /// Poll period of `ready: {file}`.
 const FILE_PROBE_PERIOD: Duration = Duration::from_millis(50);
 
@@ -1485,7 +1479,7 @@ impl Supervisor {
             let (r, w) = spawn::pipe()?;
             // Best effort: a pipe stays at the kernel's default when the user's pipe
             // budget is spent.
-            super::router::sys::grow_pipe(w.as_raw_fd(), DIRECT_PIPE);
+            super::router::sys::grow_pipe(w.as_raw_fd(), super::router::DIRECT_PIPE);
             qr.direct_read = Some(r);
             qr.direct_write = Some(w);
             qr.direct_made = true;
