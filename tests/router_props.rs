@@ -26,7 +26,19 @@ struct Case {
     read_sizes: Vec<usize>,
     /// Whether each writer ends without a final delimiter.
     no_final_delim: Vec<bool>,
-    slow_reader: bool,
+    /// How reader 0 reads.
+    pace: Pace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pace {
+    Fast,
+    /// A 1 ms nap every 32 reads.
+    Slow,
+    /// A 25 ms stall every 8 reads, while the writers pause now and then: the queue
+    /// runs dry with the stalled reader's pipe full, so the router takes its batches
+    /// back for the idle readers (the order of what it takes back is checked too).
+    Stalling,
 }
 
 fn record_len() -> impl Strategy<Value = usize> {
@@ -47,7 +59,7 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(1usize..70_000, 1..5),
         prop::collection::vec(prop_oneof![1 => 1usize..64, 4 => 4096usize..200_000], 1..4),
         prop::collection::vec(any::<bool>(), 4),
-        any::<bool>(),
+        prop_oneof![2 => Just(Pace::Fast), 1 => Just(Pace::Slow), 1 => Just(Pace::Stalling)],
     )
         .prop_map(
             |(
@@ -59,7 +71,7 @@ fn case() -> impl Strategy<Value = Case> {
                 chunks,
                 read_sizes,
                 no_final_delim,
-                slow_reader,
+                pace,
             )| {
                 let mut readers = readers;
                 if framing == Framing::Bytes {
@@ -78,7 +90,7 @@ fn case() -> impl Strategy<Value = Case> {
                     chunks,
                     read_sizes,
                     no_final_delim,
-                    slow_reader,
+                    pace,
                 }
             },
         )
@@ -120,7 +132,7 @@ fn run_case(c: &Case) {
         let (r, w) = pipe();
         router.add_reader(id, w);
         let sizes = c.read_sizes.clone();
-        let slow = c.slow_reader && id == 0;
+        let pace = if id == 0 { c.pace } else { Pace::Fast };
         reader_threads.push(std::thread::spawn(move || {
             let mut f = std::fs::File::from(r);
             let mut all = Vec::new();
@@ -134,8 +146,10 @@ fn run_case(c: &Case) {
                     break;
                 }
                 all.extend_from_slice(&buf[..n]);
-                if slow && k % 32 == 0 {
-                    std::thread::sleep(Duration::from_millis(1));
+                match pace {
+                    Pace::Slow if k % 32 == 0 => std::thread::sleep(Duration::from_millis(1)),
+                    Pace::Stalling if k % 8 == 0 => std::thread::sleep(Duration::from_millis(25)),
+                    _ => {}
                 }
             }
             all
@@ -163,6 +177,7 @@ fn run_case(c: &Case) {
         let (r, w) = pipe();
         router.add_writer(wid, r);
         let chunks = c.chunks.clone();
+        let pauses = c.pace == Pace::Stalling;
         writer_threads.push(std::thread::spawn(move || {
             let mut f = std::fs::File::from(w);
             let mut pos = 0;
@@ -172,6 +187,9 @@ fn run_case(c: &Case) {
                 k += 1;
                 f.write_all(&stream[pos..pos + n]).unwrap();
                 pos += n;
+                if pauses && k % 4 == 0 {
+                    std::thread::sleep(Duration::from_millis(25));
+                }
             }
         }));
     }
