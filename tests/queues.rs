@@ -360,3 +360,40 @@ stages:
     );
     assert_eq!(q["in_flight_at_failure"].as_u64(), Some(199_999), "{q:#}");
 }
+
+#[test]
+fn large_records_are_held_by_bytes_too_not_only_by_capacity() {
+    // 100 records of 1 MiB into two slow readers with the default capacity (1024
+    // records): prun holds about 16 MiB of them, so the writer blocks after ~16 records
+    // instead of prun taking all 100 MiB in.
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {}
+stages:
+  w:
+    cmd: [python3, -c, "import sys\nfor i in range(100): sys.stdout.write(str(i) + 'x' * (1 << 20) + '\\n')"]
+    stdout: q
+  r:
+    cmd: [python3, -c, "import sys, time\nn = 0\nfor l in sys.stdin:\n    n += 1; time.sleep(0.005)\nopen('out.' + __import__('os').environ['PRUN_INSTANCE'], 'w').write(str(n))"]
+    stdin: q
+    replicas: 2
+"#,
+    );
+    let run = t.run();
+    run.assert_code(0);
+    let q = run.queue("q");
+    let got: u64 = (0..2)
+        .map(|i| {
+            std::fs::read_to_string(t.path(&format!("out.{i}")))
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(got, 100);
+    assert_eq!(q["records"].as_u64(), Some(100), "{q:#}");
+    let depth = q["max_depth"].as_u64().unwrap();
+    assert!(depth <= 24, "held {depth} records of 1 MiB: {q:#}");
+}

@@ -68,6 +68,10 @@ const PAGE: usize = 4096;
 /// While at most this many records per ready reader wait, they are shared out exactly;
 /// beyond, readers take whole blocks in turn.
 const EXACT_SHARE: u64 = 64;
+/// Besides `capacity` records, prun holds at most about this many bytes of records for a
+/// queue's readers (plus one read, and the record being read), so that large records
+/// cannot make `capacity` records a lot of memory: 1024 records of 1 MB would be 1 GB.
+const MAX_HELD_BYTES: usize = 16 << 20;
 /// A reader whose pipe stayed full this long loses its unwritten records to idle readers.
 const STEAL_AFTER: Duration = Duration::from_millis(20);
 /// Re-check interval while records wait for a reader to drain (drain is not pollable).
@@ -680,10 +684,32 @@ impl Engine {
         self.queued_records + pending
     }
 
+    /// Bytes of the records held for readers: queued, or pending at a reader (with
+    /// broadcast every reader holds the same blocks, so the largest share counts).
+    fn held_bytes(&self) -> usize {
+        let queued: usize = self.queue.iter().map(Slice::len).sum();
+        let pending = self
+            .readers
+            .iter()
+            .filter(|r| r.is_open())
+            .map(|r| r.pending.iter().map(Slice::len).sum::<usize>());
+        let pending = match self.cfg.delivery {
+            Delivery::Shared => pending.sum::<usize>(),
+            Delivery::Broadcast => pending.max().unwrap_or(0),
+        };
+        queued + pending
+    }
+
+    /// No more records may be taken from writers: `capacity` records are held, or
+    /// [`MAX_HELD_BYTES`] of them.
+    fn full(&self) -> bool {
+        self.depth() >= self.capacity() || self.held_bytes() >= MAX_HELD_BYTES
+    }
+
     /// A writer's last read filled its request and the queue has room: the next round
     /// would read again at once, so polling first would only cost a system call.
     fn more_to_read(&self) -> bool {
-        self.depth() < self.capacity()
+        !self.full()
             && self
                 .writers
                 .iter()
@@ -788,7 +814,7 @@ impl Engine {
     fn read_writers(&mut self) {
         let n = self.writers.len();
         for wi in 0..n {
-            if self.writers[wi].backlog && self.depth() < self.capacity() {
+            if self.writers[wi].backlog && !self.full() {
                 self.writers[wi].backlog = false;
                 self.cut(wi, 0, None);
                 let w = &mut self.writers[wi];
@@ -802,7 +828,7 @@ impl Engine {
             if w.fd.is_none() || !w.readable || w.backlog {
                 continue;
             }
-            if !w.discarding && self.depth() >= self.capacity() {
+            if !w.discarding && self.full() {
                 continue;
             }
             self.read_writer(wi);
@@ -1948,7 +1974,7 @@ impl Engine {
 
     fn track_blocked(&mut self, now: Instant) {
         let writers_open = self.writers.iter().any(|w| w.fd.is_some() && !w.discarding);
-        let full = writers_open && self.depth() >= self.capacity();
+        let full = writers_open && self.full();
         match (full, self.blocked_since) {
             (true, None) => self.blocked_since = Some(now),
             (false, Some(t)) => {
@@ -1980,7 +2006,7 @@ impl Engine {
             revents: 0,
         });
         slots.push(Slot::Waker);
-        let read_more = self.depth() < self.capacity();
+        let read_more = !self.full();
         for (i, w) in self.writers.iter().enumerate() {
             if let Some(fd) = &w.fd
                 && (read_more || w.discarding)
