@@ -397,3 +397,30 @@ stages:
     let depth = q["max_depth"].as_u64().unwrap();
     assert!(depth <= 24, "held {depth} records of 1 MiB: {q:#}");
 }
+
+#[test]
+fn records_left_when_every_reader_ended_are_counted_as_discarded() {
+    // Both readers stop after one line; what prun had read from the writers by then
+    // can reach nobody: every record is read, in flight, or discarded, never silently
+    // gone.
+    let run = Test::new(
+        r#"
+version: 1
+queues:
+  q: {}
+stages:
+  w: {cmd: [seq, 1, 1000], replicas: 2, stdout: q}
+  h: {cmd: [head, -n, "1"], replicas: 2, stdin: q}
+"#,
+    )
+    .run();
+    run.assert_code(0);
+    let q = run.queue("q");
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    let given = n(&run.instance("h.0")["records_in"]) + n(&run.instance("h.1")["records_in"]);
+    let written = n(&run.instance("w.0")["records_out"]) + n(&run.instance("w.1")["records_out"]);
+    assert_eq!(n(&q["records"]), written, "{q:#}");
+    assert!(n(&q["discarded"]) > 0, "{q:#}");
+    // (records_in counts what was written into a reader's pipe, read or not.)
+    assert_eq!(given + n(&q["discarded"]), written, "{q:#}");
+}

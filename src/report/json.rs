@@ -90,6 +90,9 @@ pub struct QueueReport {
     pub sentinels_sent: u64,
     pub dropped_after_sentinel: u64,
     pub in_flight_at_failure: u64,
+    /// Records prun had read from writers but could never deliver: every reader had
+    /// ended (none restarting), or the run was stopped before they were delivered.
+    pub discarded: u64,
     /// `direct` (a plain pipe, not counted) or `routed`.
     pub wiring: String,
 }
@@ -185,6 +188,7 @@ impl ReportBuilder {
                 sentinels_sent: stats.sentinels_sent,
                 dropped_after_sentinel: stats.dropped_after_sentinel,
                 in_flight_at_failure: stats.in_flight_at_failure,
+                discarded: stats.discarded,
                 wiring: if *direct { "direct" } else { "routed" }.to_string(),
             }),
             Event::Finished {
@@ -370,6 +374,7 @@ mod tests {
             "timed_out",
             "interrupted",
             "in_flight_at_failure",
+            "discarded",
         ] {
             assert!(schema.contains(s), "{s} missing from the schema");
         }

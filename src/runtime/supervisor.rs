@@ -1893,6 +1893,11 @@ impl Supervisor {
             let name = self.plan.queues[q].name.clone();
             match &self.routers[q] {
                 Some(r) => {
+                    // Every process has ended. A router still running (its last abort
+                    // or close still on its way) ends now and counts what it holds as
+                    // discarded; joining it makes its last counters the ones reported.
+                    r.abort();
+                    r.join();
                     let stats = r.stats();
                     let owners = &self.queues[q].port_owner;
                     for (port, n) in &stats.per_writer {
