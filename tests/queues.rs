@@ -424,3 +424,99 @@ stages:
     // (records_in counts what was written into a reader's pipe, read or not.)
     assert_eq!(given + n(&q["discarded"]), written, "{q:#}");
 }
+
+#[test]
+fn interrupt_with_a_backlog_cuts_the_queue_readers_get_eof_and_every_record_is_counted() {
+    // Two writers write until stopped (each then records how many lines it wrote); two
+    // slow readers cannot drain the backlog within stop.timeout. On SIGINT the writers
+    // stop first; when the readers' turn times out, the queue is cut short: each reader
+    // still gets EOF before any stop signal, and every record written is read, or
+    // counted as discarded.
+    let t = Test::new(
+        r#"
+version: 1
+shutdown: {timeout: 1s}
+queues:
+  q: {capacity: 4}
+stages:
+  w:
+    cmd: [python3, w.py, "${instance}"]
+    replicas: 2
+    stdout: q
+  r:
+    cmd: [python3, r.py, "${instance}"]
+    replicas: 2
+    stdin: q
+"#,
+    )
+    .file(
+        "w.py",
+        // SIGTERM stays blocked and is polled between writes, so `n` is exact.
+        "import os, select, signal, sys\nsignal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])\nn = 0\n\
+         while signal.SIGTERM not in signal.sigpending():\n    if select.select([], [1], [], 0.05)[1]:\n        os.write(1, b'%d\\n' % n); n += 1\n\
+         open('wrote.' + sys.argv[1], 'w').write(str(n))\n",
+    )
+    .file(
+        "r.py",
+        "import os, signal, sys, time\nn = 0\ndef stopped(*_):\n    open('read.' + sys.argv[1], 'w').write('signal %d' % n); os._exit(0)\n\
+         signal.signal(signal.SIGTERM, stopped)\nfor line in sys.stdin:\n    n += 1; time.sleep(0.001)\n    if n == 10: open('started.' + sys.argv[1], 'w')\n\
+         open('read.' + sys.argv[1], 'w').write('eof %d' % n)\n",
+    );
+    let child = t
+        .command("report.json", &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("prun starts");
+    run_util::wait_until(
+        "readers at work",
+        std::time::Duration::from_secs(20),
+        || t.path("started.0").exists() && t.path("started.1").exists(),
+    );
+    // SAFETY: signalling the prun we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let run = t.finish(child, "report.json");
+    run.assert_code(130);
+    let q = run.queue("q");
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    let wrote: u64 = (0..2)
+        .map(|i| t.read(&format!("wrote.{i}")).parse::<u64>().unwrap())
+        .sum();
+    let mut read = 0;
+    for i in 0..2 {
+        let end = t.read(&format!("read.{i}"));
+        assert!(
+            end.starts_with("eof "),
+            "reader {i} was signalled before EOF: {end}"
+        );
+        read += end[4..].parse::<u64>().unwrap();
+    }
+    let given = n(&run.instance("r.0")["records_in"]) + n(&run.instance("r.1")["records_in"]);
+    assert_eq!(n(&q["records"]), wrote, "{q:#}");
+    assert_eq!(given, read, "the readers read all they were given: {q:#}");
+    assert!(n(&q["discarded"]) > 0, "{q:#}");
+    assert_eq!(read + n(&q["discarded"]), wrote, "{q:#}");
+}
+
+#[test]
+fn records_a_stopped_reader_never_read_are_counted_as_in_flight() {
+    // `d` takes records and never reads them; it is a daemon, so at the end it gets EOF
+    // and then its stop signal. What sits unread in its pipe is counted.
+    let run = Test::new(
+        r#"
+version: 1
+queues:
+  q: {}
+stages:
+  w: {cmd: [seq, 1, 1000], stdout: q}
+  r: {cmd: [wc, -l], stdin: q}
+  d: {cmd: [sleep, "1000"], stdin: q, daemon: true}
+"#,
+    )
+    .run();
+    run.assert_code(0);
+    let q = run.queue("q");
+    let given_d = run.instance("d")["records_in"].as_u64().unwrap();
+    assert!(given_d > 0, "the idle reader was given records: {q:#}");
+    assert_eq!(q["in_flight_at_failure"].as_u64(), Some(given_d), "{q:#}");
+}

@@ -88,6 +88,9 @@ const QUEUE_TICK: Duration = Duration::from_secs(1);
 /// How often prun looks for descendants that left their process group (`setsid`), so
 /// the guardian can kill them too if prun is SIGKILLed.
 const ESCAPE_SCAN: Duration = Duration::from_millis(250);
+/// After a queue is cut short during a stop, how long its readers get to take the rest
+/// of the record each is in the middle of (and so see EOF) before the stop signal.
+const CUT_GRACE: Duration = Duration::from_millis(500);
 /// Poll period of `ready: {file}`.
 const FILE_PROBE_PERIOD: Duration = Duration::from_millis(50);
 
@@ -206,6 +209,8 @@ struct QueueRt {
     writers_closed: bool,
     drained: bool,
     aborted: bool,
+    /// When the queue was cut short during a stop (`QueueRouter::cut`).
+    cut_at: Option<Instant>,
     /// Router port id → instance.
     port_owner: HashMap<usize, InstanceId>,
 }
@@ -511,6 +516,11 @@ impl Supervisor {
         }
         consider(self.broker.next_deadline());
         consider(self.next_queue_tick);
+        for qr in &self.queues {
+            if !qr.drained && !qr.aborted {
+                consider(qr.cut_at.map(|t| t + CUT_GRACE));
+            }
+        }
         if self.insts.iter().any(|i| i.pid.is_some()) {
             consider(Some(self.next_escape_scan));
         }
@@ -1679,9 +1689,14 @@ impl Supervisor {
                             self.insts[id].eof_grace_at = Some(now + stage.stop.timeout);
                         }
                     } else if now.saturating_duration_since(since) >= stage.stop.timeout {
-                        // Its input never closed (a writer's stray child holds the
-                        // pipe, or a data cycle): stop it anyway.
-                        self.begin_stop(id);
+                        // Its input did not drain in time (a backlog bigger than the
+                        // readers get through in `stop.timeout`), or never closed (a
+                        // writer's stray child holds the pipe, or a data cycle): stop it
+                        // anyway, after closing its routed queues, so it still gets EOF
+                        // before the signal (what they held is counted as discarded).
+                        if !self.cut_inputs(id, now) {
+                            self.begin_stop(id);
+                        }
                     }
                 }
             }
@@ -1693,6 +1708,33 @@ impl Supervisor {
                 sh.step_since = now;
             }
         }
+    }
+
+    /// End the routed queues instance `id` reads that have not drained (see
+    /// [`QueueRouter::cut`]): it gets EOF (and the sentinel) once the records already on
+    /// their way are written, and the stop signal comes after that, or after
+    /// [`CUT_GRACE`] if it does not read them. Returns true while that is pending.
+    fn cut_inputs(&mut self, id: InstanceId, now: Instant) -> bool {
+        let stage = &self.plan.stages[self.insts[id].info.stage];
+        let mut waiting = false;
+        for q in input_queues(stage) {
+            let qr = &mut self.queues[q];
+            let Some(router) = &self.routers[q] else {
+                continue;
+            };
+            if qr.drained || qr.aborted {
+                continue;
+            }
+            match qr.cut_at {
+                None => {
+                    qr.cut_at = Some(now);
+                    router.cut();
+                    waiting = true;
+                }
+                Some(t) => waiting |= now.saturating_duration_since(t) < CUT_GRACE,
+            }
+        }
+        waiting
     }
 
     /// `stop.cmd` if set, else `stop.signal` to the group; SIGKILL after `stop.timeout`.
@@ -1893,10 +1935,10 @@ impl Supervisor {
             let name = self.plan.queues[q].name.clone();
             match &self.routers[q] {
                 Some(r) => {
-                    // Every process has ended. A router still running (its last abort
-                    // or close still on its way) ends now and counts what it holds as
-                    // discarded; joining it makes its last counters the ones reported.
-                    r.abort();
+                    // Every process has ended. Joining ends the router (after the
+                    // `reader_exited` already sent, so what readers left unread is
+                    // counted; one still routing counts what it holds as discarded)
+                    // and makes its last counters the ones reported.
                     r.join();
                     let stats = r.stats();
                     let owners = &self.queues[q].port_owner;

@@ -90,6 +90,7 @@ pub(super) enum Command {
     ReaderExited(ReaderId),
     CloseWriters,
     CloseReaders,
+    Cut,
     Abort,
 }
 
@@ -212,6 +213,9 @@ struct Reader {
     /// Per writer index: the number after the last record of that writer handed to this
     /// reader. A record numbered below it would reach the reader out of order.
     high: Vec<u64>,
+    /// A read end of its pipe, opened when it got EOF from us: at its exit, what it left
+    /// unread is still measurable (our write end is gone by then).
+    watch: Option<OwnedFd>,
 }
 
 impl Reader {
@@ -237,7 +241,19 @@ impl Reader {
             blocked_since: None,
             gone_reported: false,
             high: Vec::new(),
+            watch: None,
         }
+    }
+
+    /// End of stream for this reader: close our end of its pipe (it sees EOF once it read
+    /// the rest). A read end is kept (see `watch`); holding it cannot hide a dead
+    /// reader, as nothing is written to the pipe any more.
+    fn give_eof(&mut self) {
+        if let Some(Sink::Pipe(fd)) = &self.sink {
+            self.watch = sys::reopen_for_reading(fd.as_raw_fd());
+        }
+        self.sink = None;
+        self.state = ReaderState::Closed;
     }
 
     /// Handing `s` to this reader keeps each writer's records in order for it.
@@ -633,9 +649,22 @@ impl Engine {
 
     pub(super) fn run(mut self) {
         let mut eager = 0;
+        let mut drained = false;
         loop {
             if !self.handle_commands() {
                 break;
+            }
+            if drained {
+                // After `Drained`: only to count what readers that got EOF leave unread
+                // when they exit (`reader_exited`), until none is left or `abort`.
+                if !self.readers.iter().any(|r| r.watch.is_some()) {
+                    break;
+                }
+                self.publish();
+                if self.wait().is_err() {
+                    break;
+                }
+                continue;
             }
             let now = Instant::now();
             self.read_writers();
@@ -648,7 +677,8 @@ impl Engine {
             }
             self.track_blocked(now);
             if self.check_end() {
-                break;
+                drained = true;
+                continue;
             }
             self.publish();
             if eager < EAGER_ROUNDS && self.more_to_read() {
@@ -740,7 +770,11 @@ impl Engine {
                     self.add_reader(Reader::new(id, Sink::Channel(tx), 64 * 1024))
                 }
                 Command::ReaderExited(id) => {
-                    let idx = self.readers.iter().position(|r| r.id == id && r.is_open());
+                    // An open one, or one that got EOF and is watched (see `watch`).
+                    let idx = self
+                        .readers
+                        .iter()
+                        .position(|r| r.id == id && (r.is_open() || r.watch.is_some()));
                     if let Some(i) = idx {
                         self.reader_gone(i);
                     }
@@ -750,6 +784,7 @@ impl Engine {
                     self.readers_final = true;
                     self.strand_if_no_reader();
                 }
+                Command::Cut => self.cut_stream(),
                 Command::Abort => {
                     self.abort();
                     return false;
@@ -1779,6 +1814,13 @@ impl Engine {
         let shared = self.cfg.delivery == Delivery::Shared;
         let r = &mut self.readers[i];
         if !r.is_open() {
+            // It got EOF from us: count what it left unread in its pipe.
+            if let Some(watch) = r.watch.take() {
+                let unread = sys::unread_bytes(watch.as_raw_fd());
+                self.stats.in_flight_at_failure += records_in_tail(&r.log, None, unread, delim);
+                r.log.clear();
+                r.log_bytes = 0;
+            }
             return;
         }
         // What it never read: records whose end is still in its pipe (or channel).
@@ -1883,6 +1925,9 @@ impl Engine {
 
     fn abort(&mut self) {
         self.stats.discarded += self.depth();
+        for wi in 0..self.writers.len() {
+            self.discard_unread(wi);
+        }
         for w in &mut self.writers {
             if w.backlog
                 && let Some(d) = self.delim
@@ -1898,15 +1943,149 @@ impl Engine {
         }
         for r in &mut self.readers {
             if r.is_open() {
-                r.sink = None;
-                r.state = ReaderState::Closed;
+                r.give_eof();
             }
             r.pending.clear();
             r.pending_records = 0;
-            r.log.clear();
         }
         self.queue.clear();
         self.queued_records = 0;
+    }
+
+    /// End the stream now (the run is being stopped and the readers did not drain the
+    /// queue in time): what is queued and what the writers left in their pipes is
+    /// counted as discarded; a reader in the middle of a record gets the rest of that
+    /// record; then every reader gets the sentinel and EOF as at a normal end, and
+    /// `Drained` follows.
+    fn cut_stream(&mut self) {
+        self.stats.discarded += self.queued_records;
+        self.queue.clear();
+        self.queued_records = 0;
+        for wi in 0..self.writers.len() {
+            self.discard_unread(wi);
+            let w = &mut self.writers[wi];
+            if w.backlog
+                && let Some(d) = self.delim
+            {
+                self.stats.discarded += count_delims(d, &w.carry);
+            }
+            w.fd = None;
+            w.peeked = 0;
+            w.shadow = None;
+            w.backlog = false;
+            w.eof_pending = false;
+            w.carry = Vec::new();
+            if !w.done_reported {
+                w.done_reported = true;
+                let _ = self.events.send(RouterEvent::WriterDone {
+                    queue: self.cfg.queue,
+                    writer: w.id,
+                });
+            }
+        }
+        self.writers_closed = true;
+        let delim = self.delim;
+        for r in self.readers.iter_mut().filter(|r| r.is_open()) {
+            // Keep only the rest of a record partly written to it (a record is never
+            // torn); the sentinel is queued again by `check_end`.
+            let mut keep = None;
+            if r.head_off > 0
+                && let Some(mut head) = r.pending.pop_front()
+            {
+                let rest = &head.bytes()[r.head_off..];
+                let end = match delim {
+                    Some(d) => memchr::memchr(d, rest).map_or(rest.len(), |p| p + 1),
+                    None => rest.len(),
+                };
+                let after = &rest[end..];
+                let dropped = match delim {
+                    Some(d) => count_delims(d, after),
+                    None => 0,
+                };
+                self.stats.discarded += dropped;
+                head.end = head.start + r.head_off + end;
+                head.records = head.records.saturating_sub(dropped).max(1);
+                keep = Some(head);
+            }
+            self.stats.discarded += r
+                .pending
+                .iter()
+                .filter(|s| !s.sentinel)
+                .map(|s| s.records)
+                .sum::<u64>();
+            r.pending.clear();
+            r.pending_records = 0;
+            if let Some(head) = keep {
+                r.pending_records = head.records;
+                r.pending.push_back(head);
+            } else {
+                r.head_off = 0;
+            }
+            if r.state == ReaderState::Finishing {
+                push_sentinel(self.sentinel_record.as_ref(), r);
+            }
+        }
+    }
+
+    /// At abort: read what writer `wi` left in its pipe (a pipe's worth or so: a writer
+    /// still running sees EPIPE next), and its incomplete last record, and count those
+    /// records as read and discarded, so the report accounts for every record written.
+    fn discard_unread(&mut self, wi: usize) {
+        let delim = self.delim;
+        let w = &mut self.writers[wi];
+        if w.discarding {
+            return;
+        }
+        // The record being read when the stream was cut (complete records of a backlog
+        // are counted by the caller).
+        let partial: &[u8] = match (delim, w.backlog) {
+            (Some(d), true) => {
+                memchr::memrchr(d, &w.carry).map_or(&w.carry[..], |p| &w.carry[p + 1..])
+            }
+            _ => &w.carry[..],
+        };
+        let mut bytes = partial.len() as u64;
+        let mut last = partial.last().copied();
+        let mut records = 0u64;
+        if let Some(fd) = &w.fd {
+            let raw = fd.as_raw_fd();
+            // Bytes peeked are already in the queue, counted there.
+            let mut skip = w.peeked;
+            let mut budget = 2 * WRITER_PIPE + skip;
+            let mut buf = vec![0u8; 64 * 1024];
+            while budget > 0 {
+                let want = buf.len().min(budget);
+                let n = match sys::read_some(raw, &mut buf[..want]) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                budget -= n;
+                let fresh = &buf[skip.min(n)..n];
+                skip -= skip.min(n);
+                if fresh.is_empty() {
+                    continue;
+                }
+                bytes += fresh.len() as u64;
+                last = fresh.last().copied();
+                match delim {
+                    Some(d) => records += count_delims(d, fresh),
+                    None => records += 1,
+                }
+            }
+        }
+        // An incomplete last record is a record too (it would have been delivered with
+        // its delimiter added).
+        let unfinished = match delim {
+            Some(_) => bytes > 0 && last != delim,
+            None => !partial.is_empty(),
+        };
+        records += u64::from(unfinished);
+        w.records += records;
+        self.stats.records += records;
+        self.stats.bytes += bytes;
+        self.stats.discarded += records;
     }
 
     // ---- end of stream --------------------------------------------------------------
@@ -1956,8 +2135,7 @@ impl Engine {
         self.publish();
         for r in self.readers.iter_mut() {
             if r.state == ReaderState::Finishing && r.pending.is_empty() {
-                r.sink = None; // EOF for the reader
-                r.state = ReaderState::Closed;
+                r.give_eof();
             }
         }
         if self.readers.iter().any(|r| r.is_open()) {

@@ -300,6 +300,14 @@ impl QueueRouter {
         self.send(Command::CloseReaders);
     }
 
+    /// End the stream early (a stop is under way and the readers did not drain the queue
+    /// in time): records still queued, and what the writers left in their pipes, are
+    /// counted as `discarded`; a reader in the middle of a record gets the rest of it;
+    /// then the sentinel, EOF and `Drained`, as at a normal end.
+    pub fn cut(&self) {
+        self.send(Command::Cut);
+    }
+
     /// Stop at once (second SIGINT, or every reader gone): close every descriptor.
     /// Records still buffered are counted as `discarded`.
     pub fn abort(&self) {
@@ -311,8 +319,11 @@ impl QueueRouter {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Wait for the router thread to end (after `Drained` or `abort`).
+    /// End the router thread and wait for it. Once the queue has drained, the thread
+    /// only waits for `reader_exited` of readers that got EOF, to count what they left
+    /// unread; this ends that wait (before the queue drained, it is `abort`).
     pub fn join(&self) {
+        self.send(Command::Abort);
         let handle = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(h) = handle {
             let _ = h.join();
@@ -323,7 +334,6 @@ impl QueueRouter {
 impl Drop for QueueRouter {
     /// Dropping a router that is still running aborts it, so no descriptor leaks.
     fn drop(&mut self) {
-        self.send(Command::Abort);
         self.join();
     }
 }

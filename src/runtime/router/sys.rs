@@ -33,6 +33,22 @@ pub fn unread_bytes(fd: RawFd) -> usize {
     if r < 0 { 0 } else { n.max(0) as usize }
 }
 
+/// A new read-only, non-blocking descriptor on the pipe behind `fd` (opened through
+/// `/proc/self/fd`, which opens the pipe itself, not a copy of `fd`). None if that
+/// fails (no /proc).
+pub fn reopen_for_reading(fd: RawFd) -> Option<OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).ok()?;
+    // SAFETY: a valid NUL-terminated path; the result is a fresh descriptor or -1.
+    let r = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: a fresh descriptor owned by nobody else.
+    (r >= 0).then(|| unsafe { OwnedFd::from_raw_fd(r) })
+}
+
 /// Try to make the pipe behind `fd` at least `want` bytes; returns its capacity.
 /// Failure (not a pipe, or the per-user pipe budget is spent) keeps the current size.
 pub fn grow_pipe(fd: RawFd, want: usize) -> usize {
