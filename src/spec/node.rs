@@ -72,9 +72,14 @@ impl Node {
 }
 
 /// Parse a whole document. An empty document is `Kind::Null`.
+///
+/// Booleans are YAML 1.2's (`true`/`false` only): with YAML 1.1's `y`/`n`/`yes`/`no`/
+/// `on`/`off`, a queue named `n` could be declared but not referenced unquoted
+/// (`stdout: n` would read as `false`).
 pub fn parse(source: &str) -> Result<Node, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        strict_booleans: true,
     };
     let root: Option<SpannedNode> = serde_saphyr::from_str_with_options(source, options)?;
     Ok(match root {
