@@ -91,7 +91,8 @@
 //! its pipe is free, which poll reports (POLLOUT), so a fast reader runs at pipe speed
 //! with no timer. Emptiness of a pipe is not pollable, so while records wait for a
 //! smaller-window reader the loop re-checks every 2 ms. A batch stuck unwritten for 20
-//! ms (full pipe) while another reader idles goes back to the queue. Limits: a reader
+//! ms (full pipe) while another reader idles goes back to the queue, but only a batch that
+holds its writer's newest records handed out (so nobody has later ones). Limits: a reader
 //! that slurps its stdin into a user-space buffer (Python, stdio) looks drained while it
 //! still holds records; sharing out a few waiting records exactly is what keeps it from
 //! hoarding in that case (with many, its window bounds what it takes).
@@ -107,9 +108,17 @@
 //! left and the average record size (at least 16 KiB, for throughput); when a read holds
 //! more records than there is room for, only `room` records enter the queue and the rest
 //! wait in that writer's buffer (`backlog`), which is cut in before the writer is read
-//! again. So depth never exceeds `capacity`. Memory is bounded by capacity × record
-//! size, plus a block per writer, plus a pipe's worth of written slices per reader (kept
-//! to count in-flight records), plus at most four idle blocks in the pool (1 MiB).
+//! again. So depth never exceeds `capacity`. Besides, writers are not read while 16 MiB
+//! of records are held (`MAX_HELD_BYTES`), so memory is bounded by that, plus one read
+//! and the incomplete record per writer (a record is held whole until its delimiter),
+//! plus a pipe's worth of written slices per reader (kept to count in-flight records),
+//! plus at most four idle blocks in the pool (1 MiB).
+//!
+//! **Per-writer order.** Every slice carries its writer and the number of its first
+//! record; each reader remembers, per writer, the number after the last record it got.
+//! Records given back (a reader died) go to a reader that has no later ones of their
+//! writer while the others go on with the rest of the queue; only if no open reader
+//! qualifies are they delivered out of order, rather than lost.
 //!
 //! **Readers that end early.** `reader_exited`, `EPIPE`, or `POLLERR` on the write end
 //! (the reader closed its side) remove the reader. Its unwritten batches go back to the
@@ -128,7 +137,15 @@
 //! output is read and counted in `dropped_after_sentinel`. Writer-emitted sentinels are
 //! recognised with `lines`/`nul` framing only (a `bytes` stream has no record edges).
 //! Channel readers (`add_channel_reader`) get no sentinel: the channel disconnecting is
-//! their EOF.
+//! their EOF. When the router closes a reader's pipe it keeps a read end of it (opened
+//! through `/proc/self/fd`; nothing is written any more, so this hides no dead reader),
+//! and after `Drained` the thread lives on only to count, at each `reader_exited`, what
+//! that reader left unread (`in_flight_at_failure`); [`QueueRouter::join`] ends it.
+//!
+//! **Cut.** During a stop whose readers could not drain the queue in time, `cut` ends the
+//! stream early: what is queued and what the writers left in their pipes is counted as
+//! `discarded`, a reader in the middle of a record gets the rest of it, then sentinel,
+//! EOF and `Drained` as usual, so EOF still precedes the stop signal.
 
 /// Direct pipes (one writer instance, one reader instance) are enlarged to this size.
 /// With the kernel's 64 KiB default, a writer and a reader on different CPUs wake each
