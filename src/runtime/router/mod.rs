@@ -92,7 +92,7 @@
 //! with no timer. Emptiness of a pipe is not pollable, so while records wait for a
 //! smaller-window reader the loop re-checks every 2 ms. A batch stuck unwritten for 20
 //! ms (full pipe) while another reader idles goes back to the queue, but only a batch that
-holds its writer's newest records handed out (so nobody has later ones). Limits: a reader
+//! holds its writer's newest records handed out (so nobody has later ones). Limits: a reader
 //! that slurps its stdin into a user-space buffer (Python, stdio) looks drained while it
 //! still holds records; sharing out a few waiting records exactly is what keeps it from
 //! hoarding in that case (with many, its window bounds what it takes).
