@@ -188,6 +188,7 @@ struct Reader {
     /// Bytes (pipe) or record bytes (channel) of `pending[0]` already handed over.
     head_off: usize,
     pending_records: u64,
+    pending_bytes: usize,
     /// False after a write hit a full pipe, until poll reports room.
     writable: bool,
     /// Most bytes this reader may hold: unread in its pipe plus pending. Grows while it
@@ -229,6 +230,7 @@ impl Reader {
             pending: VecDeque::new(),
             head_off: 0,
             pending_records: 0,
+            pending_bytes: 0,
             writable: true,
             window: FIRST_WINDOW.min(pipe_cap),
             pipe_cap,
@@ -375,6 +377,7 @@ impl Reader {
     fn push_pending(&mut self, s: Slice) {
         self.note_handed(s.writer, s.seq + s.records);
         self.pending_records += s.records;
+        self.pending_bytes += s.len();
         self.pending.push_back(s);
     }
 
@@ -557,6 +560,8 @@ pub(super) struct Engine {
     readers: Vec<Reader>,
     queue: VecDeque<Slice>,
     queued_records: u64,
+    /// Bytes of the queued records (see `held_bytes`).
+    queued_bytes: usize,
     writers_closed: bool,
     readers_final: bool,
     finishing: bool,
@@ -631,6 +636,7 @@ impl Engine {
             readers: Vec::new(),
             queue: VecDeque::new(),
             queued_records: 0,
+            queued_bytes: 0,
             writers_closed: false,
             readers_final: false,
             finishing: false,
@@ -717,12 +723,23 @@ impl Engine {
     /// Bytes of the records held for readers: queued, or pending at a reader (with
     /// broadcast every reader holds the same blocks, so the largest share counts).
     fn held_bytes(&self) -> usize {
-        let queued: usize = self.queue.iter().map(Slice::len).sum();
+        debug_assert_eq!(
+            self.queued_bytes,
+            self.queue.iter().map(Slice::len).sum::<usize>(),
+            "queued bytes"
+        );
+        debug_assert!(
+            self.readers
+                .iter()
+                .all(|r| r.pending_bytes == r.pending.iter().map(Slice::len).sum::<usize>()),
+            "pending bytes"
+        );
+        let queued = self.queued_bytes;
         let pending = self
             .readers
             .iter()
             .filter(|r| r.is_open())
-            .map(|r| r.pending.iter().map(Slice::len).sum::<usize>());
+            .map(|r| r.pending_bytes);
         let pending = match self.cfg.delivery {
             Delivery::Shared => pending.sum::<usize>(),
             Delivery::Broadcast => pending.max().unwrap_or(0),
@@ -1346,6 +1363,7 @@ impl Engine {
             seq,
         });
         self.queued_records += records;
+        self.queued_bytes += end;
         let depth = self.depth();
         self.stats.max_depth = self.stats.max_depth.max(depth);
     }
@@ -1365,6 +1383,7 @@ impl Engine {
         }
         while let Some(s) = self.queue.pop_front() {
             self.queued_records -= s.records;
+            self.queued_bytes = self.queued_bytes.saturating_sub(s.len());
             for r in self
                 .readers
                 .iter_mut()
@@ -1450,6 +1469,7 @@ impl Engine {
                 recs += s.records;
                 bytes += s.len();
                 self.queued_records -= s.records;
+                self.queued_bytes = self.queued_bytes.saturating_sub(s.len());
                 if s.writer != NO_WRITER {
                     let h = &mut self.handed[s.writer];
                     *h = (*h).max(s.seq + s.records);
@@ -1593,7 +1613,9 @@ impl Engine {
                 self.handed[s.writer] = s.seq;
                 r.high[s.writer] = s.seq;
                 r.pending_records -= s.records;
+                r.pending_bytes = r.pending_bytes.saturating_sub(s.len());
                 self.queued_records += s.records;
+                self.queued_bytes += s.len();
                 self.queue.push_front(s);
                 took = true;
             }
@@ -1775,6 +1797,7 @@ impl Engine {
             if data.is_empty() || front.sentinel {
                 if let Some(s) = r.pending.pop_front() {
                     r.pending_records -= s.records;
+                    r.pending_bytes = r.pending_bytes.saturating_sub(s.len());
                 }
                 r.head_off = 0;
                 continue;
@@ -1794,6 +1817,7 @@ impl Engine {
                     if r.head_off >= front.len() {
                         if let Some(s) = r.pending.pop_front() {
                             r.pending_records -= s.records;
+                            r.pending_bytes = r.pending_bytes.saturating_sub(s.len());
                         }
                         r.head_off = 0;
                     }
@@ -1844,6 +1868,7 @@ impl Engine {
         self.stats.in_flight_at_failure += in_flight;
         let mut back: Vec<Slice> = r.pending.drain(..).collect();
         r.pending_records = 0;
+        r.pending_bytes = 0;
         if r.head_off > 0 {
             // The head slice was partly handed over: its complete records count as
             // delivered; the torn record and the rest go back whole.
@@ -1870,6 +1895,7 @@ impl Engine {
                     continue;
                 }
                 self.queued_records += s.records;
+                self.queued_bytes += s.len();
                 self.queue.push_front(s);
                 self.handed_back = true;
             }
@@ -1921,6 +1947,7 @@ impl Engine {
         self.stats.discarded += self.queued_records;
         self.queue.clear();
         self.queued_records = 0;
+        self.queued_bytes = 0;
     }
 
     fn abort(&mut self) {
@@ -1947,9 +1974,11 @@ impl Engine {
             }
             r.pending.clear();
             r.pending_records = 0;
+            r.pending_bytes = 0;
         }
         self.queue.clear();
         self.queued_records = 0;
+        self.queued_bytes = 0;
     }
 
     /// End the stream now (the run is being stopped and the readers did not drain the
@@ -1961,6 +1990,7 @@ impl Engine {
         self.stats.discarded += self.queued_records;
         self.queue.clear();
         self.queued_records = 0;
+        self.queued_bytes = 0;
         for wi in 0..self.writers.len() {
             self.discard_unread(wi);
             let w = &mut self.writers[wi];
@@ -2015,8 +2045,10 @@ impl Engine {
                 .sum::<u64>();
             r.pending.clear();
             r.pending_records = 0;
+            r.pending_bytes = 0;
             if let Some(head) = keep {
                 r.pending_records = head.records;
+                r.pending_bytes = head.len();
                 r.pending.push_back(head);
             } else {
                 r.head_off = 0;
@@ -2275,6 +2307,7 @@ fn advance(r: &mut Reader, mut n: usize, sentinels: &mut u64) {
             r.head_off = 0;
             if let Some(s) = r.pending.pop_front() {
                 r.pending_records -= s.records;
+                r.pending_bytes = r.pending_bytes.saturating_sub(s.len());
                 r.delivered += s.records;
                 if s.sentinel {
                     *sentinels += 1;
