@@ -520,3 +520,58 @@ stages:
     assert!(given_d > 0, "the idle reader was given records: {q:#}");
     assert_eq!(q["in_flight_at_failure"].as_u64(), Some(given_d), "{q:#}");
 }
+
+#[test]
+fn a_reader_that_crashes_and_restarts_keeps_order_and_accounting() {
+    // r.0 reads ~2000 records, stalls (its pipe fills), then crashes once and is
+    // restarted; r.1 reads on. Each reader's output (r.0's two runs append to one file)
+    // stays in the writer's order, and every record is read, or counted as in flight
+    // (left in the crashed run's pipe). Records it was given but never got wait for it
+    // or go to r.1 in order (unit tests in the router pin that choice).
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {}
+stages:
+  w: {cmd: [seq, 1, 300000], stdout: q}
+  r:
+    cmd: [python3, r.py]
+    replicas: 2
+    stdin: q
+    restart: {policy: on-failure, max: 1, backoff: 50ms}
+"#,
+    )
+    .file(
+        "r.py",
+        // The crashing run reads with os.read and writes out every whole line it read,
+        // so it holds nothing: its partial last line is still counted by prun (its
+        // delimiter is in the pipe).
+        "import os, sys, time\ni = os.environ['PRUN_INSTANCE']\nout = open('out.' + i, 'a')\n\
+         if i == '0' and not os.path.exists('crashed'):\n    buf = b''\n    n = 0\n    while n < 2000:\n\
+         \x20       c = os.read(0, 4096)\n        if not c:\n            break\n        buf += c\n\
+         \x20       k = buf.rfind(b'\\n') + 1\n        out.write(buf[:k].decode()); n += buf[:k].count(b'\\n'); buf = buf[k:]\n\
+         \x20   out.flush(); time.sleep(0.2)\n    open('crashed', 'w'); os._exit(1)\nfor line in sys.stdin:\n    out.write(line)\n",
+    );
+    let run = t.run();
+    run.assert_code(0);
+    let q = run.queue("q");
+    assert!(t.path("crashed").exists());
+    assert_eq!(run.instance("r.0")["restarts"].as_u64(), Some(1));
+    let mut seen = 0u64;
+    for i in 0..2 {
+        let nums: Vec<u64> = t
+            .read(&format!("out.{i}"))
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert!(
+            nums.windows(2).all(|p| p[0] < p[1]),
+            "reader {i} got the writer's records out of order"
+        );
+        seen += nums.len() as u64;
+    }
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert_eq!(n(&q["records"]), 300_000, "{q:#}");
+    assert_eq!(seen + n(&q["in_flight_at_failure"]), 300_000, "{q:#}");
+}

@@ -199,6 +199,9 @@ struct Inst {
     /// Exit code used for the pipeline when it could not start.
     start_error_code: i32,
     ports: Vec<RouterPort>,
+    /// Queues whose router was told this instance's reader may come back (a restart):
+    /// records it gave back wait for it rather than reach another reader out of order.
+    expected_by: Vec<QueueId>,
 }
 
 #[derive(Default)]
@@ -686,6 +689,21 @@ impl Supervisor {
             }
         }
         let ports = std::mem::take(&mut self.insts[id].ports);
+        // Before its exit reaches the router: a reader that may be restarted is awaited
+        // (see `expected_by`); `finish_run` withdraws that if it is not restarted.
+        let spec = &self.plan.stages[self.insts[id].info.stage].restart;
+        let may_restart = self.shutdown.is_none()
+            && spec.policy != RestartPolicy::Never
+            && spec.max.is_none_or(|m| self.insts[id].restarts < m);
+        for port in &ports {
+            if !port.writer
+                && may_restart
+                && let Some(r) = &self.routers[port.queue]
+            {
+                r.expect_reader();
+                self.insts[id].expected_by.push(port.queue);
+            }
+        }
         for port in ports {
             if !port.writer
                 && let Some(r) = &self.routers[port.queue]
@@ -787,6 +805,9 @@ impl Supervisor {
             }
             && restart_spec.max.is_none_or(|m| self.insts[id].restarts < m);
         self.release_permits(id);
+        if !restart {
+            self.withdraw_expected(id);
+        }
         if restart {
             let attempt = self.insts[id].restarts + 1;
             let delay = restart_spec.delay(attempt);
@@ -807,6 +828,15 @@ impl Supervisor {
             }
             if on_failure == OnFailure::Stop && self.shutdown.is_none() {
                 self.begin_shutdown(ShutdownCause::Failure);
+            }
+        }
+    }
+
+    /// The reader announced by `expected_by` will not come back.
+    fn withdraw_expected(&mut self, id: InstanceId) {
+        for q in std::mem::take(&mut self.insts[id].expected_by) {
+            if let Some(r) = &self.routers[q] {
+                r.reader_not_coming();
             }
         }
     }
@@ -1367,6 +1397,8 @@ impl Supervisor {
             self.queues[port.queue].port_owner.insert(port.id, id);
             self.insts[id].ports.push(port);
         }
+        // Joining as a reader ends the router's wait for it (see `expected_by`).
+        self.insts[id].expected_by.clear();
         {
             let inst = &mut self.insts[id];
             inst.pid = Some(pid);
@@ -1635,6 +1667,7 @@ impl Supervisor {
             }
             self.release_permits(id);
             if self.insts[id].restart_at.take().is_some() {
+                self.withdraw_expected(id);
                 // The restart is cancelled: the last run's end state is final.
                 let last = self.insts[id].last_end.clone().unwrap_or(State::Stopped {
                     exit_code: None,
@@ -2033,6 +2066,7 @@ impl Inst {
             pending_pipe: None,
             start_error_code: 1,
             ports: Vec::new(),
+            expected_by: Vec::new(),
         }
     }
 

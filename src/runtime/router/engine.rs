@@ -90,6 +90,8 @@ pub(super) enum Command {
     ReaderExited(ReaderId),
     CloseWriters,
     CloseReaders,
+    ExpectReader,
+    ReaderNotComing,
     Cut,
     Abort,
 }
@@ -572,6 +574,9 @@ pub(super) struct Engine {
     /// delivery). A reader's pending batch may be taken back only while it holds its
     /// writer's latest records: no other reader has later ones yet.
     handed: Vec<u64>,
+    /// Readers announced to come back (restarts): records given back wait for them when
+    /// no open reader can take them in order.
+    expected_readers: usize,
     blocked_since: Option<Instant>,
     scratch: Vec<u8>,
     pool: BlockPool,
@@ -643,6 +648,7 @@ impl Engine {
             rr: 0,
             handed_back: false,
             handed: Vec::new(),
+            expected_readers: 0,
             blocked_since: None,
             scratch: Vec::new(),
             pool: BlockPool::default(),
@@ -775,37 +781,49 @@ impl Engine {
             self.waker.drain();
         }
         while let Ok(cmd) = self.cmds.try_recv() {
-            match cmd {
-                Command::AddWriter(id, fd) => self.add_writer(id, fd),
-                Command::AddReader(id, fd) => {
-                    let raw = fd.as_raw_fd();
-                    let _ = sys::set_nonblocking(raw);
-                    let cap = sys::set_pipe_size(raw, READER_PIPE);
-                    self.add_reader(Reader::new(id, Sink::Pipe(fd), cap));
+            if !self.handle_command(cmd) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Returns false when the router must stop (abort).
+    fn handle_command(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::AddWriter(id, fd) => self.add_writer(id, fd),
+            Command::AddReader(id, fd) => {
+                let raw = fd.as_raw_fd();
+                let _ = sys::set_nonblocking(raw);
+                let cap = sys::set_pipe_size(raw, READER_PIPE);
+                self.add_reader(Reader::new(id, Sink::Pipe(fd), cap));
+            }
+            Command::AddChannelReader(id, tx) => {
+                self.add_reader(Reader::new(id, Sink::Channel(tx), 64 * 1024))
+            }
+            Command::ReaderExited(id) => {
+                // An open one, or one that got EOF and is watched (see `watch`).
+                let idx = self
+                    .readers
+                    .iter()
+                    .position(|r| r.id == id && (r.is_open() || r.watch.is_some()));
+                if let Some(i) = idx {
+                    self.reader_gone(i);
                 }
-                Command::AddChannelReader(id, tx) => {
-                    self.add_reader(Reader::new(id, Sink::Channel(tx), 64 * 1024))
-                }
-                Command::ReaderExited(id) => {
-                    // An open one, or one that got EOF and is watched (see `watch`).
-                    let idx = self
-                        .readers
-                        .iter()
-                        .position(|r| r.id == id && (r.is_open() || r.watch.is_some()));
-                    if let Some(i) = idx {
-                        self.reader_gone(i);
-                    }
-                }
-                Command::CloseWriters => self.writers_closed = true,
-                Command::CloseReaders => {
-                    self.readers_final = true;
-                    self.strand_if_no_reader();
-                }
-                Command::Cut => self.cut_stream(),
-                Command::Abort => {
-                    self.abort();
-                    return false;
-                }
+            }
+            Command::CloseWriters => self.writers_closed = true,
+            Command::CloseReaders => {
+                self.readers_final = true;
+                self.strand_if_no_reader();
+            }
+            Command::ExpectReader => self.expected_readers += 1,
+            Command::ReaderNotComing => {
+                self.expected_readers = self.expected_readers.saturating_sub(1)
+            }
+            Command::Cut => self.cut_stream(),
+            Command::Abort => {
+                self.abort();
+                return false;
             }
         }
         true
@@ -846,6 +864,7 @@ impl Engine {
     }
 
     fn add_reader(&mut self, mut r: Reader) {
+        self.expected_readers = self.expected_readers.saturating_sub(1);
         r.served = self
             .readers
             .iter()
@@ -1486,17 +1505,19 @@ impl Engine {
     /// Where in the queue reader `i` takes records from: the front, unless the front
     /// holds records given back that are older than some this reader already got from
     /// the same writer. Those wait for a reader that has none of that writer's later
-    /// records (the others go on with the rest of the queue); if no open reader
-    /// qualifies, delivering them out of order beats losing them. Only given-back
-    /// slices can fail the test, so this is one check in the common case.
+    /// records (the others go on with the rest of the queue), or for a reader that is
+    /// to be restarted; if none qualifies and none is expected, delivering them out of
+    /// order beats losing them. Only given-back slices can fail the test, so this is
+    /// one check in the common case.
     fn next_for(&self, i: usize) -> Option<usize> {
         let r = &self.readers[i];
         self.queue.iter().position(|s| {
             r.in_order(s)
-                || !self
-                    .readers
-                    .iter()
-                    .any(|o| o.state == ReaderState::Live && o.in_order(s))
+                || (self.expected_readers == 0
+                    && !self
+                        .readers
+                        .iter()
+                        .any(|o| o.state == ReaderState::Live && o.in_order(s)))
         })
     }
 
@@ -2448,6 +2469,22 @@ mod tests {
         // gives way to not losing records.
         e.readers[2].state = ReaderState::Gone;
         assert_eq!(e.next_for(1), Some(0));
+        // Unless a reader is to be restarted: then they wait for it, and it takes them
+        // first when it joins.
+        e.handle_command(Command::ExpectReader);
+        assert_eq!(e.next_for(1), Some(1), "they wait for the restart");
+        let (r, _w) = sys::pipe().unwrap();
+        e.add_reader(Reader::new(3, Sink::Pipe(r), 65536));
+        assert_eq!(e.expected_readers, 0);
+        assert_eq!(e.next_for(3), Some(0), "the restarted reader takes them");
+        e.handle_command(Command::ExpectReader);
+        e.handle_command(Command::ReaderNotComing);
+        e.readers[3].state = ReaderState::Gone;
+        assert_eq!(
+            e.next_for(1),
+            Some(0),
+            "withdrawn: delivered rather than held"
+        );
     }
 
     #[test]

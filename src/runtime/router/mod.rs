@@ -317,6 +317,19 @@ impl QueueRouter {
         self.send(Command::CloseReaders);
     }
 
+    /// A reader that just exited (or is about to be reported so) may be restarted:
+    /// records it gives back wait for a reader that can take them in order, this one
+    /// included, instead of going out of order to the others at once. Withdrawn by
+    /// [`QueueRouter::reader_not_coming`], or by any reader joining.
+    pub fn expect_reader(&self) {
+        self.send(Command::ExpectReader);
+    }
+
+    /// The reader announced by [`QueueRouter::expect_reader`] will not come.
+    pub fn reader_not_coming(&self) {
+        self.send(Command::ReaderNotComing);
+    }
+
     /// End the stream early (a stop is under way and the readers did not drain the queue
     /// in time): records still queued, and what the writers left in their pipes, are
     /// counted as `discarded`; a reader in the middle of a record gets the rest of it;
