@@ -117,8 +117,9 @@
 //! **Per-writer order.** Every slice carries its writer and the number of its first
 //! record; each reader remembers, per writer, the number after the last record it got.
 //! Records given back (a reader died) go to a reader that has no later ones of their
-//! writer while the others go on with the rest of the queue; only if no open reader
-//! qualifies are they delivered out of order, rather than lost.
+//! writer while the others go on with the rest of the queue, or for the dead reader's
+//! restart when the supervisor announced one (`expect_reader`); only if no open reader
+//! qualifies and none is awaited are they delivered out of order, rather than lost.
 //!
 //! **Readers that end early.** `reader_exited`, `EPIPE`, or `POLLERR` on the write end
 //! (the reader closed its side) remove the reader. Its unwritten batches go back to the
