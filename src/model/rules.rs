@@ -12,7 +12,10 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
     let (writers, readers) = m.endpoints();
     for (qi, q) in m.queues.iter().enumerate() {
         let span = m.queue_spans[qi];
-        if writers[qi].is_empty() {
+        // A keyword name was already refused (`invalid-name`): nothing could refer to it,
+        // so "no writer" and "no reader" would only repeat that.
+        let keyword = matches!(q.name.as_str(), "true" | "false" | "null");
+        if writers[qi].is_empty() && !keyword {
             diags.push(
                 Diagnostic::error(
                     "queue-without-writer",
@@ -25,7 +28,7 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
                 )),
             );
         }
-        if readers[qi].is_empty() {
+        if readers[qi].is_empty() && !keyword {
             diags.push(
                 Diagnostic::error(
                     "queue-without-reader",

@@ -406,7 +406,10 @@ impl Supervisor {
             self.schedule();
             self.check_queues();
             self.advance_shutdown();
-            if self.shutdown.is_none() && !self.any_batch_open() && self.all_done(|i| i.info.daemon)
+            if self.shutdown.is_none()
+                && !self.any_batch_open()
+                && self.all_done(|i| i.info.daemon)
+                && self.queues_settled()
             {
                 self.begin_shutdown(ShutdownCause::Finished);
                 self.advance_shutdown();
@@ -1584,6 +1587,21 @@ impl Supervisor {
                 .queue_writers(q)
                 .iter()
                 .all(|&w| self.insts[w].is_final())
+    }
+
+    /// SPEC 5.1: the pipeline ends once every queue is drained too. A routed queue whose
+    /// writers are done counts once prun has handed all its records to readers
+    /// (`Drained`), or when it was aborted or has no reader left; a queue whose writers
+    /// are daemons is never closed before the stop, so it does not hold the end back.
+    fn queues_settled(&self) -> bool {
+        (0..self.plan.queues.len()).all(|q| {
+            let qr = &self.queues[q];
+            self.routers[q].is_none()
+                || qr.drained
+                || qr.aborted
+                || !self.writers_done(q)
+                || self.readers_done(q)
+        })
     }
 
     /// Every reader instance of `q` ended for good, no foreach reader stage will create

@@ -413,6 +413,22 @@ impl<'a> Decoder<'a> {
 
     /// A name declared by the user (stage, queue, ...): `[a-z][a-z0-9_-]*`.
     pub fn declared_name(&mut self, key: &S<String>, kind: &str) -> bool {
+        if matches!(key.value.as_str(), "true" | "false" | "null") {
+            // Valid as a key, but every unquoted reference (`stdout: true`) reads as a
+            // boolean or null, so the name could never be used as written.
+            self.push(
+                Diagnostic::error(
+                    "invalid-name",
+                    format!("invalid {kind} name `{}`", key.value),
+                )
+                .at(key.span, "reads as a YAML boolean or null where it is used")
+                .help(format!(
+                    "`{}` is a YAML keyword: references to it would need quotes everywhere; pick another name",
+                    key.value
+                )),
+            );
+            return false;
+        }
         if interp::valid_ident(&key.value) {
             return true;
         }
@@ -961,11 +977,12 @@ impl<'a> Decoder<'a> {
                 IoSpec::File { path, append }
             }
             _ => {
-                self.type_error(
-                    node,
-                    what,
-                    "a queue name, `{file: path}`, `inherit`, `log` or `null`",
-                );
+                let expected = if is_stdin {
+                    "a queue name, `{file: path}`, `inherit` or `null`"
+                } else {
+                    "a queue name, `{file: path}`, `inherit`, `log` or `null`"
+                };
+                self.type_error(node, what, expected);
                 return None;
             }
         };

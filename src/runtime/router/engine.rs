@@ -383,7 +383,18 @@ impl Reader {
         self.pending.push_back(s);
     }
 
-    fn log_written(&mut self, s: Slice) {
+    fn log_written(&mut self, mut s: Slice) {
+        if s.len() > self.pipe_cap {
+            // Only the last pipe's worth can still be unread: keep a copy of that, not
+            // the whole (large) record's block.
+            let tail = s.bytes()[s.len() - self.pipe_cap..].to_vec();
+            s = Slice {
+                start: 0,
+                end: tail.len(),
+                buf: Arc::new(tail),
+                ..s
+            };
+        }
         self.log_bytes += s.len();
         self.log.push_back(s);
         while let Some(front) = self.log.front() {
@@ -456,9 +467,12 @@ impl BlockPool {
         }
     }
 
-    /// Follow a block just given to the queue.
+    /// Follow a block just given to the queue. Blocks grown for a record larger than a
+    /// read are not kept: idle, they would hold that record's size for nothing.
     fn keep(&mut self, block: &Arc<Vec<u8>>) {
-        if self.blocks.len() < POOL_BLOCKS && block.capacity() >= READ_BLOCK {
+        if self.blocks.len() < POOL_BLOCKS
+            && (READ_BLOCK..=2 * READ_BLOCK).contains(&block.capacity())
+        {
             self.blocks.push(block.clone());
         }
     }
@@ -1956,11 +1970,7 @@ impl Engine {
                     writer: w.id,
                 });
             }
-            if w.backlog
-                && let Some(d) = self.delim
-            {
-                self.stats.discarded += count_delims(d, &w.carry);
-            }
+            discard_backlog(w, self.delim, &mut self.stats);
             w.backlog = false;
             w.eof_pending = false;
             w.carry = Vec::new();
@@ -1977,11 +1987,7 @@ impl Engine {
             self.discard_unread(wi);
         }
         for w in &mut self.writers {
-            if w.backlog
-                && let Some(d) = self.delim
-            {
-                self.stats.discarded += count_delims(d, &w.carry);
-            }
+            discard_backlog(w, self.delim, &mut self.stats);
             w.fd = None;
             w.peeked = 0;
             w.shadow = None;
@@ -2015,11 +2021,7 @@ impl Engine {
         for wi in 0..self.writers.len() {
             self.discard_unread(wi);
             let w = &mut self.writers[wi];
-            if w.backlog
-                && let Some(d) = self.delim
-            {
-                self.stats.discarded += count_delims(d, &w.carry);
-            }
+            discard_backlog(w, self.delim, &mut self.stats);
             w.fd = None;
             w.peeked = 0;
             w.shadow = None;
@@ -2038,7 +2040,7 @@ impl Engine {
         let delim = self.delim;
         for r in self.readers.iter_mut().filter(|r| r.is_open()) {
             // Keep only the rest of a record partly written to it (a record is never
-            // torn); the sentinel is queued again by `check_end`.
+            // torn); the sentinel is queued again below.
             let mut keep = None;
             if r.head_off > 0
                 && let Some(mut head) = r.pending.pop_front()
@@ -2074,10 +2076,12 @@ impl Engine {
             } else {
                 r.head_off = 0;
             }
-            if r.state == ReaderState::Finishing {
-                push_sentinel(self.sentinel_record.as_ref(), r);
-            }
+            // End of stream for each reader on its own: one that does not take the rest
+            // of its record must not keep the others from their EOF.
+            r.state = ReaderState::Finishing;
+            push_sentinel(self.sentinel_record.as_ref(), r);
         }
+        self.finishing = true;
     }
 
     /// At abort: read what writer `wi` left in its pipe (a pipe's worth or so: a writer
@@ -2312,6 +2316,22 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The complete records waiting in a writer's backlog (read, but not yet in the queue
+/// because it was full) will never be delivered: count them as read and discarded.
+fn discard_backlog(w: &mut Writer, delim: Option<u8>, stats: &mut QueueStats) {
+    let (true, Some(d)) = (w.backlog, delim) else {
+        return;
+    };
+    let Some(last) = memchr::memrchr(d, &w.carry) else {
+        return;
+    };
+    let n = count_delims(d, &w.carry[..=last]);
+    stats.discarded += n;
+    stats.records += n;
+    stats.bytes += (last + 1) as u64;
+    w.records += n;
 }
 
 /// `n` bytes of what `r` has pending were written to its pipe.
