@@ -740,9 +740,18 @@ stages:
             .lines()
             .map(|l| l.parse().unwrap())
             .collect();
+        let bad: Vec<(usize, u64, u64)> = nums
+            .windows(2)
+            .enumerate()
+            .filter(|(_, p)| p[0] >= p[1])
+            .map(|(k, p)| (k, p[0], p[1]))
+            .take(5)
+            .collect();
         assert!(
-            nums.windows(2).all(|p| p[0] < p[1]),
-            "reader {i} got the writer's records out of order"
+            bad.is_empty(),
+            "reader {i} got the writer's records out of order at {bad:?} of {}\n{}",
+            nums.len(),
+            run.context()
         );
         seen += nums.len() as u64;
     }

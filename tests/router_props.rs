@@ -30,12 +30,17 @@ struct Case {
     pace: Pace,
 }
 
+/// Bytes a `Pace::Stalling` reader reads between two stalls.
+const STALL_EVERY: usize = 64 * 1024;
+/// Bytes a writer writes between two pauses when the reader stalls.
+const PAUSE_EVERY: usize = 128 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Pace {
     Fast,
     /// A 1 ms nap every 32 reads.
     Slow,
-    /// A 25 ms stall every 8 reads, while the writers pause now and then: the queue
+    /// A 25 ms stall every [`STALL_EVERY`] bytes, while the writers pause now and then: the queue
     /// runs dry with the stalled reader's pipe full, so the router takes its batches
     /// back for the idle readers (the order of what it takes back is checked too).
     Stalling,
@@ -148,7 +153,11 @@ fn run_case(c: &Case) {
                 all.extend_from_slice(&buf[..n]);
                 match pace {
                     Pace::Slow if k % 32 == 0 => std::thread::sleep(Duration::from_millis(1)),
-                    Pace::Stalling if k % 8 == 0 => std::thread::sleep(Duration::from_millis(25)),
+                    // By bytes, not reads: with 1-byte reads a stall every few reads
+                    // would take minutes.
+                    Pace::Stalling if all.len() / STALL_EVERY > (all.len() - n) / STALL_EVERY => {
+                        std::thread::sleep(Duration::from_millis(25))
+                    }
                     _ => {}
                 }
             }
@@ -187,7 +196,8 @@ fn run_case(c: &Case) {
                 k += 1;
                 f.write_all(&stream[pos..pos + n]).unwrap();
                 pos += n;
-                if pauses && k % 4 == 0 {
+                // A pause every PAUSE_EVERY bytes (by bytes: writes may be 1 byte each).
+                if pauses && pos / PAUSE_EVERY > (pos - n) / PAUSE_EVERY {
                     std::thread::sleep(Duration::from_millis(25));
                 }
             }
