@@ -199,9 +199,11 @@ struct Inst {
     /// Exit code used for the pipeline when it could not start.
     start_error_code: i32,
     ports: Vec<RouterPort>,
-    /// Queues whose router was told this instance's reader may come back (a restart):
-    /// records it gave back wait for it rather than reach another reader out of order.
-    expected_by: Vec<QueueId>,
+    /// Reader ports (queue, port id) of this instance's last run, which its routers
+    /// were told may be restarted (`reader_may_restart`): records they gave back wait
+    /// for the restart rather than reach another reader out of order. Released with
+    /// `reader_not_coming` once the restart joins, or when none will come.
+    expected_by: Vec<(QueueId, usize)>,
 }
 
 #[derive(Default)]
@@ -692,19 +694,13 @@ impl Supervisor {
             }
         }
         let ports = std::mem::take(&mut self.insts[id].ports);
-        // Before its exit reaches the router: a reader that may be restarted is awaited
-        // (see `expected_by`); `finish_run` withdraws that if it is not restarted.
-        let spec = &self.plan.stages[self.insts[id].info.stage].restart;
-        let may_restart = self.shutdown.is_none()
-            && spec.policy != RestartPolicy::Never
-            && spec.max.is_none_or(|m| self.insts[id].restarts < m);
+        // Readers announced as restartable are awaited by their routers until the
+        // restart joins or `finish_run` says none comes (see `expected_by`).
+        let restartable =
+            self.plan.stages[self.insts[id].info.stage].restart.policy != RestartPolicy::Never;
         for port in &ports {
-            if !port.writer
-                && may_restart
-                && let Some(r) = &self.routers[port.queue]
-            {
-                r.expect_reader();
-                self.insts[id].expected_by.push(port.queue);
+            if !port.writer && restartable && self.routers[port.queue].is_some() {
+                self.insts[id].expected_by.push((port.queue, port.id));
             }
         }
         for port in ports {
@@ -835,11 +831,11 @@ impl Supervisor {
         }
     }
 
-    /// The reader announced by `expected_by` will not come back.
+    /// The readers of `expected_by` will not come back (or have, as new readers).
     fn withdraw_expected(&mut self, id: InstanceId) {
-        for q in std::mem::take(&mut self.insts[id].expected_by) {
+        for (q, port) in std::mem::take(&mut self.insts[id].expected_by) {
             if let Some(r) = &self.routers[q] {
-                r.reader_not_coming();
+                r.reader_not_coming(port);
             }
         }
     }
@@ -1389,19 +1385,25 @@ impl Supervisor {
         };
         let now = Instant::now();
         self.owners.insert(pid, Owner::Instance(id));
+        let restartable =
+            self.plan.stages[self.insts[id].info.stage].restart.policy != RestartPolicy::Never;
         for (port, fd) in router_ends {
             if let Some(r) = &self.routers[port.queue] {
                 if port.writer {
                     r.add_writer(port.id, fd)
                 } else {
-                    r.add_reader(port.id, fd)
+                    r.add_reader(port.id, fd);
+                    if restartable {
+                        r.reader_may_restart(port.id);
+                    }
                 }
             }
             self.queues[port.queue].port_owner.insert(port.id, id);
             self.insts[id].ports.push(port);
         }
-        // Joining as a reader ends the router's wait for it (see `expected_by`).
-        self.insts[id].expected_by.clear();
+        // The restarted readers joined (after them in the routers' command order): the
+        // previous run's readers are no longer awaited.
+        self.withdraw_expected(id);
         {
             let inst = &mut self.insts[id];
             inst.pid = Some(pid);

@@ -90,8 +90,8 @@ pub(super) enum Command {
     ReaderExited(ReaderId),
     CloseWriters,
     CloseReaders,
-    ExpectReader,
-    ReaderNotComing,
+    MayRestart(ReaderId),
+    ReaderNotComing(ReaderId),
     Cut,
     Abort,
 }
@@ -219,6 +219,10 @@ struct Reader {
     /// A read end of its pipe, opened when it got EOF from us: at its exit, what it left
     /// unread is still measurable (our write end is gone by then).
     watch: Option<OwnedFd>,
+    /// Its stage restarts readers: if it dies, its restart is awaited (see
+    /// `Engine::expected_readers`), until the supervisor says it is not coming.
+    may_restart: bool,
+    awaited: bool,
 }
 
 impl Reader {
@@ -246,6 +250,8 @@ impl Reader {
             gone_reported: false,
             high: Vec::new(),
             watch: None,
+            may_restart: false,
+            awaited: false,
         }
     }
 
@@ -830,9 +836,16 @@ impl Engine {
                 self.readers_final = true;
                 self.strand_if_no_reader();
             }
-            Command::ExpectReader => self.expected_readers += 1,
-            Command::ReaderNotComing => {
-                self.expected_readers = self.expected_readers.saturating_sub(1)
+            Command::MayRestart(id) => {
+                if let Some(r) = self.readers.iter_mut().find(|r| r.id == id) {
+                    r.may_restart = true;
+                }
+            }
+            Command::ReaderNotComing(id) => {
+                if let Some(r) = self.readers.iter_mut().find(|r| r.id == id && r.awaited) {
+                    r.awaited = false;
+                    self.expected_readers = self.expected_readers.saturating_sub(1);
+                }
             }
             Command::Cut => self.cut_stream(),
             Command::Abort => {
@@ -878,7 +891,6 @@ impl Engine {
     }
 
     fn add_reader(&mut self, mut r: Reader) {
-        self.expected_readers = self.expected_readers.saturating_sub(1);
         r.served = self
             .readers
             .iter()
@@ -1898,6 +1910,10 @@ impl Engine {
         };
         r.sink = None;
         r.state = ReaderState::Gone;
+        if r.may_restart && !r.awaited {
+            r.awaited = true;
+            self.expected_readers += 1;
+        }
         r.log.clear();
         r.log_bytes = 0;
         self.stats.in_flight_at_failure += in_flight;
@@ -2489,16 +2505,18 @@ mod tests {
         // gives way to not losing records.
         e.readers[2].state = ReaderState::Gone;
         assert_eq!(e.next_for(1), Some(0));
-        // Unless a reader is to be restarted: then they wait for it, and it takes them
-        // first when it joins.
-        e.handle_command(Command::ExpectReader);
+        // Unless the dead reader may be restarted: then they wait for it, and the
+        // restart (a new reader) takes them first when it joins.
+        e.readers[0].state = ReaderState::Live;
+        e.handle_command(Command::MayRestart(0));
+        e.reader_gone(0);
+        assert_eq!(e.expected_readers, 1);
         assert_eq!(e.next_for(1), Some(1), "they wait for the restart");
         let (r, _w) = sys::pipe().unwrap();
         e.add_reader(Reader::new(3, Sink::Pipe(r), 65536));
-        assert_eq!(e.expected_readers, 0);
         assert_eq!(e.next_for(3), Some(0), "the restarted reader takes them");
-        e.handle_command(Command::ExpectReader);
-        e.handle_command(Command::ReaderNotComing);
+        e.handle_command(Command::ReaderNotComing(0));
+        assert_eq!(e.expected_readers, 0);
         e.readers[3].state = ReaderState::Gone;
         assert_eq!(
             e.next_for(1),

@@ -118,7 +118,7 @@
 //! record; each reader remembers, per writer, the number after the last record it got.
 //! Records given back (a reader died) go to a reader that has no later ones of their
 //! writer while the others go on with the rest of the queue, or for the dead reader's
-//! restart when the supervisor announced one (`expect_reader`); only if no open reader
+//! restart when the supervisor said it may come (`reader_may_restart`); only if no open reader
 //! qualifies and none is awaited are they delivered out of order, rather than lost.
 //!
 //! **Readers that end early.** `reader_exited`, `EPIPE`, or `POLLERR` on the write end
@@ -318,17 +318,19 @@ impl QueueRouter {
         self.send(Command::CloseReaders);
     }
 
-    /// A reader that just exited (or is about to be reported so) may be restarted:
-    /// records it gives back wait for a reader that can take them in order, this one
-    /// included, instead of going out of order to the others at once. Withdrawn by
-    /// [`QueueRouter::reader_not_coming`], or by any reader joining.
-    pub fn expect_reader(&self) {
-        self.send(Command::ExpectReader);
+    /// Reader `id` may be restarted if it ends (its stage has a restart policy): records
+    /// it gives back when it dies then wait for a reader that can take them in order,
+    /// its restart included, instead of going out of order to the others at once.
+    /// Known before the death, since the router may see it (EPIPE) before the
+    /// supervisor does.
+    pub fn reader_may_restart(&self, id: ReaderId) {
+        self.send(Command::MayRestart(id));
     }
 
-    /// The reader announced by [`QueueRouter::expect_reader`] will not come.
-    pub fn reader_not_coming(&self) {
-        self.send(Command::ReaderNotComing);
+    /// Reader `id`, which ended, will not come back, or has come back as another reader:
+    /// stop holding records for it.
+    pub fn reader_not_coming(&self, id: ReaderId) {
+        self.send(Command::ReaderNotComing(id));
     }
 
     /// End the stream early (a stop is under way and the readers did not drain the queue
