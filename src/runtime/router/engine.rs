@@ -734,16 +734,17 @@ impl Engine {
     }
 
     fn depth(&self) -> u64 {
-        let pending = self
-            .readers
-            .iter()
-            .filter(|r| r.is_open())
-            .map(|r| r.pending_records);
-        let pending = match self.cfg.delivery {
-            Delivery::Shared => pending.sum::<u64>(),
-            Delivery::Broadcast => pending.max().unwrap_or(0),
-        };
-        self.queued_records + pending
+        self.queued_records + self.held_by_readers(|r| r.pending_records as usize) as u64
+    }
+
+    /// What open readers hold between them: the sum (shared), or the largest (with
+    /// broadcast every reader holds the same records).
+    fn held_by_readers(&self, held: impl Fn(&Reader) -> usize) -> usize {
+        let each = self.readers.iter().filter(|r| r.is_open()).map(held);
+        match self.cfg.delivery {
+            Delivery::Shared => each.sum(),
+            Delivery::Broadcast => each.max().unwrap_or(0),
+        }
     }
 
     /// Bytes of the records held for readers: queued, or pending at a reader (with
@@ -760,17 +761,7 @@ impl Engine {
                 .all(|r| r.pending_bytes == r.pending.iter().map(Slice::len).sum::<usize>()),
             "pending bytes"
         );
-        let queued = self.queued_bytes;
-        let pending = self
-            .readers
-            .iter()
-            .filter(|r| r.is_open())
-            .map(|r| r.pending_bytes);
-        let pending = match self.cfg.delivery {
-            Delivery::Shared => pending.sum::<usize>(),
-            Delivery::Broadcast => pending.max().unwrap_or(0),
-        };
-        queued + pending
+        self.queued_bytes + self.held_by_readers(|r| r.pending_bytes)
     }
 
     /// No more records may be taken from writers: `capacity` records are held, or
