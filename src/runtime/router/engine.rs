@@ -1991,16 +1991,7 @@ impl Engine {
     fn abort(&mut self) {
         self.stats.discarded += self.depth();
         for wi in 0..self.writers.len() {
-            self.discard_unread(wi);
-        }
-        for w in &mut self.writers {
-            discard_backlog(w, self.delim, &mut self.stats);
-            w.fd = None;
-            w.peeked = 0;
-            w.shadow = None;
-            w.backlog = false;
-            w.eof_pending = false;
-            w.carry = Vec::new();
+            self.discard_writer(wi);
         }
         for r in &mut self.readers {
             if r.is_open() {
@@ -2026,15 +2017,8 @@ impl Engine {
         self.queued_records = 0;
         self.queued_bytes = 0;
         for wi in 0..self.writers.len() {
-            self.discard_unread(wi);
+            self.discard_writer(wi);
             let w = &mut self.writers[wi];
-            discard_backlog(w, self.delim, &mut self.stats);
-            w.fd = None;
-            w.peeked = 0;
-            w.shadow = None;
-            w.backlog = false;
-            w.eof_pending = false;
-            w.carry = Vec::new();
             if !w.done_reported {
                 w.done_reported = true;
                 let _ = self.events.send(RouterEvent::WriterDone {
@@ -2089,6 +2073,20 @@ impl Engine {
             push_sentinel(self.sentinel_record.as_ref(), r);
         }
         self.finishing = true;
+    }
+
+    /// Stop reading writer `wi` for good: what it wrote and nobody will get (its backlog,
+    /// what is left in its pipe) is counted as read and discarded, and its pipe closed.
+    fn discard_writer(&mut self, wi: usize) {
+        self.discard_unread(wi);
+        let w = &mut self.writers[wi];
+        discard_backlog(w, self.delim, &mut self.stats);
+        w.fd = None;
+        w.peeked = 0;
+        w.shadow = None;
+        w.backlog = false;
+        w.eof_pending = false;
+        w.carry = Vec::new();
     }
 
     /// At abort: read what writer `wi` left in its pipe (a pipe's worth or so: a writer
