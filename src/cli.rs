@@ -372,7 +372,7 @@ fn graph_cmd(a: GraphArgs) -> i32 {
 
 fn schema_cmd(a: SchemaArgs) -> i32 {
     let schema = match a.kind {
-        SchemaKind::Pipeline => crate::spec::schema::pipeline_schema_json(),
+        SchemaKind::Pipeline => crate::syntax::schema::pipeline_schema_json(),
         SchemaKind::Report => crate::report::report_schema_json(),
     };
     emit(&format!("{schema}\n"));

@@ -1,7 +1,7 @@
 //! prun: a declarative pipeline runner.
 //!
 //! The modules follow the data flow of one invocation:
-//! `spec` (YAML as written, with spans) → `model` (validated, resolved) →
+//! `syntax` (YAML as written, with spans) → `model` (validated, resolved) →
 //! `graph` (petgraph view) → `plan` (pure data: instances, wiring, orders) →
 //! `runtime` (the supervisor, emits events) → `report` (renders events).
 //! `ctl` is the control socket that stages use for locks and events.
@@ -16,4 +16,4 @@ pub mod plan;
 pub mod procfs;
 pub mod report;
 pub mod runtime;
-pub mod spec;
+pub mod syntax;

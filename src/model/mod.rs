@@ -1,6 +1,6 @@
 //! The model: a pipeline whose names are resolved and whose rules are checked.
 //!
-//! It takes the [`PipelineSpec`](crate::spec::PipelineSpec) as written and produces
+//! It takes the [`PipelineSpec`](crate::syntax::PipelineSpec) as written and produces
 //! stages with ids instead of names, defaults applied, params and environment
 //! substituted and durations in place. Every rule of SPEC section 2 that needs more
 //! than one value at a time lives here (`rules`), except those about the shape of the
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::diag::{Diagnostic, FileDiagnostics, Severity};
 use crate::plan::{EventPlan, SemaphorePlan, StagePlan};
-use crate::spec::{Span, decode};
+use crate::syntax::{Span, decode};
 
 /// A validated, resolved pipeline.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Model, QueueModel, StageSpans};
 use crate::diag::{Diagnostic, did_you_mean, one_of};
 use crate::plan::*;
-use crate::spec::{
+use crate::syntax::{
     AfterSpec, ForeachSpec, IoSpec, PipelineSpec, ProbeSpec, RefName, S, StageSpec, TPiece, Tmpl,
     TriggerSpec,
 };

@@ -4,7 +4,7 @@
 
 use crate::diag::Diagnostic;
 use crate::plan::{Condition, Delivery, Endpoint, Framing, Instances, Port};
-use crate::spec::PipelineSpec;
+use crate::syntax::PipelineSpec;
 
 use super::Model;
 

@@ -431,7 +431,7 @@ fn allow_x_keys(v: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::decode::*;
+    use crate::syntax::decode::*;
 
     fn props<'a>(schema: &'a serde_json::Value, def: &str) -> Vec<&'a str> {
         let obj = if def.is_empty() {
