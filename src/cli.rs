@@ -262,7 +262,7 @@ fn run(a: RunArgs) -> i32 {
         When::Auto if shares_terminal(&plan, std::io::stdout().is_terminal()) => When::Never,
         p => p,
     };
-    let opts = crate::runtime::RunOptions {
+    let opts = crate::run::RunOptions {
         report: a.report,
         log_dir: a.log_dir,
         quiet: a.quiet,
@@ -270,7 +270,7 @@ fn run(a: RunArgs) -> i32 {
         color: Some(a.color.as_str().to_string()),
         resume: a.resume,
     };
-    crate::runtime::run(plan, &opts)
+    crate::run::run(plan, &opts)
 }
 
 /// True when a stage uses the terminal directly, so `--progress auto` gives the live

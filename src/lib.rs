@@ -10,10 +10,12 @@
 pub mod cli;
 pub mod ctl;
 pub mod diag;
+pub mod event;
 pub mod graph;
 pub mod model;
 pub mod plan;
 pub mod procfs;
 pub mod report;
+pub mod run;
 pub mod runtime;
 pub mod syntax;

@@ -741,7 +741,7 @@ fn child_prun_entry() {
         return;
     };
     let marker = std::env::var("PRUN_TEST_MARKER").unwrap();
-    let opts = prun::runtime::RunOptions {
+    let opts = prun::run::RunOptions {
         report: std::env::var_os("PRUN_TEST_REPORT").map(Into::into),
         // PRUN_TEST_TTY: let the terminal decide (manual check of the board and colors).
         progress: std::env::var_os("PRUN_TEST_TTY")
@@ -752,7 +752,7 @@ fn child_prun_entry() {
             .then(|| "never".into()),
         ..Default::default()
     };
-    let code = prun::runtime::run(scenario_plan(&name, &marker).build(), &opts);
+    let code = prun::run::run(scenario_plan(&name, &marker).build(), &opts);
     std::process::exit(code);
 }
 
@@ -943,13 +943,13 @@ fn run_writes_the_json_report() {
     let mut b = PlanBuilder::new("rep");
     b.sh("hello", "echo hello; echo oops >&2");
     b.sh("bad", "exit 9").on_failure = OnFailure::Continue;
-    let opts = prun::runtime::RunOptions {
+    let opts = prun::run::RunOptions {
         report: Some(path.clone()),
         log_dir: Some(logs.clone()),
         quiet: true,
         ..Default::default()
     };
-    let code = prun::runtime::run(b.build(), &opts);
+    let code = prun::run::run(b.build(), &opts);
     assert_eq!(code, 9);
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::runtime::event::{Event, InstanceInfo, RunStatus, State, signal_name};
+use crate::event::{Event, InstanceInfo, RunStatus, State, signal_name};
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Report {

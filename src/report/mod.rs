@@ -17,11 +17,23 @@ pub use json::{
 };
 pub use term::{Terminal, TerminalOptions, format_table};
 
-use crate::runtime::{Event, RunOptions};
+use crate::event::Event;
+
+/// What the reporter was asked to do (from `prun run`'s options).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub report: Option<std::path::PathBuf>,
+    pub log_dir: Option<std::path::PathBuf>,
+    pub quiet: bool,
+    /// `never`, `auto`, `always`
+    pub progress: Option<String>,
+    /// `auto`, `always`, `never`
+    pub color: Option<String>,
+}
 
 /// Consume events until the run's `Finished` event (or the channel closes), render
 /// them, and write the JSON report if asked.
-pub fn render(events: Receiver<Event>, opts: &RunOptions) -> io::Result<()> {
+pub fn render(events: Receiver<Event>, opts: &Options) -> io::Result<()> {
     let mut builder = ReportBuilder::new();
     let mut terminal = Terminal::new(TerminalOptions::from_run_options(opts));
     for event in events.iter() {

@@ -17,8 +17,9 @@ use super::json::{EndState, InstanceReport, Report, ReportBuilder};
 
 /// foreach stages with more items than this show their succeeded items as one row.
 const COLLAPSE_ABOVE: usize = 20;
-use crate::runtime::event::signal_name;
-use crate::runtime::{Event, InstanceId, Level, RunOptions, ShutdownCause, State};
+use super::Options;
+use crate::event::signal_name;
+use crate::event::{Event, InstanceId, Level, ShutdownCause, State};
 
 const PALETTE: [&str; 10] = ["36", "33", "32", "35", "34", "96", "93", "92", "95", "94"];
 
@@ -32,7 +33,7 @@ pub struct TerminalOptions {
 
 impl TerminalOptions {
     /// Resolve `--color`, `NO_COLOR`, `--progress` and TTY detection.
-    pub fn from_run_options(opts: &RunOptions) -> TerminalOptions {
+    pub fn from_run_options(opts: &Options) -> TerminalOptions {
         let tty = io::stderr().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let color = match opts.color.as_deref() {

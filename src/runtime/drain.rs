@@ -12,8 +12,8 @@ use std::os::fd::OwnedFd;
 
 use crossbeam_channel::Sender;
 
-use super::event::{Event, InstanceId};
 use super::supervisor::Msg;
+use crate::event::{Event, InstanceId};
 
 /// A line longer than this is passed on in pieces of this size.
 pub const MAX_LINE: usize = 16 << 20;

@@ -12,7 +12,7 @@
 
 pub mod coord;
 mod drain;
-pub mod event;
+
 pub mod foreach;
 mod guardian;
 pub mod router;
@@ -26,24 +26,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_channel::Sender;
 
-pub use event::{Event, InstanceId, InstanceInfo, Level, RunStatus, ShutdownCause, State};
+pub use crate::event::{Event, InstanceId, InstanceInfo, Level, RunStatus, ShutdownCause, State};
 pub use supervisor::children_of;
 
 use crate::plan::Plan;
 use supervisor::{Msg, Supervisor};
-
-/// How `prun run` was asked to behave (CLI options that reach the runtime).
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    pub report: Option<PathBuf>,
-    pub log_dir: Option<PathBuf>,
-    pub quiet: bool,
-    /// `never`, `auto`, `always`
-    pub progress: Option<String>,
-    /// `auto`, `always`, `never`
-    pub color: Option<String>,
-    pub resume: Option<PathBuf>,
-}
 
 static EXCLUSIVE: Mutex<()> = Mutex::new(());
 
@@ -55,43 +42,6 @@ static EXCLUSIVE: Mutex<()> = Mutex::new(());
 /// steal each other's exit statuses, so they take turns.
 pub fn exclusive() -> MutexGuard<'static, ()> {
     EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Run the plan to the end and return prun's exit code (SPEC 7): the supervisor on
-/// this thread, the terminal output and report on another.
-pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
-    // `--resume REPORT.json`: a report that cannot be read is a usage error, found
-    // before anything starts.
-    let resume = match &opts.resume {
-        Some(path) => match foreach::load_resume(path) {
-            Ok(done) => done,
-            Err(e) => {
-                eprintln!("prun: --resume: {e}");
-                return 2;
-            }
-        },
-        None => HashSet::new(),
-    };
-    // Bounded so a stalled terminal cannot make events pile up without end; not larger,
-    // because the channel's slots are allocated and touched up front (8192 slots of an
-    // event cost ~300 page faults, a third of a short run's start-up).
-    let (tx, rx) = crossbeam_channel::bounded(1024);
-    let report_opts = opts.clone();
-    let reporter = std::thread::Builder::new()
-        .name("prun-report".into())
-        .spawn(move || crate::report::render(rx, &report_opts));
-    let code = supervise_resuming(plan, tx, resume);
-    match reporter {
-        Ok(handle) => match handle.join() {
-            Ok(Ok(())) => code,
-            Ok(Err(e)) => {
-                eprintln!("prun: cannot write the report: {e}");
-                if code == 0 { 1 } else { code }
-            }
-            Err(_) => code,
-        },
-        Err(_) => code,
-    }
 }
 
 /// Run the plan, sending every [`Event`] to `events`; returns prun's exit code.

@@ -71,11 +71,11 @@ use crate::plan::{
 
 use super::coord::Coord;
 use super::drain::{self, LineAction, LineMatcher};
-use super::event::{Event, InstanceId, InstanceInfo, Level, RunStatus, ShutdownCause, State};
 use super::guardian::Guardian;
 use super::router::{QueueConfig, QueueRouter, RouterEvent};
 use super::spawn::{self, ChildFd, SpawnSpec};
 use crate::ctl::{CtlBroker, CtlRequest, CtlServer};
+use crate::event::{Event, InstanceId, InstanceInfo, Level, RunStatus, ShutdownCause, State};
 use batch::Batch;
 
 /// How long a SIGPIPE death waits for its readers' exits to be reaped before it is

@@ -199,24 +199,7 @@ pub enum RouterEvent {
     Drained { queue: usize },
 }
 
-/// Counters for the report (SPEC 7).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    pub records: u64,
-    pub bytes: u64,
-    pub max_depth: u64,
-    pub blocked_ms: u64,
-    pub sentinels_sent: u64,
-    pub dropped_after_sentinel: u64,
-    pub in_flight_at_failure: u64,
-    /// Records read from each writer (the writer instance's `records_out`).
-    pub per_writer: Vec<(WriterId, u64)>,
-    /// Records delivered to each reader (the reader instance's `records_in`).
-    pub per_reader: Vec<(ReaderId, u64)>,
-    /// Records buffered in prun that could never be delivered: `abort`, or no reader
-    /// left after `close_readers`.
-    pub discarded: u64,
-}
+pub use crate::event::QueueStats;
 
 /// A running router for one queue. Cheap to call from the supervisor thread: every
 /// method only sends a command to the queue's thread and wakes it.

@@ -34,8 +34,8 @@ use std::collections::VecDeque;
 use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::{Inst, Supervisor};
+use crate::event::{Event, InstanceId, InstanceInfo, Level, State};
 use crate::plan::{ForeachSource, Instances, StagePlan};
-use crate::runtime::event::{Event, InstanceId, InstanceInfo, Level, State};
 
 /// The run-time state of one foreach stage.
 pub(super) struct Batch {

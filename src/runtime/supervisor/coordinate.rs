@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use super::{Permit, State, Supervisor};
 use crate::ctl::{BrokerOutcome, CtlCommand, CtlRequest, CtlServer};
+use crate::event::{Event, InstanceId, Level, ShutdownCause};
 use crate::runtime::coord::{Party, Wait};
-use crate::runtime::event::{Event, InstanceId, Level, ShutdownCause};
 
 /// How long a deadlock must persist before the run is failed.
 pub(super) const DEADLOCK_GRACE: Duration = Duration::from_secs(1);

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::plan::StageId;
-use crate::runtime::router::QueueStats;
+/// Index of a stage in the plan (`Plan::stages`).
+pub type StageId = usize;
 
 /// Index of an instance in the run (stable for the whole run).
 pub type InstanceId = usize;
@@ -252,6 +252,25 @@ pub enum Event {
         exit_code: i32,
         duration: Duration,
     },
+}
+
+/// Counters for the report (SPEC 7).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub max_depth: u64,
+    pub blocked_ms: u64,
+    pub sentinels_sent: u64,
+    pub dropped_after_sentinel: u64,
+    pub in_flight_at_failure: u64,
+    /// Records read from each writer (the writer instance's `records_out`).
+    pub per_writer: Vec<(usize, u64)>,
+    /// Records delivered to each reader (the reader instance's `records_in`).
+    pub per_reader: Vec<(usize, u64)>,
+    /// Records buffered in prun that could never be delivered: `abort`, or no reader
+    /// left after `close_readers`.
+    pub discarded: u64,
 }
 
 /// `SIGTERM` for 15, `SIG42` when unknown.
