@@ -11,6 +11,7 @@ pub mod cli;
 pub mod ctl;
 pub mod diag;
 pub mod event;
+pub mod exit;
 pub mod graph;
 pub mod model;
 pub mod plan;
