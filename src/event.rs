@@ -214,6 +214,12 @@ pub enum Event {
         id: InstanceId,
         line: Vec<u8>,
     },
+    /// An instance's log pipe reached its end (sent after its last [`Event::Log`] line,
+    /// once per run of the instance that had a log pipe): whatever it printed has been
+    /// passed on.
+    LogClosed {
+        id: InstanceId,
+    },
     /// A message from prun itself.
     Notice {
         level: Level,

@@ -51,15 +51,21 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
         },
         None => HashSet::new(),
     };
-    // Bounded so a stalled terminal cannot make events pile up without end; not larger,
-    // because the channel's slots are allocated and touched up front (8192 slots of an
-    // event cost ~300 page faults, a third of a short run's start-up).
-    let (tx, rx) = crossbeam_channel::bounded(1024);
+    // Log lines are bounded, so a stalled terminal holds back only the stages that log
+    // (as in a shell); not larger, because the channel's slots are allocated and touched
+    // up front (8192 slots of an event cost ~300 page faults, a third of a short run's
+    // start-up). The supervisor's own events are never waited on.
+    let (log_tx, log_rx) = crossbeam_channel::bounded(1024);
+    let (tx, rx) = crossbeam_channel::unbounded();
     let report_opts = opts.clone();
     let reporter = std::thread::Builder::new()
         .name("prun-report".into())
-        .spawn(move || crate::report::render(rx, &report_opts.report_options()));
-    let code = crate::runtime::supervise_resuming(plan, tx, resume);
+        .spawn(move || crate::report::render(rx, log_rx, &report_opts.report_options()));
+    let sinks = crate::runtime::Sinks {
+        events: tx,
+        logs: log_tx,
+    };
+    let code = crate::runtime::supervise_resuming(plan, sinks, resume);
     match reporter {
         Ok(handle) => match handle.join() {
             Ok(Ok(())) => code,

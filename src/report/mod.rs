@@ -31,17 +31,42 @@ pub struct Options {
     pub color: Option<String>,
 }
 
-/// Consume events until the run's `Finished` event (or the channel closes), render
-/// them, and write the JSON report if asked.
-pub fn render(events: Receiver<Event>, opts: &Options) -> io::Result<()> {
+/// Consume events until the run's `Finished` event (or the channels close), render
+/// them, and write the JSON report if asked. `events` carries the supervisor's events,
+/// `logs` the stages' log lines (see `runtime::Sinks`).
+pub fn render(events: Receiver<Event>, logs: Receiver<Event>, opts: &Options) -> io::Result<()> {
     let mut builder = ReportBuilder::new();
     let mut terminal = Terminal::new(TerminalOptions::from_run_options(opts));
-    for event in events.iter() {
-        builder.apply(&event);
-        terminal.on_event(&event, &builder);
+    let mut logs = Some(logs);
+    loop {
+        let event = match &logs {
+            Some(l) => crossbeam_channel::select! {
+                recv(events) -> e => match e { Ok(e) => e, Err(_) => break },
+                recv(l) -> e => match e {
+                    Ok(e) => e,
+                    Err(_) => { logs = None; continue; }
+                },
+            },
+            None => match events.recv() {
+                Ok(e) => e,
+                Err(_) => break,
+            },
+        };
         if matches!(event, Event::Finished { .. }) {
+            // Every drain thread sent its last line before the supervisor finished: pass
+            // on what is still queued, then the end.
+            if let Some(l) = &logs {
+                while let Ok(line) = l.try_recv() {
+                    builder.apply(&line);
+                    terminal.on_event(&line, &builder);
+                }
+            }
+            builder.apply(&event);
+            terminal.on_event(&event, &builder);
             break;
         }
+        builder.apply(&event);
+        terminal.on_event(&event, &builder);
     }
     let report = builder.report();
     terminal.finish(&report);

@@ -50,6 +50,7 @@ pub fn start(
                 sup: sup.clone(),
             };
             drain.run(std::fs::File::from(fd));
+            let _ = drain.events.send(Event::LogClosed { id });
             let _ = sup.send(Msg::DrainDone);
         })
         .map(|_| ())

@@ -44,19 +44,31 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Run the plan, sending every [`Event`] to `events`; returns prun's exit code.
-/// Handles SIGINT, SIGTERM and SIGHUP for the duration of the run.
-pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
-    supervise_resuming(plan, events, HashSet::new())
+/// Where a run's events go: the supervisor's own on `events`, which is never waited on
+/// (an unbounded channel: the loop must not block on a stalled terminal), and the
+/// stages' log lines on `logs`, which may be bounded: a drain thread that cannot hand a
+/// line on stops reading, and only that stage blocks on its own output, as in a shell.
+/// Each log pipe ends with [`Event::LogClosed`] on `logs`, after its last line.
+#[derive(Clone)]
+pub struct Sinks {
+    pub events: Sender<Event>,
+    pub logs: Sender<Event>,
 }
 
-/// [`supervise`], skipping the foreach items in `resume` (`(stage, item)` pairs that
-/// succeeded in an earlier report, from [`foreach::load_resume`]).
-pub fn supervise_resuming(
-    plan: Plan,
-    events: Sender<Event>,
-    resume: HashSet<(String, String)>,
-) -> i32 {
+/// Run the plan, sending every [`Event`] (log lines too) to `events`; returns prun's
+/// exit code. Handles SIGINT, SIGTERM and SIGHUP for the duration of the run.
+pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
+    let sinks = Sinks {
+        logs: events.clone(),
+        events,
+    };
+    supervise_resuming(plan, sinks, HashSet::new())
+}
+
+/// [`supervise`] with separate sinks, skipping the foreach items in `resume` (`(stage,
+/// item)` pairs that succeeded in an earlier report, from [`foreach::load_resume`]).
+pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, String)>) -> i32 {
+    let events = sinks.events.clone();
     let _lock = exclusive();
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -109,7 +121,7 @@ pub fn supervise_resuming(
         }
     };
 
-    let sup = Supervisor::new(plan, events, msg_tx, msg_rx, run_dir.clone()).with_resume(resume);
+    let sup = Supervisor::new(plan, sinks, msg_tx, msg_rx, run_dir.clone()).with_resume(resume);
     let code = sup.run();
 
     if let Some(h) = signal_handle {

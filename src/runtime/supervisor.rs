@@ -231,6 +231,7 @@ struct Shutdown {
 pub struct Supervisor {
     plan: Plan,
     events: Sender<Event>,
+    logs: Sender<Event>,
     msg_tx: Sender<Msg>,
     msg_rx: Receiver<Msg>,
     router_tx: Sender<RouterEvent>,
@@ -270,7 +271,7 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(
         plan: Plan,
-        events: Sender<Event>,
+        sinks: super::Sinks,
         msg_tx: Sender<Msg>,
         msg_rx: Receiver<Msg>,
         run_dir: PathBuf,
@@ -316,7 +317,8 @@ impl Supervisor {
         let routers = plan.queues.iter().map(|_| None).collect();
         Supervisor {
             plan,
-            events,
+            events: sinks.events,
+            logs: sinks.logs,
             msg_tx,
             msg_rx,
             router_tx,
@@ -1438,7 +1440,7 @@ impl Supervisor {
                 id,
                 generation,
                 matchers,
-                self.events.clone(),
+                self.logs.clone(),
                 self.msg_tx.clone(),
             ) {
                 Ok(()) => self.drains += 1,
