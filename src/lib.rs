@@ -15,6 +15,7 @@ pub mod graph;
 pub mod model;
 pub mod plan;
 pub mod procfs;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod runtime;
