@@ -18,6 +18,7 @@ pub mod load;
 pub mod model;
 pub mod plan;
 pub mod procfs;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod runtime;
