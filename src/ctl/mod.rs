@@ -268,15 +268,9 @@ pub enum SemSub {
 }
 
 /// A duration as in the YAML files: `250ms`, `5s`, `2m`; a bare number is seconds.
+/// (prun has one duration parser: [`crate::vocab::parse_duration`].)
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs.min(1e9)));
-        }
-        return Err(format!("invalid duration `{s}`"));
-    }
-    humantime::parse_duration(t).map_err(|e| format!("invalid duration `{s}`: {e}"))
+    crate::vocab::parse_duration(s)
 }
 
 /// Send one request on a fresh connection and read its reply.

@@ -47,6 +47,9 @@ pub fn stage(name: &str, command: CommandTemplate) -> StagePlan {
         restart: RestartSpec::never(),
         on_failure: OnFailure::Stop,
         success_codes: vec![0],
+        on: Vec::new(),
+        batch: None,
+        halt: None,
     }
 }
 
@@ -66,6 +69,7 @@ impl PlanBuilder {
                 queues: Vec::new(),
                 semaphores: Vec::new(),
                 events: Vec::new(),
+                hosts: Vec::new(),
                 start_waves: Vec::new(),
                 stop_order: Vec::new(),
                 shutdown_timeout: Duration::from_secs(10),
@@ -118,6 +122,7 @@ impl PlanBuilder {
             delivery: Delivery::Shared,
             framing: Framing::Lines,
             sentinel: None,
+            order: crate::plan::Order::Arrival,
             writers: vec![Endpoint {
                 stage: w,
                 port: Port::Stdout,

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::diag::{FileDiagnostics, Severity};
-use crate::model::{LoadOptions, Model, load};
+use crate::load::{LoadOptions, load};
+use crate::model::Model;
 use crate::plan::Plan;
 
 /// Exit codes shared by every command.
@@ -229,12 +230,13 @@ fn use_color(when: When, stream_is_tty: bool) -> bool {
 
 /// Load a file for `run`/`plan`/`graph`: print diagnostics (warnings too) on stderr;
 /// `None` means invalid (exit 2, nothing started).
-fn load_for_run(f: &FileArgs, color: When) -> Option<Model> {
+fn load_for_run(f: &FileArgs, color: When, for_run: bool) -> Option<Model> {
     let loaded = load(
         &f.file,
         &LoadOptions {
             sets: f.set.clone(),
             start_dir: None,
+            for_run,
         },
     );
     let color = use_color(color, std::io::stderr().is_terminal());
@@ -250,10 +252,10 @@ fn print_human(file: &FileDiagnostics, color: bool) {
 }
 
 fn run(a: RunArgs) -> i32 {
-    let Some(model) = load_for_run(&a.file, a.color) else {
+    let Some(model) = load_for_run(&a.file, a.color, !a.dry_run) else {
         return exit::USAGE;
     };
-    let plan = crate::plan::build::build(model);
+    let plan = crate::load::plan(model);
     if a.dry_run {
         emit(&crate::plan::show::render(&plan));
         return exit::OK;
@@ -298,6 +300,7 @@ fn validate(a: ValidateArgs) -> i32 {
             &LoadOptions {
                 sets: a.set.clone(),
                 start_dir: None,
+                for_run: false,
             },
         );
         if a.strict {
@@ -350,16 +353,16 @@ fn plural_warnings(n: usize) -> String {
 }
 
 fn plan_cmd(f: &FileArgs) -> i32 {
-    let Some(model) = load_for_run(f, When::Auto) else {
+    let Some(model) = load_for_run(f, When::Auto, false) else {
         return exit::USAGE;
     };
-    let plan: Plan = crate::plan::build::build(model);
+    let plan: Plan = crate::load::plan(model);
     emit(&crate::plan::show::render(&plan));
     exit::OK
 }
 
 fn graph_cmd(a: GraphArgs) -> i32 {
-    let Some(model) = load_for_run(&a.file, When::Auto) else {
+    let Some(model) = load_for_run(&a.file, When::Auto, false) else {
         return exit::USAGE;
     };
     let out = match a.format {
@@ -392,10 +395,10 @@ mod tests {
     fn plan_of(yaml: &str) -> Plan {
         let path = std::path::Path::new("t.yaml");
         let options = LoadOptions::default();
-        let model = crate::model::load_source("t.yaml", path, yaml.to_string(), &options)
+        let model = crate::load::load_source("t.yaml", path, yaml.to_string(), &options)
             .model
             .expect("valid pipeline");
-        crate::plan::build::build(model)
+        crate::load::plan(model)
     }
 
     #[test]
