@@ -122,7 +122,7 @@ impl PlanBuilder {
             delivery: Delivery::Shared,
             framing: Framing::Lines,
             sentinel: None,
-            order: crate::plan::Order::Arrival,
+            order: prun::plan::Order::Arrival,
             writers: vec![Endpoint {
                 stage: w,
                 port: Port::Stdout,
