@@ -522,3 +522,97 @@ fn slurm_sweep_cancels_what_a_killed_srun_left() {
     assert!(sweeper.wait().unwrap().success());
     h.wait_no_jobs(&prefix, Duration::from_secs(20));
 }
+
+// ------------------------------------------------------------------ launch (the place seam)
+
+#[test]
+fn launch_runs_an_instance_over_the_hosts_shared_connection() {
+    use prun::plan::{Engine, HostPlan};
+    use prun::remote::launch::{self, PumpMsg, RemoteInstance};
+    use prun::remote::place::{Connect, Hosts as Places};
+    use prun::runtime::spawn::{self, ChildFd};
+    let Some(h) = hosts() else { return };
+    let _lock = prun::runtime::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = [HostPlan {
+        name: "h3".into(),
+        engine: Engine::Ssh {
+            destination: "h3".into(),
+            port: None,
+            options: h.ssh_options(),
+        },
+        slots: Some(2),
+        cwd: Some("/tmp".into()),
+    }];
+    let run_id = remote::random_token();
+    let mut places = Places::new(&plan, &run_id, dir.path(), None);
+    let Connect::Spawn(argv) = places.connect(0, |p| p.exists()) else {
+        panic!("no master asked for")
+    };
+    let (spec, _errors) = launch::helper_spec(argv).unwrap();
+    let master = spawn::spawn(spec, None).unwrap();
+    places.master_spawned(0, Ok(master));
+    wait_for("the master's socket", LONG, || {
+        places.connect(0, |p| p.exists()) == Connect::Ready
+    });
+    let inst = RemoteInstance {
+        host: 0,
+        name: "x".into(),
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "pwd; echo \"$A\"; echo to-stderr >&2; exit 5".into(),
+        ],
+        env: vec![("A".into(), "b".into())],
+        cwd: None,
+        stop_signal: "TERM".into(),
+        grace: Duration::from_secs(1),
+    };
+    let (out_r, out_w) = spawn::pipe().unwrap();
+    let (err_r, err_w) = spawn::pipe().unwrap();
+    let l = launch::launch(
+        &places,
+        &run_id,
+        &inst,
+        ChildFd::Null,
+        ChildFd::Fd(out_w),
+        ChildFd::Fd(err_w),
+    )
+    .unwrap();
+    assert_eq!(l.spec.pdeathsig, Some(libc::SIGKILL));
+    let pid = spawn::spawn(l.spec, None).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pump = l
+        .pump
+        .start("pump".into(), move |m| tx.send(m).unwrap())
+        .unwrap();
+    let mut out = String::new();
+    std::fs::File::from(out_r).read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    std::fs::File::from(err_r).read_to_string(&mut err).unwrap();
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+    pump.join().unwrap();
+    let msgs: Vec<PumpMsg> = rx.try_iter().collect();
+    assert!(matches!(&msgs[0], PumpMsg::Started(s) if s.pgid > 1));
+    let PumpMsg::Done(seen) = &msgs[1] else {
+        panic!("{msgs:?}")
+    };
+    let client = match status {
+        nix::sys::wait::WaitStatus::Exited(_, c) => ClientExit {
+            code: Some(c),
+            signal: None,
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        remote::classify(seen, client, "ssh to h3"),
+        Outcome::Exited(5)
+    );
+    assert_eq!(out, "/tmp\nb\n");
+    assert_eq!(err, "to-stderr\n");
+    // close the shared connection
+    let (exit_spec, _) = launch::helper_spec(places.masters()[0].1.clone()).unwrap();
+    let e = spawn::spawn(exit_spec, None).unwrap();
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(e), None).unwrap();
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(master), None).unwrap();
+}

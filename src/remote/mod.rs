@@ -21,6 +21,7 @@
 //! end line into the exact status. That is how a remote exit 255 or a remote SIGKILL is
 //! told apart from `ssh`'s own exit 255.
 
+pub mod launch;
 pub mod place;
 pub mod slurm;
 pub mod ssh;

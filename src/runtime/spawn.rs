@@ -40,6 +40,10 @@ pub struct SpawnSpec {
     pub stderr: ChildFd,
     /// Extra descriptors: (number in the child, ≥ 3; descriptor in prun).
     pub extra_fds: Vec<(i32, OwnedFd)>,
+    /// Signal the child gets when the thread that spawned it ends (`PR_SET_PDEATHSIG`):
+    /// for engine clients (`ssh`, `srun`), so they die with prun even when nothing else
+    /// is left to kill them. Spawn these only from a thread that lives as long as prun.
+    pub pdeathsig: Option<i32>,
 }
 
 impl SpawnSpec {
@@ -54,6 +58,7 @@ impl SpawnSpec {
             stdout: ChildFd::Null,
             stderr: ChildFd::Null,
             extra_fds: Vec::new(),
+            pdeathsig: None,
         }
     }
 }
@@ -137,6 +142,8 @@ struct Prepared {
     staged: std::cell::UnsafeCell<Vec<RawFd>>,
     high: i32,
     guardian: Option<RawFd>,
+    /// (signal, prun's pid): PR_SET_PDEATHSIG, then exit if prun is already gone.
+    pdeathsig: Option<(i32, i32)>,
     /// Keeps `/dev/null` open for `ChildFd::Null` until the child has exec'd (the
     /// other sources belong to the `SpawnSpec`, alive until `spawn` returns).
     _null: Option<OwnedFd>,
@@ -221,6 +228,7 @@ impl Prepared {
             fds,
             high,
             guardian,
+            pdeathsig: spec.pdeathsig.map(|sig| (sig, std::process::id() as i32)),
             _null: null,
             error: AtomicI32::new(0),
         };
@@ -289,6 +297,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::setpgid(0, 0) != 0 {
             return fail(p);
+        }
+        if let Some((sig, prun)) = p.pdeathsig {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
+                return fail(p);
+            }
+            // prun died before the prctl took effect: nobody would send the signal
+            if libc::getppid() != prun {
+                libc::_exit(127);
+            }
         }
         if let Some(gfd) = p.guardian {
             let mut buf = [0u8; 16];
@@ -365,6 +382,21 @@ mod tests {
         // SAFETY: plain waitpid on our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         status
+    }
+
+    #[test]
+    fn pdeathsig_fires_when_the_spawning_thread_ends() {
+        let _lock = crate::runtime::exclusive();
+        let pid = std::thread::spawn(|| {
+            let mut spec = SpawnSpec::new(vec!["sleep".into(), "100".into()]);
+            spec.pdeathsig = Some(libc::SIGKILL);
+            spawn(spec, None).unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = wait(pid);
+        assert!(libc::WIFSIGNALED(status), "{status:#x}");
+        assert_eq!(libc::WTERMSIG(status), libc::SIGKILL);
     }
 
     #[test]
