@@ -12,7 +12,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::event::{Event, InstanceInfo, RunStatus, State, signal_name};
+use crate::event::{Event, InstanceInfo, RunStatus, State, Success, signal_name};
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Report {
@@ -276,10 +276,7 @@ impl ReportBuilder {
                 records_in: r.records_in,
                 records_out: r.records_out,
                 detail: r.state.describe(),
-                downstream_closed: r.state
-                    == State::Succeeded {
-                        downstream_closed: true,
-                    },
+                downstream_closed: r.state == State::Succeeded(Success::DownstreamClosed),
                 resumed: r.info.resumed,
             })
             .collect();
@@ -347,13 +344,7 @@ mod tests {
             restarts: 0,
         };
         b.apply(&changed(0, State::Running, 12));
-        b.apply(&changed(
-            0,
-            State::Succeeded {
-                downstream_closed: false,
-            },
-            912,
-        ));
+        b.apply(&changed(0, State::Succeeded(Success::Exited(0)), 912));
         b.apply(&changed(1, State::Running, 10));
         b.apply(&changed(
             1,
