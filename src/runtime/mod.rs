@@ -8,12 +8,15 @@
 //! prun is SIGKILLed), `drain` (log pipes → lines), `supervisor` (the one loop that
 //! owns all children and waits; with `batch` for foreach stages and `coordinate` for
 //! `prun ctl` and deadlocks), `event` (what it tells the world), `router` (queues),
-//! `coord` (semaphores and events as data), `foreach` (item sources, `--resume`).
+//! `coord` (semaphores and events as data), `items` and `glob` (foreach sources, read
+//! lazily), `foreach` (`--resume`).
 
 pub mod coord;
 mod drain;
 pub mod foreach;
+mod glob;
 mod guardian;
+pub mod items;
 mod msg;
 pub mod opener;
 pub mod place;

@@ -71,6 +71,7 @@ impl Supervisor {
             }
         }
         self.report_queues();
+        self.settle_halts_at_end();
         let cause = self.shutdown.as_ref().map(|s| s.cause);
         let (status, code) = match cause {
             Some(ShutdownCause::Signal(s)) => (RunStatus::Interrupted, 128 + s),
@@ -180,8 +181,10 @@ impl Supervisor {
                 }),
             }
         }
-        for id in 0..self.insts.len() {
+        for id in self.insts.ids() {
             let stage = &self.plan.stages[self.insts[id].info.stage];
+            // A block of records (`foreach: {queue, batch}`) on its stdin.
+            let block = self.insts[id].block.as_ref().map(|b| b.records);
             let count = |queues: Vec<QueueId>, map: &HashMap<InstanceId, u64>| {
                 if queues.is_empty() {
                     Some(0)
@@ -194,7 +197,7 @@ impl Supervisor {
                     Some(map.get(&id).copied().unwrap_or(0))
                 }
             };
-            let records_in = count(input_queues(stage), &records_in);
+            let records_in = block.or_else(|| count(input_queues(stage), &records_in));
             let records_out = count(output_queues(stage), &records_out);
             self.emit(Event::Records {
                 id,

@@ -231,7 +231,7 @@ impl Supervisor {
         self.emit(Event::Deadlock { message });
         for h in stuck_ids {
             let id = h as usize;
-            if id < self.insts.len() && self.insts[id].startable() {
+            if self.insts.get(id).is_some_and(|i| i.startable()) {
                 self.release_permits(id);
                 self.end(
                     id,
