@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::plan::{EventId, SemId};
-use crate::runtime::coord::{Acquire, Coord, HolderId, Ticket, Wait};
+use crate::coord::{Acquire, Coord, HolderId, Ticket, Wait};
 
 use super::{CtlCommand, CtlReply, CtlRequest};
 

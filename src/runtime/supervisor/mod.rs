@@ -79,7 +79,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::coord::Coord;
+use crate::coord::Coord;
 use super::guardian::Guardian;
 use super::msg::{LineAction, Msg};
 use super::place::Place;
