@@ -16,8 +16,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use crate::plan::{EventId, SemId};
 use crate::coord::{Acquire, Coord, HolderId, Ticket, Wait};
+use crate::plan::{EventId, SemId};
 
 use super::{CtlCommand, CtlReply, CtlRequest};
 

@@ -11,7 +11,6 @@
 //! (queues), `foreach` (item sources, `--resume`). The vocabulary it reports in is
 //! [`crate::event`]; semaphores and events as data are [`crate::coord`].
 
-
 mod drain;
 pub mod foreach;
 mod guardian;

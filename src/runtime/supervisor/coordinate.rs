@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use super::Supervisor;
 use super::instance::{Life, Permit};
+use crate::coord::{Party, Wait};
 use crate::ctl::{BrokerOutcome, CtlCommand, CtlRequest, CtlServer};
 use crate::event::State;
 use crate::event::{Event, InstanceId, Level, ShutdownCause};
-use crate::coord::{Party, Wait};
 
 /// How long a deadlock must persist before the run is failed.
 pub(super) const DEADLOCK_GRACE: Duration = Duration::from_secs(1);
