@@ -6,6 +6,7 @@
 //! only be known when an instance starts (its index, foreach item, run directory,
 //! the `/dev/fd/N` paths) is kept as a [`Template`] and rendered at spawn time.
 
+pub mod shell;
 pub mod show;
 
 use std::path::PathBuf;
@@ -222,6 +223,19 @@ pub struct InstanceVars<'a> {
     pub run_dir: &'a str,
 }
 
+/// The value of a per-instance placeholder.
+fn var_value<'a>(var: InstanceVar, vars: &InstanceVars<'a>) -> std::borrow::Cow<'a, str> {
+    match var {
+        InstanceVar::Stage => vars.stage.into(),
+        InstanceVar::Instance | InstanceVar::Index => vars.index.to_string().into(),
+        InstanceVar::Replicas => vars.replicas.to_string().into(),
+        InstanceVar::Item => vars.item.unwrap_or("").into(),
+        InstanceVar::Fd(n) => format!("/dev/fd/{n}").into(),
+        InstanceVar::RunDir => vars.run_dir.into(),
+        InstanceVar::ItemPart(_) => "".into(),
+    }
+}
+
 impl Template {
     pub fn literal(s: impl Into<String>) -> Self {
         Template {
@@ -238,37 +252,30 @@ impl Template {
 
     /// Render for argv, a path or an environment value: no quoting.
     pub fn render(&self, vars: &InstanceVars<'_>) -> String {
-        self.render_with(vars, false)
+        self.render_with(vars)
     }
 
-    /// Render for `sh -c`: every substituted value is shell-quoted.
+    /// Render for `sh -c`: every substituted value is data, never code, whatever
+    /// quoting context it stands in (see [`shell`]).
     pub fn render_shell(&self, vars: &InstanceVars<'_>) -> String {
-        self.render_with(vars, true)
+        let parts: Vec<shell::Part<'_>> = self
+            .pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Literal(s) => shell::Part::Text(s),
+                Piece::Value(v) => shell::Part::Value(v.into()),
+                Piece::Var(var) => shell::Part::Value(var_value(*var, vars)),
+            })
+            .collect();
+        shell::render(&parts)
     }
 
-    fn render_with(&self, vars: &InstanceVars<'_>, quote: bool) -> String {
+    fn render_with(&self, vars: &InstanceVars<'_>) -> String {
         let mut out = String::new();
         for piece in &self.pieces {
-            let value: std::borrow::Cow<'_, str> = match piece {
-                Piece::Literal(s) => {
-                    out.push_str(s);
-                    continue;
-                }
-                Piece::Value(v) => v.into(),
-                Piece::Var(InstanceVar::Stage) => vars.stage.into(),
-                Piece::Var(InstanceVar::Instance) | Piece::Var(InstanceVar::Index) => {
-                    vars.index.to_string().into()
-                }
-                Piece::Var(InstanceVar::Replicas) => vars.replicas.to_string().into(),
-                Piece::Var(InstanceVar::Item) => vars.item.unwrap_or("").into(),
-                Piece::Var(InstanceVar::Fd(n)) => format!("/dev/fd/{n}").into(),
-                Piece::Var(InstanceVar::RunDir) => vars.run_dir.into(),
-                Piece::Var(InstanceVar::ItemPart(_)) => "".into(),
-            };
-            if quote {
-                out.push_str(&shell_quote(&value));
-            } else {
-                out.push_str(&value);
+            match piece {
+                Piece::Literal(s) | Piece::Value(s) => out.push_str(s),
+                Piece::Var(var) => out.push_str(&var_value(*var, vars)),
             }
         }
         out
@@ -295,17 +302,7 @@ pub fn shell_quote(s: &str) -> String {
     {
         return s.to_string();
     }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
+    shell::single_quote(s)
 }
 
 #[derive(Debug, Clone, PartialEq)]
