@@ -13,6 +13,7 @@ pub mod cli;
 pub mod ctl;
 pub mod diag;
 pub mod event;
+pub mod exit;
 pub mod graph;
 pub mod load;
 pub mod model;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::event::{Event, InstanceInfo, RunStatus, State, signal_name};
+use crate::event::{Event, InstanceInfo, RunStatus, State, Success, signal_name};
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Report {
@@ -217,6 +217,25 @@ impl ReportBuilder {
         });
     }
 
+    /// The name of an instance by id.
+    pub fn name_of(&self, id: usize) -> Option<&str> {
+        self.index
+            .get(&id)
+            .and_then(|&i| self.instances.get(i))
+            .map(|r| r.info.name.as_str())
+    }
+
+    /// A log or report file could not be written: a run that succeeded fails with
+    /// [`crate::exit::WRITE_FAILED`] (an earlier failure keeps its code).
+    pub fn fail_with_write_error(&mut self) {
+        if let Some((status, code, _)) = &mut self.status {
+            *code = crate::exit::with_write_failure(*code);
+            if *status == RunStatus::Succeeded {
+                *status = RunStatus::Failed;
+            }
+        }
+    }
+
     /// Current state of an instance by name (for the status board and tests).
     pub fn state_of(&self, name: &str) -> Option<&State> {
         self.instances
@@ -257,10 +276,7 @@ impl ReportBuilder {
                 records_in: r.records_in,
                 records_out: r.records_out,
                 detail: r.state.describe(),
-                downstream_closed: r.state
-                    == State::Succeeded {
-                        downstream_closed: true,
-                    },
+                downstream_closed: r.state == State::Succeeded(Success::DownstreamClosed),
                 resumed: r.info.resumed,
             })
             .collect();
@@ -328,13 +344,7 @@ mod tests {
             restarts: 0,
         };
         b.apply(&changed(0, State::Running, 12));
-        b.apply(&changed(
-            0,
-            State::Succeeded {
-                downstream_closed: false,
-            },
-            912,
-        ));
+        b.apply(&changed(0, State::Succeeded(Success::Exited(0)), 912));
         b.apply(&changed(1, State::Running, 10));
         b.apply(&changed(
             1,

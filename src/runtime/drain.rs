@@ -12,18 +12,12 @@ use std::os::fd::OwnedFd;
 
 use crossbeam_channel::Sender;
 
-use super::supervisor::Msg;
+pub use super::msg::LineAction;
+use super::msg::Msg;
 use crate::event::{Event, InstanceId};
 
 /// A line longer than this is passed on in pieces of this size.
 pub const MAX_LINE: usize = 16 << 20;
-
-/// What a matching line means to the supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineAction {
-    Ready,
-    SetEvent(usize),
-}
 
 pub struct LineMatcher {
     pub regex: regex::Regex,

@@ -12,13 +12,14 @@
 
 pub mod coord;
 mod drain;
-
 pub mod foreach;
 mod guardian;
+mod msg;
+pub mod opener;
+pub mod place;
 pub mod router;
 pub mod spawn;
 mod supervisor;
-pub mod testkit;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -30,7 +31,8 @@ pub use crate::event::{Event, InstanceId, InstanceInfo, Level, RunStatus, Shutdo
 pub use supervisor::children_of;
 
 use crate::plan::Plan;
-use supervisor::{Msg, Supervisor};
+use msg::Msg;
+use supervisor::Supervisor;
 
 static EXCLUSIVE: Mutex<()> = Mutex::new(());
 
@@ -90,8 +92,9 @@ pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, Str
         }
     };
 
-    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD]);
+    use signal_hook::consts::{SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGTERM, SIGTSTP};
+    let signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGTSTP, SIGCONT]);
     let (signal_handle, signal_thread) = match signals {
         Ok(mut signals) => {
             let handle = signals.handle();
