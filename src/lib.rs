@@ -14,6 +14,7 @@ pub mod coord;
 pub mod ctl;
 pub mod diag;
 pub mod event;
+pub mod exit;
 pub mod graph;
 pub mod load;
 pub mod model;

@@ -217,6 +217,25 @@ impl ReportBuilder {
         });
     }
 
+    /// The name of an instance by id.
+    pub fn name_of(&self, id: usize) -> Option<&str> {
+        self.index
+            .get(&id)
+            .and_then(|&i| self.instances.get(i))
+            .map(|r| r.info.name.as_str())
+    }
+
+    /// A log or report file could not be written: a run that succeeded fails with
+    /// [`crate::exit::WRITE_FAILED`] (an earlier failure keeps its code).
+    pub fn fail_with_write_error(&mut self) {
+        if let Some((status, code, _)) = &mut self.status {
+            *code = crate::exit::with_write_failure(*code);
+            if *status == RunStatus::Succeeded {
+                *status = RunStatus::Failed;
+            }
+        }
+    }
+
     /// Current state of an instance by name (for the status board and tests).
     pub fn state_of(&self, name: &str) -> Option<&State> {
         self.instances
