@@ -10,6 +10,7 @@
 //! See ARCHITECTURE.md for the five-minute tour.
 
 pub mod cli;
+pub mod coord;
 pub mod ctl;
 pub mod diag;
 pub mod event;

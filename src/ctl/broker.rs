@@ -16,8 +16,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use crate::coord::{Acquire, Coord, HolderId, Ticket, Wait};
 use crate::plan::{EventId, SemId};
-use crate::runtime::coord::{Acquire, Coord, HolderId, Ticket, Wait};
 
 use super::{CtlCommand, CtlReply, CtlRequest};
 

@@ -4,13 +4,13 @@
 //! supervises and stops them, and emits [`Event`]s. It never prints: the `report`
 //! module renders the events.
 //!
-//! Layout: `spawn` (a command as data → a process), `guardian` (kills every group if
-//! prun is SIGKILLed), `drain` (log pipes → lines), `supervisor` (the one loop that
-//! owns all children and waits; with `batch` for foreach stages and `coordinate` for
-//! `prun ctl` and deadlocks), `event` (what it tells the world), `router` (queues),
-//! `coord` (semaphores and events as data), `foreach` (item sources, `--resume`).
+//! Layout: `spawn` (a command as data → a process), `place` (where an instance runs),
+//! `opener` (files opened off the loop), `guardian` (kills every group if prun is
+//! SIGKILLed), `drain` (log pipes → lines), `msg` (what threads tell the loop),
+//! `supervisor` (the one loop that owns all children and waits, in rooms), `router`
+//! (queues), `foreach` (item sources, `--resume`). The vocabulary it reports in is
+//! [`crate::event`]; semaphores and events as data are [`crate::coord`].
 
-pub mod coord;
 mod drain;
 pub mod foreach;
 mod guardian;

@@ -79,11 +79,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::coord::Coord;
 use super::guardian::Guardian;
 use super::msg::{LineAction, Msg};
 use super::place::Place;
 use super::router::{QueueConfig, QueueRouter, RouterEvent};
+use crate::coord::Coord;
 use crate::ctl::{CtlBroker, CtlRequest, CtlServer};
 use crate::event::{Event, InstanceId, InstanceInfo, Level, ShutdownCause, State};
 use crate::plan::{Instances, Plan, Wiring};
@@ -153,6 +153,7 @@ pub struct Supervisor {
     next_port: usize,
     /// Matches an opener thread's answer to the start it was for.
     next_token: u64,
+    tty: terminal::Tty,
     self_pid: i32,
 }
 
@@ -241,6 +242,7 @@ impl Supervisor {
             drains: 0,
             next_port: 0,
             next_token: 0,
+            tty: terminal::Tty::default(),
             self_pid: std::process::id() as i32,
         }
     }

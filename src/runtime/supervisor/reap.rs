@@ -38,12 +38,17 @@ impl Supervisor {
     /// Collect every exited child without blocking.
     pub(super) fn reap(&mut self) {
         loop {
-            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED;
+            let status = match waitpid(Pid::from_raw(-1), Some(flags)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
                 Err(Errno::EINTR) => continue,
                 Err(_) => break,
                 Ok(s) => s,
             };
+            if let WaitStatus::Stopped(pid, sig) = status {
+                self.on_stopped(pid.as_raw(), sig as i32);
+                continue;
+            }
             let Some((pid, end)) = process_end(status) else {
                 continue;
             };
@@ -107,6 +112,7 @@ impl Supervisor {
     /// The local process of instance `id` ended.
     fn on_exit(&mut self, id: InstanceId, pid: i32, end: ProcessEnd) {
         self.forget_group_if_empty(pid);
+        self.release_terminal(id);
         // Keep only groups that still have members: an empty group's id may be
         // recycled by an unrelated process, which the final sweep must not hit.
         self.insts[id].pgids.retain(|&g| group_alive(g));
