@@ -61,7 +61,7 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
     // `--resume REPORT.json`: a report that cannot be read is a usage error, found
     // before anything starts.
     let resume = match &opts.resume {
-        Some(path) => match crate::runtime::foreach::load_resume(path) {
+        Some(path) => match crate::report::read_resume(path) {
             Ok(done) => done,
             Err(e) => {
                 eprintln!("prun: --resume: {e}");
@@ -78,12 +78,24 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
         eprintln!("prun: {e}");
         return crate::exit::USAGE;
     }
+    // The report is a journal from now on (read `--resume` above first: it may be the
+    // same file).
+    let journal = match &opts.report {
+        Some(path) => match crate::report::Journal::create(path, &plan.name) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                eprintln!("prun: --report {}: {e}", path.display());
+                return crate::exit::USAGE;
+            }
+        },
+        None => None,
+    };
     let (log_tx, log_rx) = crossbeam_channel::bounded(1024);
     let (tx, rx) = crossbeam_channel::unbounded();
     let report_opts = opts.report_options(&plan);
     let reporter = std::thread::Builder::new()
         .name("prun-report".into())
-        .spawn(move || crate::report::render(rx, log_rx, &report_opts));
+        .spawn(move || crate::report::render(rx, log_rx, &report_opts, journal));
     let sinks = crate::runtime::Sinks {
         events: tx,
         logs: log_tx,
