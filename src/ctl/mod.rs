@@ -47,9 +47,10 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::rundir::create as create_run_dir;
 pub use broker::{BrokerOutcome, CtlBroker};
 pub use procfs::{group_is_parked, owner_of, parent_of, process_group_of};
-pub use server::{CtlRequest, CtlServer, create_run_dir};
+pub use server::{CtlRequest, CtlServer};
 
 /// Longest request line accepted, newline included.
 pub const MAX_LINE: usize = 4096;

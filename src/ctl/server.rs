@@ -11,7 +11,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,37 +35,6 @@ pub struct CtlRequest {
     pub reply: Sender<CtlReply>,
 }
 
-/// Create a private (0700) run directory under `$XDG_RUNTIME_DIR` or the temp dir.
-pub fn create_run_dir() -> std::io::Result<PathBuf> {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    let pid = std::process::id();
-    let mut last_err = None;
-    for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!(
-            "prun-{pid}-{:x}",
-            nanos ^ attempt.wrapping_mul(0x9e37_79b9)
-        ));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {
-                // The umask may have narrowed the mode; it cannot have widened it,
-                // but make it exact so the check in `start` holds.
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-                return Ok(dir);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| std::io::Error::other("cannot create a run directory")))
-}
-
 /// The listening control socket and its accept thread.
 pub struct CtlServer {
     path: PathBuf,
@@ -79,18 +47,9 @@ pub struct CtlServer {
 
 impl CtlServer {
     /// Bind `<run_dir>/ctl.sock` and start accepting. `run_dir` must be a directory
-    /// that only this user can enter (mode 0700), as made by [`create_run_dir`].
+    /// that only this user can enter (mode 0700), as made by [`crate::rundir::create`].
     pub fn start(run_dir: &Path) -> std::io::Result<CtlServer> {
-        let meta = std::fs::metadata(run_dir)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "run directory {} must not be accessible to others (mode 0700)",
-                    run_dir.display()
-                ),
-            ));
-        }
+        crate::rundir::check(run_dir)?;
         let path = run_dir.join("ctl.sock");
         let listener = UnixListener::bind(&path).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
