@@ -241,7 +241,7 @@ impl Supervisor {
                 );
             }
         }
-        self.first_failure.get_or_insert(1);
+        self.first_failure.get_or_insert(crate::exit::DEADLOCK);
         self.begin_shutdown(ShutdownCause::Deadlock);
     }
 }
