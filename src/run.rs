@@ -14,6 +14,8 @@ use crate::plan::Plan;
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub report: Option<PathBuf>,
+    /// `--junit FILE` (`PRUN_JUNIT`): a JUnit XML report, one test case per instance.
+    pub junit: Option<PathBuf>,
     pub log_dir: Option<PathBuf>,
     pub quiet: bool,
     /// `never`, `auto`, `always`
@@ -30,6 +32,7 @@ impl RunOptions {
         crate::report::Options {
             report: self.report.clone(),
             log_dir: self.log_dir.clone(),
+            junit: self.junit.clone(),
             quiet: self.quiet,
             progress: self.progress.clone(),
             color: self.color.clone(),
@@ -50,6 +53,9 @@ impl RunOptions {
         }
         if let Some(path) = &self.report {
             check_output_file(path).map_err(|e| format!("--report {}: {e}", path.display()))?;
+        }
+        if let Some(path) = &self.junit {
+            check_output_file(path).map_err(|e| format!("--junit {}: {e}", path.display()))?;
         }
         Ok(())
     }

@@ -256,6 +256,13 @@ impl ReportBuilder {
             .map(instance_report)
     }
 
+    /// Instance ids in the order of the report's `instances`.
+    pub fn ordered_ids(&self) -> Vec<usize> {
+        let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
+        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
+        records.into_iter().map(|r| r.info.id).collect()
+    }
+
     pub fn report(&self) -> Report {
         let (status, exit_code, duration) =
             self.status

@@ -19,6 +19,7 @@
 mod board;
 mod journal;
 mod json;
+mod junit;
 mod lines;
 mod logdir;
 mod order;
@@ -61,6 +62,8 @@ pub struct Options {
     pub progress: Option<String>,
     /// `auto`, `always`, `never`
     pub color: Option<String>,
+    /// `--junit FILE`: a JUnit XML report at the end.
+    pub junit: Option<std::path::PathBuf>,
     /// By stage id: its instances have a log pipe (each run ends with `LogClosed`).
     pub log_stages: Vec<bool>,
 }
@@ -80,6 +83,7 @@ struct Reporter {
     lines: LineStore,
     log_dir: Option<LogDir>,
     journal: Option<Journal>,
+    junit: Option<std::path::PathBuf>,
     write_failed: bool,
     /// prun was interrupted: log lines are taken even when the terminal stalls.
     interrupted: bool,
@@ -162,6 +166,7 @@ pub fn render(
         lines: LineStore::default(),
         log_dir: opts.log_dir.clone().map(LogDir::new),
         journal,
+        junit: opts.junit.clone(),
         write_failed: false,
         interrupted: false,
     };
@@ -240,6 +245,29 @@ fn finish(mut r: Reporter) -> Rendered {
         r.builder.fail_with_write_error();
     }
     let mut report = r.builder.report();
+    if let Some(path) = &r.junit {
+        let ids = r.builder.ordered_ids();
+        let lines = &r.lines;
+        let tail = |n: usize| {
+            ids.get(n)
+                .map(|&id| {
+                    lines
+                        .tail(id, junit::FAILURE_LINES)
+                        .into_iter()
+                        .map(<[u8]>::to_vec)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if let Err(e) = junit::write(path, &report, tail) {
+            let msg = format!("cannot write the JUnit report {}: {e}", path.display());
+            r.write_error(msg);
+            report.exit_code = crate::exit::with_write_failure(report.exit_code);
+            if report.status == ReportStatus::Succeeded {
+                report.status = ReportStatus::Failed;
+            }
+        }
+    }
     if let Some(journal) = r.journal.take() {
         let path = journal.path().to_path_buf();
         if let Err(e) = journal.finish(&report) {
