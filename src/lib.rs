@@ -10,6 +10,7 @@
 //! See ARCHITECTURE.md for the five-minute tour.
 
 pub mod cli;
+pub mod coord;
 pub mod ctl;
 pub mod diag;
 pub mod event;
@@ -22,6 +23,7 @@ pub mod procfs;
 pub mod remote;
 pub mod report;
 pub mod run;
+pub mod rundir;
 pub mod runtime;
 pub mod syntax;
 pub mod vocab;

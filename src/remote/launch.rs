@@ -31,6 +31,10 @@ pub struct RemoteInstance {
     pub cwd: Option<String>,
     /// The stop signal's name without `SIG` (`TERM`).
     pub stop_signal: String,
+    /// Give the instance `prun ctl` (SSH hosts): this local control socket is forwarded
+    /// to a remote one named in the instance's `PRUN_CTL`, and the client is put on its
+    /// PATH. Ignored for Slurm (the engine cannot carry it).
+    pub ctl_forward: Option<std::path::PathBuf>,
     /// Between the stop signal and SIGKILL when the wrapper ends an instance whose
     /// prun or connection is gone (the stage's `stop.timeout`, at most 5 s).
     pub grace: Duration,
@@ -131,14 +135,29 @@ pub fn launch(
         death_signal: inst.stop_signal.clone(),
         grace_ms: inst.grace.min(MAX_DEATH_GRACE).as_millis() as u64,
         cwd,
+        ctl_client: matches!(target, Target::Ssh(_)) && inst.ctl_forward.is_some(),
         env: inst.env.clone(),
         argv: inst.argv.clone(),
     };
+    let mut run = run;
+    let forward = match (target, &inst.ctl_forward) {
+        (Target::Ssh(_), Some(local)) => {
+            let remote = super::remote_ctl_socket(&nonce);
+            run.env.retain(|(k, _)| k != "PRUN_CTL");
+            run.env.push(("PRUN_CTL".into(), remote.clone()));
+            Some((remote, local.clone()))
+        }
+        _ => None,
+    };
     let mut spec = match target {
-        Target::Ssh(t) => engine_spec(
-            t.session_argv(super::shell_line(&run.words())),
-            libc::SIGKILL,
-        ),
+        Target::Ssh(t) => {
+            let line = super::shell_line(&run.words());
+            let argv = match &forward {
+                Some((remote, local)) => t.session_forwarding_argv(line, remote, local),
+                None => t.session_argv(line),
+            };
+            engine_spec(argv, libc::SIGKILL)
+        }
         Target::Slurm(t) => engine_spec(
             t.srun_argv(
                 &super::slurm::job_name(run_id, &inst.name),

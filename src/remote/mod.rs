@@ -32,6 +32,16 @@ use std::sync::OnceLock;
 /// The wrapper's source (Perl, perl-base modules only).
 pub const WRAPPER: &str = include_str!("wrapper.pl");
 
+/// `prun ctl` for remote stages (Perl, perl-base only), installed by the wrapper in the
+/// host's run directory for the run.
+pub const CTL_CLIENT: &str = include_str!("ctl_client.pl");
+
+/// The remote path of an instance's forwarded control socket (sshd creates it, the
+/// wrapper removes it when the instance ends).
+pub fn remote_ctl_socket(nonce: &str) -> String {
+    format!("/tmp/prun-ctl-{nonce}.sock")
+}
+
 /// What `${run.dir}` renders to for a remote instance; the wrapper replaces it with the
 /// host's private run directory.
 pub const RUN_DIR_MARK: &str = "\u{1}run.dir\u{1}";
@@ -99,6 +109,8 @@ pub struct RunSpec {
     pub grace_ms: u64,
     /// Remote working directory (empty: the login directory).
     pub cwd: String,
+    /// The `prun ctl` client to put on the instance's PATH (SSH hosts), or none.
+    pub ctl_client: bool,
     /// Set in the instance's environment (the stage's `env` and prun's `PRUN_*`).
     pub env: Vec<(String, String)>,
     /// The command; `argv[0]` is looked up on the remote PATH.
@@ -121,6 +133,11 @@ impl RunSpec {
             self.death_signal.clone(),
             self.grace_ms.to_string(),
             self.cwd.clone(),
+            if self.ctl_client {
+                CTL_CLIENT.to_string()
+            } else {
+                String::new()
+            },
             self.env.len().to_string(),
         ];
         fields.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -576,6 +593,7 @@ mod tests {
             death_signal: "TERM".into(),
             grace_ms: 2000,
             cwd: String::new(),
+            ctl_client: false,
             env: vec![("K".into(), "v w'x".into())],
             argv: vec!["sh".into(), "-c".into(), "echo 'hi' \"$HOME\"; `x`".into()],
         };

@@ -2,7 +2,7 @@
 # `perl -e`); needs nothing but perl-base and /bin/sh-level tools on the remote side, and
 # leaves nothing installed. Its arguments are words, each `x` + the hex of a field (safe in any login shell, empty fields too):
 #
-#   run     NONCE RUNID GROUP DEATHSIG GRACE_MS CWD NENV K=V... ARGV...
+#   run     NONCE RUNID GROUP DEATHSIG GRACE_MS CWD CLIENT NENV K=V... ARGV...
 #   stop    PGID STARTTIME SIGNAL
 #   cleanup RUNID
 #
@@ -67,7 +67,7 @@ if ($mode eq 'cleanup') {
 }
 
 die "prun wrapper: unknown mode $mode\n" unless $mode eq 'run';
-my ($nonce, $runid, $group, $deathsig, $grace_ms, $cwd, $nenv) = splice @a, 0, 7;
+my ($nonce, $runid, $group, $deathsig, $grace_ms, $cwd, $client, $nenv) = splice @a, 0, 8;
 my @env = splice @a, 0, $nenv;
 my @argv = @a;
 my $tag = "\x1eprun:$nonce:";
@@ -94,6 +94,19 @@ open(my $lock, '>>', "$dir/.users") or do {
     exit 126;
 };
 flock($lock, LOCK_SH);
+
+# CLIENT (when not empty): the `prun ctl` client, put in the run directory's bin/ (on
+# PATH) for the run; PRUN_CTL then names a socket that ssh forwards to prun.
+if (length $client && !-x "$dir/bin/prun") {
+    mkdir "$dir/bin", 0700;
+    my $tmp = "$dir/bin/.prun.$$";
+    if (open(my $fh, '>', $tmp)) {
+        print $fh $client;
+        close $fh;
+        chmod 0700, $tmp;
+        rename $tmp, "$dir/bin/prun";
+    }
+}
 
 s/\Q$MARK\E/$dir/g for @argv, @env;
 $cwd =~ s/\Q$MARK\E/$dir/g;
@@ -265,6 +278,7 @@ if ($gone) {
     }
     kill_all('KILL');
     reap();
+    forget_ctl();
     remove_if_last();
     report("E gone $gone");
     exit 255;
@@ -275,6 +289,7 @@ if ($gone) {
 kill 'KILL', -$pgid if $group eq 'own';
 for (1 .. 3) { last unless kill_all('KILL'); reap(); select(undef, undef, undef, 0.01) }
 reap();
+forget_ctl();
 my $drain_until = now() + 2;
 pump(0.05) while $log_open && now() < $drain_until;
 if ($failed ne '') {
@@ -289,6 +304,12 @@ if ($status & 127) {
 }
 report("E exit " . ($status >> 8));
 exit($status >> 8);
+
+# The forwarded control socket of this instance (made by sshd for the run) goes with it.
+sub forget_ctl {
+    my $p = $ENV{PRUN_CTL} // '';
+    unlink $p if $p =~ m{^/tmp/prun-ctl-[0-9a-f]+\.sock$} && -S $p;
+}
 
 # Remove the run directory when no other instance of the run uses it (prun is gone).
 sub remove_if_last {

@@ -4,14 +4,14 @@
 //! supervises and stops them, and emits [`Event`]s. It never prints: the `report`
 //! module renders the events.
 //!
-//! Layout: `spawn` (a command as data → a process), `guardian` (kills every group if
-//! prun is SIGKILLed), `drain` (log pipes → lines), `supervisor` (the one loop that
-//! owns all children and waits; with `batch` for foreach stages and `coordinate` for
-//! `prun ctl` and deadlocks), `event` (what it tells the world), `router` (queues),
-//! `coord` (semaphores and events as data), `items` and `glob` (foreach sources, read
-//! lazily), `foreach` (`--resume`).
+//! Layout: `spawn` (a command as data → a process), `place` (where an instance runs),
+//! `opener` (files opened off the loop), `guardian` (kills every group if prun is
+//! SIGKILLed), `drain` (log pipes → lines), `msg` (what threads tell the loop),
+//! `supervisor` (the one loop that owns all children and waits, in rooms), `router`
+//! (queues), `items` and `glob` (foreach sources, read lazily off the loop), `foreach`
+//! (`--resume`). The vocabulary it reports in is [`crate::event`]; semaphores and
+//! events as data are [`crate::coord`].
 
-pub mod coord;
 mod drain;
 pub mod foreach;
 mod glob;
@@ -21,11 +21,11 @@ mod msg;
 pub mod opener;
 pub mod place;
 pub mod router;
+mod scanner;
 pub mod spawn;
 mod supervisor;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_channel::Sender;
@@ -79,7 +79,7 @@ pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, Str
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
 
-    let run_dir = match make_run_dir() {
+    let run_dir = match crate::rundir::create() {
         Ok(d) => d,
         Err(e) => {
             let _ = events.send(Event::Notice {
@@ -138,27 +138,4 @@ pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, Str
     }
     let _ = std::fs::remove_dir_all(&run_dir);
     code
-}
-
-/// A private (0700) directory for this run: `${run.dir}`, the control socket.
-fn make_run_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    let pid = std::process::id();
-    for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!("prun-{pid}-{nanos:x}{attempt}"));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("no free run directory name"))
 }

@@ -44,6 +44,9 @@ pub struct SpawnSpec {
     /// for engine clients (`ssh`, `srun`), so they die with prun even when nothing else
     /// is left to kill them. Spawn these only from a thread that lives as long as prun.
     pub pdeathsig: Option<i32>,
+    /// A terminal (prun's controlling one) whose foreground process group the child's
+    /// new group becomes before exec, so it can read it (SPEC 5.3).
+    pub foreground: Option<RawFd>,
 }
 
 impl SpawnSpec {
@@ -59,6 +62,7 @@ impl SpawnSpec {
             stderr: ChildFd::Null,
             extra_fds: Vec::new(),
             pdeathsig: None,
+            foreground: None,
         }
     }
 }
@@ -142,6 +146,7 @@ struct Prepared {
     staged: std::cell::UnsafeCell<Vec<RawFd>>,
     high: i32,
     guardian: Option<RawFd>,
+    foreground: Option<RawFd>,
     /// (signal, prun's pid): PR_SET_PDEATHSIG, then exit if prun is already gone.
     pdeathsig: Option<(i32, i32)>,
     /// Keeps `/dev/null` open for `ChildFd::Null` until the child has exec'd (the
@@ -229,6 +234,7 @@ impl Prepared {
             high,
             guardian,
             pdeathsig: spec.pdeathsig.map(|sig| (sig, std::process::id() as i32)),
+            foreground: spec.foreground,
             _null: null,
             error: AtomicI32::new(0),
         };
@@ -296,6 +302,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         if libc::setpgid(0, 0) != 0 {
+            return fail(p);
+        }
+        // Every signal is still blocked here, so taking the terminal from the
+        // background does not stop the child with SIGTTOU.
+        if let Some(tty) = p.foreground
+            && libc::tcsetpgrp(tty, libc::getpid()) != 0
+        {
             return fail(p);
         }
         if let Some((sig, prun)) = p.pdeathsig {

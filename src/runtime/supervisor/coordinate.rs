@@ -1,6 +1,6 @@
 //! The supervisor's side of coordination: the `prun ctl` socket and deadlocks.
 //!
-//! The loop owns the [`Coord`](crate::runtime::coord::Coord) (semaphores, events) and
+//! The loop owns the [`Coord`](crate::coord::Coord) (semaphores, events) and
 //! the [`CtlBroker`](crate::ctl::CtlBroker) (parked `prun ctl` waits); nothing else
 //! touches them, so no lock is needed. This file:
 //! - starts the [`CtlServer`] in the private run directory (`PRUN_CTL` is exported
@@ -10,7 +10,7 @@
 //! - finds deadlocks: when instances wait (to start, or parked in a `prun ctl` wait
 //!   without a timeout) for events or permits that nothing still able to act can
 //!   give, the run fails with a message naming who waits for what and who holds
-//!   what ([`Coord::find_deadlock`](crate::runtime::coord::Coord::find_deadlock)).
+//!   what ([`Coord::find_deadlock`](crate::coord::Coord::find_deadlock)).
 //!
 //! Deadlock decisions: a running instance counts as blocked only when every process
 //! of its group is parked in a ctl wait, a zombie, or waiting for a child
@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use super::Supervisor;
 use super::instance::{Life, Permit};
+use crate::coord::{Party, Wait};
 use crate::ctl::{BrokerOutcome, CtlCommand, CtlRequest, CtlServer};
 use crate::event::State;
 use crate::event::{Event, InstanceId, Level, ShutdownCause};
-use crate::runtime::coord::{Party, Wait};
 
 /// How long a deadlock must persist before the run is failed.
 pub(super) const DEADLOCK_GRACE: Duration = Duration::from_secs(1);
@@ -241,7 +241,7 @@ impl Supervisor {
                 );
             }
         }
-        self.first_failure.get_or_insert(1);
+        self.first_failure.get_or_insert(crate::exit::DEADLOCK);
         self.begin_shutdown(ShutdownCause::Deadlock);
     }
 }

@@ -75,6 +75,9 @@ impl Supervisor {
         let mut spec = SpawnSpec::new(self.render_argv(id, &stage.command));
         spec.cwd = self.instance_cwd(id);
         spec.env = self.instance_env(id);
+        if stage.stdin == crate::plan::Input::Inherit {
+            spec.foreground = self.terminal_for(id);
+        }
         let mut router_ends: Vec<(RouterPort, OwnedFd)> = Vec::new();
         let mut log_read: Option<OwnedFd> = None;
         let place = 0;
@@ -89,6 +92,7 @@ impl Supervisor {
                     .into_iter()
                     .next()
                     .unwrap_or_default();
+                self.release_terminal(id);
                 self.insts[id].start_error_code = spawn::exec_error_code(&e);
                 let error = format!("{}: {e}", argv0.to_string_lossy());
                 self.finish_run(id, State::CouldNotStart { error });
