@@ -16,6 +16,7 @@
 //! counts those it cannot show. At the end the report file is written first, then the
 //! terminal gets a bounded time.
 
+mod batches;
 mod board;
 mod journal;
 mod json;
@@ -23,6 +24,7 @@ mod junit;
 mod lines;
 mod logdir;
 mod order;
+mod retire;
 mod sanitize;
 mod screen;
 mod table;
@@ -44,6 +46,7 @@ pub use term::{Terminal, TerminalOptions};
 use crate::event::{Event, Level, ShutdownCause, State};
 use lines::LineStore;
 use logdir::LogDir;
+use retire::Retire;
 use screen::Screen;
 
 /// Bytes queued for the terminal beyond which no more log lines are taken.
@@ -84,6 +87,10 @@ struct Reporter {
     log_dir: Option<LogDir>,
     journal: Option<Journal>,
     junit: Option<std::path::PathBuf>,
+    /// Foreach items not forgotten yet (see `retire`).
+    retire: Retire,
+    /// By stage id: its runs have a log pipe.
+    log_stages: Vec<bool>,
     write_failed: bool,
     /// prun was interrupted: log lines are taken even when the terminal stalls.
     interrupted: bool,
@@ -108,7 +115,23 @@ impl Reporter {
                 if let Some(dir) = &mut self.log_dir {
                     dir.close(*id);
                 }
+                if self.retire.closed(*id) {
+                    // After the terminal saw the close (it releases held notices).
+                    self.terminal
+                        .on_event(event, &self.builder, &self.lines, now);
+                    self.forget(*id);
+                    return;
+                }
             }
+            Event::InstanceAdded(info) if info.item.is_some() => {
+                let logs = self.log_stages.get(info.stage).copied().unwrap_or(false);
+                self.retire.added(info.id, logs);
+            }
+            Event::StateChanged {
+                id,
+                state: State::Running,
+                ..
+            } => self.retire.started(*id),
             Event::ShutdownStarted {
                 cause: ShutdownCause::Signal(_),
             } => self.interrupted = true,
@@ -136,6 +159,17 @@ impl Reporter {
         }
         self.terminal
             .on_event(event, &self.builder, &self.lines, now);
+        if let Event::InstanceFinal { id } = event
+            && self.retire.ended(*id)
+        {
+            self.forget(*id);
+        }
+    }
+
+    /// A foreach item ended and its logs closed: nothing here needs it any more.
+    fn forget(&mut self, id: crate::event::InstanceId) {
+        self.builder.forget(id);
+        self.terminal.forget(id);
     }
 
     fn write_error(&mut self, message: String) {
@@ -167,6 +201,8 @@ pub fn render(
         log_dir: opts.log_dir.clone().map(LogDir::new),
         journal,
         junit: opts.junit.clone(),
+        retire: Retire::default(),
+        log_stages: opts.log_stages.clone(),
         write_failed: false,
         interrupted: false,
     };
@@ -270,6 +306,17 @@ fn finish(mut r: Reporter) -> Rendered {
     }
     if let Some(journal) = r.journal.take() {
         let path = journal.path().to_path_buf();
+        // Succeeded foreach items are summarized, not listed: the journal, which lists
+        // them, stays beside the report.
+        if r.builder.folded_any() {
+            match journal.keep() {
+                Ok(name) => report.journal = name,
+                Err(e) => r.write_error(format!(
+                    "cannot keep the report journal beside {}: {e}",
+                    path.display()
+                )),
+            }
+        }
         if let Err(e) = journal.finish(&report) {
             r.write_error(format!("cannot write the report {}: {e}", path.display()));
             report.exit_code = crate::exit::with_write_failure(report.exit_code);

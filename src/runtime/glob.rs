@@ -101,7 +101,11 @@ impl Glob {
     /// Walk the matches, relative to `base_dir` for a relative pattern, calling `found`
     /// with each path (as bytes: a file name need not be UTF-8) in order. `found`
     /// returns false to stop the walk early.
-    pub fn walk(&self, base_dir: &Path, found: &mut dyn FnMut(Vec<u8>) -> bool) -> Result<(), String> {
+    pub fn walk(
+        &self,
+        base_dir: &Path,
+        found: &mut dyn FnMut(Vec<u8>) -> bool,
+    ) -> Result<(), String> {
         let (start, shown) = if self.absolute {
             (PathBuf::from("/"), b"/".to_vec())
         } else {

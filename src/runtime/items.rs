@@ -146,7 +146,7 @@ impl Items {
     }
 
     /// Take the next item.
-    pub fn next(&mut self) -> Next {
+    pub fn take(&mut self) -> Next {
         let i = self.taken;
         let item = match &mut self.cursor {
             Cursor::List(items) => match items.get(i as usize) {
@@ -200,7 +200,7 @@ impl Items {
         }
     }
 
-    /// The channel to wait on when [`Items::next`] said `Pending`.
+    /// The channel to wait on when [`Items::take`] said `Pending`.
     pub fn receiver(&self) -> Option<Receiver<Chunk>> {
         match &self.cursor {
             Cursor::Feed(f) if f.buf.is_empty() => f.rx.clone(),
@@ -306,11 +306,9 @@ fn glob_feed(glob: &super::glob::Glob, base: &Path, tx: &Sender<Chunk>) {
     let result = glob.walk(base, &mut |path| {
         chunk.push(path);
         count += 1;
-        if chunk.len() >= CHUNK {
-            if tx.send(Chunk::Items(std::mem::take(&mut chunk))).is_err() {
-                gone = true;
-                return false;
-            }
+        if chunk.len() >= CHUNK && tx.send(Chunk::Items(std::mem::take(&mut chunk))).is_err() {
+            gone = true;
+            return false;
         }
         true
     });
@@ -462,10 +460,9 @@ mod tests {
         let mut items = Items::open(source, &vars(), dir).unwrap();
         let mut out = Vec::new();
         loop {
-            match items.next() {
-                Next::Item(i) => out.push(i.unwrap_or_else(|e| {
-                    String::from_utf8_lossy(e.as_bytes()).into_owned()
-                })),
+            match items.take() {
+                Next::Item(i) => out
+                    .push(i.unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
                 Next::Pending => {
                     let rx = items.receiver().unwrap();
                     let got = rx.recv_timeout(Duration::from_secs(10));
@@ -513,10 +510,13 @@ mod tests {
         let (items, total, _) = all(&m, d);
         assert_eq!(items, ["s eu", "s us", "s ap", "m eu", "m us", "m ap"]);
         assert_eq!(total, Some(6));
-        assert_eq!(items, crate::plan::matrix_items(match &m {
-            ForeachSource::Matrix(d) => d,
-            _ => unreachable!(),
-        }));
+        assert_eq!(
+            items,
+            crate::plan::matrix_items(match &m {
+                ForeachSource::Matrix(d) => d,
+                _ => unreachable!(),
+            })
+        );
         if let ForeachSource::Matrix(dims) = &m {
             assert_eq!(matrix_parts(dims, 4), ["m", "us"]);
         }
@@ -534,10 +534,19 @@ mod tests {
         assert!(failed.is_none());
         assert_eq!(count_lines(&dir.path().join("l.txt")), Some(3));
         std::fs::write(dir.path().join("bad.txt"), b"ok\n\xff\n").unwrap();
-        let (items, _, _) = all(&ForeachSource::Lines(Template::literal("bad.txt")), dir.path());
-        assert_eq!(items, ["ok", "\u{fffd}"], "a line that is not UTF-8 is still an item");
-        let (items, total, failed) =
-            all(&ForeachSource::Lines(Template::literal("missing.txt")), dir.path());
+        let (items, _, _) = all(
+            &ForeachSource::Lines(Template::literal("bad.txt")),
+            dir.path(),
+        );
+        assert_eq!(
+            items,
+            ["ok", "\u{fffd}"],
+            "a line that is not UTF-8 is still an item"
+        );
+        let (items, total, failed) = all(
+            &ForeachSource::Lines(Template::literal("missing.txt")),
+            dir.path(),
+        );
         assert!(items.is_empty());
         assert_eq!(total, Some(0));
         let e = failed.unwrap();
@@ -549,7 +558,10 @@ mod tests {
             text.push_str(&format!("{i}\n"));
         }
         std::fs::write(dir.path().join("big.txt"), &text).unwrap();
-        let (items, total, _) = all(&ForeachSource::Lines(Template::literal("big.txt")), dir.path());
+        let (items, total, _) = all(
+            &ForeachSource::Lines(Template::literal("big.txt")),
+            dir.path(),
+        );
         assert_eq!(items.len(), 5001);
         assert_eq!(items[0], long);
         assert_eq!(items[5000], "4999");
@@ -565,13 +577,22 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, "").unwrap();
         }
-        let (items, total, failed) =
-            all(&ForeachSource::Glob(Template::literal("d/*.log")), dir.path());
+        let (items, total, failed) = all(
+            &ForeachSource::Glob(Template::literal("d/*.log")),
+            dir.path(),
+        );
         assert_eq!(items.len(), 2500);
         assert_eq!(items[0], "d/00000.log");
         assert_eq!(items[2499], "d/02499.log");
         assert_eq!(total, Some(2500));
         assert!(failed.is_none());
-        assert!(Items::open(&ForeachSource::Glob(Template::literal("a**")), &vars(), dir.path()).is_err());
+        assert!(
+            Items::open(
+                &ForeachSource::Glob(Template::literal("a**")),
+                &vars(),
+                dir.path()
+            )
+            .is_err()
+        );
     }
 }

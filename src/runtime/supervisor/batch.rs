@@ -327,7 +327,9 @@ impl Supervisor {
                 }
             }
         }
-        let total = self.batch_total(st).filter(|_| !matches!(source, ForeachSource::Queue(_)));
+        let total = self
+            .batch_total(st)
+            .filter(|_| !matches!(source, ForeachSource::Queue(_)));
         self.emit(Event::BatchStarted {
             stage: st,
             stage_name: name,
@@ -356,44 +358,45 @@ impl Supervisor {
                 }
                 return changed | !self.batch_open(st);
             }
-            let next: Option<(u64, Result<String, FromUtf8Error>)> = if let Some(rec) = b.held.pop_front() {
-                b.records_taken += 1;
-                let i = b.next_index;
-                b.next_index += 1;
-                Some((i, String::from_utf8(rec)))
-            } else if let Some(items) = b.items.as_mut() {
-                let index = items.taken();
-                match items.next() {
-                    Next::Item(item) => Some((index, item)),
-                    Next::Pending => return changed,
-                    Next::End => {
-                        self.close_batch(st, BatchEnd::Exhausted);
-                        return true;
+            let next: Option<(u64, Result<String, FromUtf8Error>)> =
+                if let Some(rec) = b.held.pop_front() {
+                    b.records_taken += 1;
+                    let i = b.next_index;
+                    b.next_index += 1;
+                    Some((i, String::from_utf8(rec)))
+                } else if let Some(items) = b.items.as_mut() {
+                    let index = items.taken();
+                    match items.take() {
+                        Next::Item(item) => Some((index, item)),
+                        Next::Pending => return changed,
+                        Next::End => {
+                            self.close_batch(st, BatchEnd::Exhausted);
+                            return true;
+                        }
+                        Next::Failed(error) => {
+                            self.close_batch(st, BatchEnd::SourceFailed(error.clone()));
+                            self.source_failed(st, error);
+                            return true;
+                        }
                     }
-                    Next::Failed(error) => {
-                        self.close_batch(st, BatchEnd::SourceFailed(error.clone()));
-                        self.source_failed(st, error);
-                        return true;
+                } else if let Some(rx) = &b.records {
+                    match rx.try_recv() {
+                        Ok(rec) => {
+                            b.records_taken += 1;
+                            let i = b.next_index;
+                            b.next_index += 1;
+                            Some((i, String::from_utf8(rec)))
+                        }
+                        Err(TryRecvError::Empty) => return changed,
+                        Err(TryRecvError::Disconnected) => {
+                            b.records = None;
+                            continue;
+                        }
                     }
-                }
-            } else if let Some(rx) = &b.records {
-                match rx.try_recv() {
-                    Ok(rec) => {
-                        b.records_taken += 1;
-                        let i = b.next_index;
-                        b.next_index += 1;
-                        Some((i, String::from_utf8(rec)))
-                    }
-                    Err(TryRecvError::Empty) => return changed,
-                    Err(TryRecvError::Disconnected) => {
-                        b.records = None;
-                        continue;
-                    }
-                }
-            } else {
-                self.close_batch(st, BatchEnd::Exhausted);
-                return true;
-            };
+                } else {
+                    self.close_batch(st, BatchEnd::Exhausted);
+                    return true;
+                };
             let Some((index, item)) = next else {
                 return changed;
             };
@@ -406,12 +409,7 @@ impl Supervisor {
 
     /// One item of the source: an instance waiting to start (true), or one that ends
     /// at once (resumed, not UTF-8).
-    fn new_item(
-        &mut self,
-        st: usize,
-        index: u64,
-        item: Result<String, FromUtf8Error>,
-    ) -> bool {
+    fn new_item(&mut self, st: usize, index: u64, item: Result<String, FromUtf8Error>) -> bool {
         let item = match item {
             Ok(item) => item,
             Err(e) => {
@@ -537,6 +535,20 @@ impl Supervisor {
         b.tally.unmet[cond_slot(cond)].as_deref()
     }
 
+    /// A foreach stage with `halt`: its items' ends are judged together.
+    pub(super) fn batch_judged_whole(&self, stage: usize) -> bool {
+        self.batches[stage]
+            .as_ref()
+            .is_some_and(|b| b.halt.is_some())
+    }
+
+    /// Items of a foreach stage not ended yet.
+    pub(super) fn batch_running(&self, stage: usize) -> bool {
+        self.batches[stage]
+            .as_ref()
+            .is_some_and(|b| b.running() > 0)
+    }
+
     /// The stage halted on its `success` threshold.
     pub(super) fn batch_halted_success(&self, stage: usize) -> bool {
         self.batches[stage]
@@ -558,14 +570,28 @@ impl Supervisor {
         let ended = std::mem::take(&mut b.ended);
         let mut kept = Vec::new();
         for id in ended {
-            let Some(inst) = self.insts.get(id) else { continue };
+            let Some(inst) = self.insts.get(id) else {
+                continue;
+            };
             if !inst.is_final() || !inst.pgids.is_empty() || !inst.expected_by.is_empty() {
                 kept.push(id);
                 continue;
             }
             if let Some(inst) = self.insts.remove(id) {
-                for (q, port) in inst.ports_used {
-                    self.queues[q].port_owner.remove(&port);
+                let succeeded =
+                    matches!(inst.life, super::instance::Life::Ended(State::Succeeded(_)))
+                        || inst.info.resumed;
+                if succeeded {
+                    for (q, port) in inst.ports_used {
+                        self.queues[q].port_owner.remove(&port);
+                    }
+                } else {
+                    // Listed in the report: its records are counted at the end.
+                    self.folded_listed.push(super::Listed {
+                        id,
+                        stage: st,
+                        block: inst.block.as_ref().map(|b| b.records),
+                    });
                 }
             }
             self.by_stage[st].retain(|&x| x != id);

@@ -76,13 +76,17 @@ impl Block {
 
     /// `FIRST-LAST`: the record numbers it holds.
     pub(super) fn item(&self) -> String {
-        format!("{}-{}", self.first, self.first + self.count.saturating_sub(1))
+        format!(
+            "{}-{}",
+            self.first,
+            self.first + self.count.saturating_sub(1)
+        )
     }
 
     fn spill(&mut self) -> std::io::Result<()> {
         if self.file.is_none() {
-            let fd = memfd_create(c"prun-block", MFdFlags::MFD_CLOEXEC)
-                .map_err(std::io::Error::from)?;
+            let fd =
+                memfd_create(c"prun-block", MFdFlags::MFD_CLOEXEC).map_err(std::io::Error::from)?;
             self.file = Some(std::fs::File::from(fd));
         }
         if let Some(f) = &mut self.file {
@@ -95,7 +99,10 @@ impl Block {
     /// The finished block, as an instance's stdin.
     pub(super) fn finish(mut self) -> std::io::Result<BlockInput> {
         self.spill()?;
-        let file = self.file.take().ok_or_else(|| std::io::Error::other("no block"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| std::io::Error::other("no block"))?;
         Ok(BlockInput {
             fd: OwnedFd::from(file),
             records: self.count,
@@ -169,9 +176,7 @@ impl Supervisor {
     /// The delimiter records of the stage's queue end with.
     pub(super) fn block_delim(&self, st: usize) -> Option<u8> {
         match self.batches[st].as_ref().map(|b| &b.source) {
-            Some(crate::plan::ForeachSource::Queue(q)) => {
-                self.plan.queues[*q].framing.delimiter()
-            }
+            Some(crate::plan::ForeachSource::Queue(q)) => self.plan.queues[*q].framing.delimiter(),
             _ => Some(b'\n'),
         }
     }

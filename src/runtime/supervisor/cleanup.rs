@@ -190,10 +190,15 @@ impl Supervisor {
                 }),
             }
         }
-        for id in self.insts.ids() {
-            let stage = &self.plan.stages[self.insts[id].info.stage];
+        let held = self.insts.ids().into_iter().map(|id| {
+            let inst = &self.insts[id];
+            (id, inst.info.stage, inst.block.as_ref().map(|b| b.records))
+        });
+        let folded = self.folded_listed.iter().map(|l| (l.id, l.stage, l.block));
+        let all: Vec<(InstanceId, usize, Option<u64>)> = held.chain(folded).collect();
+        for (id, stage, block) in all {
+            let stage = &self.plan.stages[stage];
             // A block of records (`foreach: {queue, batch}`) on its stdin.
-            let block = self.insts[id].block.as_ref().map(|b| b.records);
             let count = |queues: Vec<QueueId>, map: &HashMap<InstanceId, u64>| {
                 if queues.is_empty() {
                     Some(0)

@@ -169,7 +169,9 @@ impl Supervisor {
             .unwrap_or_default();
         let mut running = 0;
         for id in live {
-            let Some(inst) = self.insts.get(id) else { continue };
+            let Some(inst) = self.insts.get(id) else {
+                continue;
+            };
             match &inst.life {
                 Life::Running(_) => {
                     running += 1;

@@ -103,6 +103,15 @@ pub use orphans::children_of;
 /// Longest sleep of the loop, a safety net only (SIGCHLD wakes it).
 const MAX_WAIT: Duration = Duration::from_millis(250);
 
+/// A foreach item that was folded but is listed in the report (it did not succeed):
+/// what the final record counts need.
+struct Listed {
+    id: InstanceId,
+    stage: usize,
+    /// Records of its block (`foreach: {queue, batch}`).
+    block: Option<u64>,
+}
+
 /// Who a pid belongs to.
 #[derive(Debug, Clone, Copy)]
 enum Owner {
@@ -143,6 +152,8 @@ pub struct Supervisor {
     batches: Vec<Option<Batch>>,
     /// A foreach stage has more items to look at than one pass takes: do not sleep.
     more_work: bool,
+    /// Folded items the report lists (failed, skipped, …): counted at the end.
+    folded_listed: Vec<Listed>,
     /// `(stage, item)` pairs that succeeded in the `--resume` report.
     resume: HashSet<(String, String)>,
     /// A deadlock seen by the last check: who, and since when (confirmed after a grace).
@@ -242,6 +253,7 @@ impl Supervisor {
             ctl: None,
             batches,
             more_work: false,
+            folded_listed: Vec::new(),
             resume: HashSet::new(),
             deadlock_seen: None,
             next_deadlock_check: now,
@@ -483,7 +495,11 @@ impl Supervisor {
                 action,
             } => {
                 // A line read after its instance was folded, or of an earlier run.
-                if self.insts.get(id).is_none_or(|i| i.generation != generation) {
+                if self
+                    .insts
+                    .get(id)
+                    .is_none_or(|i| i.generation != generation)
+                {
                     return;
                 }
                 match action {

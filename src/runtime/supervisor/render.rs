@@ -25,7 +25,9 @@ impl Supervisor {
                 };
                 (total, parts)
             }
-            crate::plan::Instances::Replicas { .. } => (self.by_stage[info.stage].len(), Vec::new()),
+            crate::plan::Instances::Replicas { .. } => {
+                (self.by_stage[info.stage].len(), Vec::new())
+            }
         };
         InstanceVars {
             stage: &info.stage_name,

@@ -123,6 +123,10 @@ impl Supervisor {
     pub(super) fn after_check(&self, stage_id: usize) -> Check {
         let stage = &self.plan.stages[stage_id];
         for &(dep, cond) in &stage.after {
+            // A stage with `halt` is judged as a whole, once its items are over.
+            if self.batch_judged_whole(dep) && (self.batch_open(dep) || self.batch_running(dep)) {
+                return Check::Wait;
+            }
             let halted_ok = self.batch_halted_success(dep);
             if let Some(why) = self.batch_unmet(dep, cond) {
                 return Check::Skip(why.to_string());
