@@ -24,6 +24,8 @@ use crate::runtime::place::{group_alive, signal_group};
 
 impl Supervisor {
     pub(super) fn finish(mut self) -> i32 {
+        // Other hosts first: their run directories, the Slurm sweep, the connections.
+        self.finish_remote();
         // Stray group members (a leader ended, its background children did not), stop
         // commands, and probes.
         let mut groups: Vec<i32> = self
