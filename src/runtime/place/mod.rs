@@ -71,6 +71,10 @@ pub struct RemoteRun {
     pub ended: Option<Ended>,
     /// Everything the pump saw, once the client's stderr ended.
     pub seen: Option<Seen>,
+    /// prun signalled the local client before the remote side started (a stop while
+    /// the engine connected or the job was queued): its end is prun's doing, not the
+    /// engine's failure.
+    pub stopped_early: bool,
 }
 
 impl RemoteRun {

@@ -145,8 +145,18 @@ impl Supervisor {
             return;
         };
         let client = run.launched.pid;
-        if let Some(spec) = self.places.signal(run.place, &run.launched, sig) {
-            self.spawn_remote_signal(id, client, sig, spec);
+        match self.places.signal(run.place, &run.launched, sig) {
+            Some(spec) => self.spawn_remote_signal(id, client, sig, spec),
+            None => {
+                if sig != libc::SIGCONT
+                    && let Some(r) = self
+                        .insts[id]
+                        .run_mut()
+                        .and_then(|r| r.launched.remote.as_mut())
+                {
+                    r.stopped_early = true;
+                }
+            }
         }
     }
 }

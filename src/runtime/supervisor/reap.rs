@@ -168,10 +168,18 @@ impl Supervisor {
                 r.reader_exited(port.id);
             }
         }
+        let stopped_early = run
+            .launched
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.stopped_early);
         let (end, lost) = match self.places.outcome(run.place, &run.launched(), end) {
             Outcome::Ended(end) => (end, None),
-            // Asked to stop before the remote side said how it ended: the reason stands.
-            Outcome::EngineFailed { .. } | Outcome::Lost(_) if why.is_some() => {
+            // Asked to stop before the remote side said how it ended: the reason
+            // stands (an engine that failed on its own, unasked, could not start).
+            Outcome::EngineFailed { .. } | Outcome::Lost(_)
+                if why.is_some() && (stopped_early || self.remote_started(&run)) =>
+            {
                 let state = self.stopped_state(id, why, None);
                 self.finish_run(id, state);
                 return;

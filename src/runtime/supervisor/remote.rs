@@ -378,6 +378,14 @@ impl Supervisor {
         true
     }
 
+    /// The remote side of this run reported its start.
+    pub(super) fn remote_started(&self, run: &super::instance::Run) -> bool {
+        run.launched
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.started.is_some())
+    }
+
     /// Spawn the command that signals a remote instance.
     pub(super) fn spawn_remote_signal(
         &mut self,
