@@ -162,14 +162,15 @@ fn write_reply(stream: &mut UnixStream, reply: &CtlReply) -> bool {
 
 /// True when the client closed its end (checked while a reply is pending).
 fn peer_gone(stream: &UnixStream) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: stream.as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // nix has no name for POLLRDHUP (the peer shut its writing side down).
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut fds = [PollFd::new(stream.as_fd(), rdhup)];
+    let ready = poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0;
+    ready
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 /// Serve one connection; when it ends, tell the supervisor (its `SEM HOLD` permits
