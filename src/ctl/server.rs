@@ -162,15 +162,19 @@ fn write_reply(stream: &mut UnixStream, reply: &CtlReply) -> bool {
 
 /// True when the client closed its end (checked while a reply is pending).
 fn peer_gone(stream: &UnixStream) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    // nix has no name for POLLRDHUP (the peer shut its writing side down).
-    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
-    let mut fds = [PollFd::new(stream.as_fd(), rdhup)];
-    let ready = poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0;
-    ready
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR))
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, recv};
+    // Peek without waiting: 0 bytes is the peer's orderly close.
+    let mut byte = [0u8; 1];
+    match recv(
+        stream.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => true,
+        Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => false,
+        Err(_) => true,
+    }
 }
 
 /// Serve one connection; when it ends, tell the supervisor (its `SEM HOLD` permits

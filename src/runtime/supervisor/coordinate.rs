@@ -116,8 +116,8 @@ impl Supervisor {
             let name = inst.info.name.clone();
             if let Some(pgid) = inst.pid() {
                 let parked = self.broker.parked_pids(holder);
-                let blocked =
-                    !parked.is_empty() && (!verify || crate::procfs::group_is_parked(pgid, &parked));
+                let blocked = !parked.is_empty()
+                    && (!verify || crate::procfs::group_is_parked(pgid, &parked));
                 parties.push(Party {
                     holder,
                     name,
