@@ -23,6 +23,7 @@ pub mod procfs;
 pub mod remote;
 pub mod report;
 pub mod run;
+pub mod rundir;
 pub mod runtime;
 pub mod syntax;
 pub mod vocab;

@@ -14,6 +14,8 @@ use crate::plan::Plan;
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub report: Option<PathBuf>,
+    /// `--junit FILE` (`PRUN_JUNIT`): a JUnit XML report, one test case per instance.
+    pub junit: Option<PathBuf>,
     pub log_dir: Option<PathBuf>,
     pub quiet: bool,
     /// `never`, `auto`, `always`
@@ -30,6 +32,7 @@ impl RunOptions {
         crate::report::Options {
             report: self.report.clone(),
             log_dir: self.log_dir.clone(),
+            junit: self.junit.clone(),
             quiet: self.quiet,
             progress: self.progress.clone(),
             color: self.color.clone(),
@@ -51,6 +54,9 @@ impl RunOptions {
         if let Some(path) = &self.report {
             check_output_file(path).map_err(|e| format!("--report {}: {e}", path.display()))?;
         }
+        if let Some(path) = &self.junit {
+            check_output_file(path).map_err(|e| format!("--junit {}: {e}", path.display()))?;
+        }
         Ok(())
     }
 }
@@ -61,7 +67,7 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
     // `--resume REPORT.json`: a report that cannot be read is a usage error, found
     // before anything starts.
     let resume = match &opts.resume {
-        Some(path) => match crate::runtime::foreach::load_resume(path) {
+        Some(path) => match crate::report::read_resume(path) {
             Ok(done) => done,
             Err(e) => {
                 eprintln!("prun: --resume: {e}");
@@ -78,12 +84,24 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
         eprintln!("prun: {e}");
         return crate::exit::USAGE;
     }
+    // The report is a journal from now on (read `--resume` above first: it may be the
+    // same file).
+    let journal = match &opts.report {
+        Some(path) => match crate::report::Journal::create(path, &plan.name) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                eprintln!("prun: --report {}: {e}", path.display());
+                return crate::exit::USAGE;
+            }
+        },
+        None => None,
+    };
     let (log_tx, log_rx) = crossbeam_channel::bounded(1024);
     let (tx, rx) = crossbeam_channel::unbounded();
     let report_opts = opts.report_options(&plan);
     let reporter = std::thread::Builder::new()
         .name("prun-report".into())
-        .spawn(move || crate::report::render(rx, log_rx, &report_opts));
+        .spawn(move || crate::report::render(rx, log_rx, &report_opts, journal));
     let sinks = crate::runtime::Sinks {
         events: tx,
         logs: log_tx,

@@ -85,9 +85,15 @@ fn fifty_megabytes_through_a_remote_filter_arrive_intact_and_counted() {
     assert_eq!(out.queue("done")["records"], lines);
     assert_eq!(out.queue("done")["bytes"], data.len() as u64);
     let filters = out.of_stage("filter");
-    let hosts: Vec<&str> = filters.iter().map(|i| i["host"].as_str().unwrap()).collect();
+    let hosts: Vec<&str> = filters
+        .iter()
+        .map(|i| i["host"].as_str().unwrap())
+        .collect();
     assert!(hosts.contains(&"h2") && hosts.contains(&"h3"), "{hosts:?}");
-    let total_in: u64 = filters.iter().map(|i| i["records_in"].as_u64().unwrap()).sum();
+    let total_in: u64 = filters
+        .iter()
+        .map(|i| i["records_in"].as_u64().unwrap())
+        .sum();
     let total_out: u64 = filters
         .iter()
         .map(|i| i["records_out"].as_u64().unwrap())
@@ -157,7 +163,10 @@ fn a_shared_queue_spread_over_two_hosts_keeps_each_hosts_slots() {
         max.insert(host.to_string(), m);
     }
     assert!(max["h2"] <= 2 && max["h3"] <= 1, "slots exceeded: {max:?}");
-    assert!(max["h2"] >= 1 && max["h3"] >= 1, "a host was not used: {max:?}");
+    assert!(
+        max["h2"] >= 1 && max["h3"] >= 1,
+        "a host was not used: {max:?}"
+    );
 }
 
 #[test]
@@ -171,7 +180,10 @@ fn remote_exit_codes_and_signals_are_reported_exactly() {
     let out = run(&t, &h);
     out.assert_code(3);
     let i = out.instance("three");
-    assert_eq!((i["state"].as_str(), i["exit_code"].as_i64()), (Some("failed"), Some(3)));
+    assert_eq!(
+        (i["state"].as_str(), i["exit_code"].as_i64()),
+        (Some("failed"), Some(3))
+    );
     let i = out.instance("ff");
     assert_eq!(
         (i["state"].as_str(), i["exit_code"].as_i64()),
@@ -218,7 +230,12 @@ fn an_unreachable_host_or_a_refused_key_is_could_not_start_quickly() {
         "{}",
         out.context()
     );
-    assert_eq!(out.code, Some(255), "ssh's own failure code: {}", out.context());
+    assert_eq!(
+        out.code,
+        Some(255),
+        "ssh's own failure code: {}",
+        out.context()
+    );
 }
 
 #[test]

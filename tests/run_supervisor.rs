@@ -375,7 +375,7 @@ fn ready_timeout_fails_the_instance() {
         s => panic!("{s:?}"),
     }
     assert!(matches!(o.state("client"), State::Skipped { .. }));
-    assert_ne!(o.code, 0);
+    assert_eq!(o.code, prun::exit::READY_FAILED);
     assert_gone(&marker);
 }
 

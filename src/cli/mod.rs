@@ -69,6 +69,9 @@ pub struct RunArgs {
     /// Write the final report as JSON
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write a JUnit XML report (one test case per instance)
+    #[arg(long, value_name = "FILE", env = "PRUN_JUNIT")]
+    pub junit: Option<PathBuf>,
     /// Also write every instance's raw output to DIR/<instance>.log
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
@@ -266,6 +269,7 @@ fn run(a: RunArgs) -> i32 {
     };
     let opts = crate::run::RunOptions {
         report: a.report,
+        junit: a.junit,
         log_dir: a.log_dir,
         quiet: a.quiet,
         progress: Some(progress.as_str().to_string()),

@@ -264,6 +264,21 @@ impl ReportBuilder {
         self.instances.iter().map(|r| (&r.info, &r.state))
     }
 
+    /// One instance's entry of the report, as it stands now.
+    pub fn instance_report(&self, id: usize) -> Option<InstanceReport> {
+        self.index
+            .get(&id)
+            .and_then(|&i| self.instances.get(i))
+            .map(instance_report)
+    }
+
+    /// Instance ids in the order of the report's `instances`.
+    pub fn ordered_ids(&self) -> Vec<usize> {
+        let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
+        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
+        records.into_iter().map(|r| r.info.id).collect()
+    }
+
     pub fn report(&self) -> Report {
         let (status, exit_code, duration) =
             self.status
@@ -272,32 +287,7 @@ impl ReportBuilder {
         // the run goes on, but read best in their source order.
         let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
         records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
-        let instances = records
-            .into_iter()
-            .map(|r| InstanceReport {
-                name: r.info.name.clone(),
-                stage: r.info.stage_name.clone(),
-                index: r.info.index as u64,
-                item: r.info.item.clone(),
-                pid: r.pid,
-                state: end_state(&r.state),
-                exit_code: r.state.exit_code(),
-                signal: r.state.signal().map(signal_name),
-                restarts: r.restarts,
-                started_ms: r.started.map(|d| d.as_millis() as u64),
-                duration_ms: match (r.started, r.ended) {
-                    (Some(s), Some(e)) => Some(e.saturating_sub(s).as_millis() as u64),
-                    _ => None,
-                },
-                records_in: r.records_in,
-                records_out: r.records_out,
-                detail: r.state.describe(),
-                downstream_closed: r.state == State::Succeeded(Success::DownstreamClosed),
-                resumed: r.info.resumed,
-                host: r.host.clone(),
-                node: r.node.clone(),
-            })
-            .collect();
+        let instances = records.into_iter().map(instance_report).collect();
         Report {
             pipeline: self.pipeline.clone(),
             status: match status {
@@ -311,6 +301,32 @@ impl ReportBuilder {
             queues: self.queues.clone(),
             deadlock: self.deadlock.clone(),
         }
+    }
+}
+
+fn instance_report(r: &InstanceRecord) -> InstanceReport {
+    InstanceReport {
+        name: r.info.name.clone(),
+        stage: r.info.stage_name.clone(),
+        index: r.info.index as u64,
+        item: r.info.item.clone(),
+        pid: r.pid,
+        state: end_state(&r.state),
+        exit_code: r.state.exit_code(),
+        signal: r.state.signal().map(signal_name),
+        restarts: r.restarts,
+        started_ms: r.started.map(|d| d.as_millis() as u64),
+        duration_ms: match (r.started, r.ended) {
+            (Some(s), Some(e)) => Some(e.saturating_sub(s).as_millis() as u64),
+            _ => None,
+        },
+        records_in: r.records_in,
+        records_out: r.records_out,
+        detail: r.state.describe(),
+        downstream_closed: r.state == State::Succeeded(Success::DownstreamClosed),
+        resumed: r.info.resumed,
+        host: r.host.clone(),
+        node: r.node.clone(),
     }
 }
 

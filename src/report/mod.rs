@@ -17,7 +17,9 @@
 //! terminal gets a bounded time.
 
 mod board;
+mod journal;
 mod json;
+mod junit;
 mod lines;
 mod logdir;
 mod order;
@@ -26,11 +28,11 @@ mod screen;
 mod table;
 mod term;
 
-use std::io;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select};
 
+pub use journal::{Journal, RESUME_CAP, read_resume};
 pub use json::{
     EndState, InstanceReport, QueueReport, Report, ReportBuilder, ReportStatus, report_schema,
 };
@@ -60,6 +62,8 @@ pub struct Options {
     pub progress: Option<String>,
     /// `auto`, `always`, `never`
     pub color: Option<String>,
+    /// `--junit FILE`: a JUnit XML report at the end.
+    pub junit: Option<std::path::PathBuf>,
     /// By stage id: its instances have a log pipe (each run ends with `LogClosed`).
     pub log_stages: Vec<bool>,
 }
@@ -78,6 +82,8 @@ struct Reporter {
     screen: Screen,
     lines: LineStore,
     log_dir: Option<LogDir>,
+    journal: Option<Journal>,
+    junit: Option<std::path::PathBuf>,
     write_failed: bool,
     /// prun was interrupted: log lines are taken even when the terminal stalls.
     interrupted: bool,
@@ -112,6 +118,13 @@ impl Reporter {
         if let Event::StateChanged { id, state, .. } = event
             && state.is_end()
         {
+            if let Some(j) = &mut self.journal
+                && let Some(entry) = self.builder.instance_report(*id)
+                && let Err(e) = j.append(&entry)
+            {
+                let path = j.path().display().to_string();
+                self.write_error(format!("cannot write the report journal {path}: {e}"));
+            }
             let failed = matches!(
                 state,
                 State::Failed { .. }
@@ -132,9 +145,15 @@ impl Reporter {
 }
 
 /// Consume events until the run's `Finished` event (or the channels close), render
-/// them, and write the JSON report if asked. `events` carries the supervisor's events,
-/// `logs` the stages' log lines (see `runtime::Sinks`).
-pub fn render(events: Receiver<Event>, logs: Receiver<Event>, opts: &Options) -> Rendered {
+/// them, and write the JSON report if asked (`journal`, made by [`Journal::create`]
+/// before the run starts). `events` carries the supervisor's events, `logs` the
+/// stages' log lines (see `runtime::Sinks`).
+pub fn render(
+    events: Receiver<Event>,
+    logs: Receiver<Event>,
+    opts: &Options,
+    journal: Option<Journal>,
+) -> Rendered {
     let screen = Screen::start();
     let mut r = Reporter {
         builder: ReportBuilder::new(),
@@ -146,6 +165,8 @@ pub fn render(events: Receiver<Event>, logs: Receiver<Event>, opts: &Options) ->
         screen: screen.clone(),
         lines: LineStore::default(),
         log_dir: opts.log_dir.clone().map(LogDir::new),
+        journal,
+        junit: opts.junit.clone(),
         write_failed: false,
         interrupted: false,
     };
@@ -215,22 +236,46 @@ pub fn render(events: Receiver<Event>, logs: Receiver<Event>, opts: &Options) ->
             }
         }
     }
-    finish(r, opts)
+    finish(r)
 }
 
 /// The report file first, then the table, then a bounded time for the terminal.
-fn finish(mut r: Reporter, opts: &Options) -> Rendered {
+fn finish(mut r: Reporter) -> Rendered {
     if r.write_failed {
         r.builder.fail_with_write_error();
     }
     let mut report = r.builder.report();
-    if let Some(path) = &opts.report
-        && let Err(e) = write_report(path, &report)
-    {
-        r.write_error(format!("cannot write the report {}: {e}", path.display()));
-        report.exit_code = crate::exit::with_write_failure(report.exit_code);
-        if report.status == ReportStatus::Succeeded {
-            report.status = ReportStatus::Failed;
+    if let Some(path) = &r.junit {
+        let ids = r.builder.ordered_ids();
+        let lines = &r.lines;
+        let tail = |n: usize| {
+            ids.get(n)
+                .map(|&id| {
+                    lines
+                        .tail(id, junit::FAILURE_LINES)
+                        .into_iter()
+                        .map(<[u8]>::to_vec)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if let Err(e) = junit::write(path, &report, tail) {
+            let msg = format!("cannot write the JUnit report {}: {e}", path.display());
+            r.write_error(msg);
+            report.exit_code = crate::exit::with_write_failure(report.exit_code);
+            if report.status == ReportStatus::Succeeded {
+                report.status = ReportStatus::Failed;
+            }
+        }
+    }
+    if let Some(journal) = r.journal.take() {
+        let path = journal.path().to_path_buf();
+        if let Err(e) = journal.finish(&report) {
+            r.write_error(format!("cannot write the report {}: {e}", path.display()));
+            report.exit_code = crate::exit::with_write_failure(report.exit_code);
+            if report.status == ReportStatus::Succeeded {
+                report.status = ReportStatus::Failed;
+            }
         }
     }
     r.terminal.finish(&report, &r.lines);
@@ -238,12 +283,6 @@ fn finish(mut r: Reporter, opts: &Options) -> Rendered {
     Rendered {
         write_failed: r.write_failed,
     }
-}
-
-fn write_report(path: &std::path::Path, report: &Report) -> io::Result<()> {
-    let mut text = serde_json::to_string_pretty(report).map_err(io::Error::other)?;
-    text.push('\n');
-    std::fs::write(path, text)
 }
 
 /// The report's JSON Schema as pretty-printed text (`prun schema report`).

@@ -18,11 +18,11 @@ mod msg;
 pub mod opener;
 pub mod place;
 pub mod router;
+mod scanner;
 pub mod spawn;
 mod supervisor;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_channel::Sender;
@@ -72,11 +72,11 @@ pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
 pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, String)>) -> i32 {
     let events = sinks.events.clone();
     let _lock = exclusive();
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // prun reaps every orphaned descendant (SPEC 5.4).
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
 
-    let run_dir = match make_run_dir() {
+    let run_dir = match crate::rundir::create() {
         Ok(d) => d,
         Err(e) => {
             let _ = events.send(Event::Notice {
@@ -135,27 +135,4 @@ pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, Str
     }
     let _ = std::fs::remove_dir_all(&run_dir);
     code
-}
-
-/// A private (0700) directory for this run: `${run.dir}`, the control socket.
-fn make_run_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    let pid = std::process::id();
-    for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!("prun-{pid}-{nanos:x}{attempt}"));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("no free run directory name"))
 }

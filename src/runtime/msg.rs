@@ -32,6 +32,8 @@ pub enum Msg {
     ProbeOk { id: InstanceId, generation: u64 },
     /// A log drain thread ended.
     DrainDone,
+    /// prun's descendants, read off the loop (`scanner`): (pid, parent, group).
+    Descendants(Vec<(i32, i32, i32)>),
     /// The files of a start (`token`) were opened off the loop, or could not be.
     Opened {
         id: InstanceId,

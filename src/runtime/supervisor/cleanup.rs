@@ -14,16 +14,18 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgid, getpgrp};
 
-use super::orphans::{children_of, group_is_ours, process_table};
+use super::orphans::{children_of, group_is_ours};
 use super::queues::{input_queues, output_queues};
 use super::{Owner, Supervisor};
 use crate::event::{Event, InstanceId, RunStatus, ShutdownCause};
 use crate::plan::{QueueId, Wiring};
 use crate::runtime::msg::Msg;
 use crate::runtime::place::{group_alive, signal_group};
+use crate::runtime::scanner;
 
 impl Supervisor {
     pub(super) fn finish(mut self) -> i32 {
+        self.scanner = None;
         // Other hosts first: their run directories, the Slurm sweep, the connections.
         self.finish_remote();
         // Stray group members (a leader ended, its background children did not), stop
@@ -43,11 +45,18 @@ impl Supervisor {
         groups.dedup();
         // The /proc walk is only needed when a group is still alive (rare at a normal end).
         let alive: Vec<i32> = groups.iter().copied().filter(|&g| group_alive(g)).collect();
-        if !alive.is_empty() {
-            let table = process_table(self.self_pid);
+        if !alive.is_empty() || !self.adopted_pids.is_empty() {
+            let table = scanner::table(self.self_pid);
             for &g in &alive {
                 if group_is_ours(&table, g, self.self_pid) {
                     signal_group(g, libc::SIGKILL);
+                }
+            }
+            // Descendants that joined prun's own group: one by one (still prun's
+            // descendants, so not a recycled pid).
+            for &(pid, _, pgrp) in &table {
+                if pgrp == getpgrp().as_raw() && self.adopted_pids.contains(&pid) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
         }

@@ -149,8 +149,7 @@ impl Supervisor {
             Some(spec) => self.spawn_remote_signal(id, client, sig, spec),
             None => {
                 if sig != libc::SIGCONT
-                    && let Some(r) = self
-                        .insts[id]
+                    && let Some(r) = self.insts[id]
                         .run_mut()
                         .and_then(|r| r.launched.remote.as_mut())
                 {

@@ -158,9 +158,14 @@ pub struct Supervisor {
     next_deadlock_check: Instant,
     /// Next `QueueProgress` report (routed queues only).
     next_queue_tick: Option<Instant>,
-    /// Next look for escaped descendants, and the groups handed to the guardian so far.
-    next_escape_scan: Instant,
+    /// Reads prun's process tree off the loop (escaped descendants).
+    scanner: Option<crate::runtime::scanner::Scanner>,
+    /// Groups that left their instance and processes that joined prun's own group,
+    /// handed to the guardian so far.
     adopted: HashSet<i32>,
+    adopted_pids: HashSet<i32>,
+    /// Descendants in prun's own group at the last scan.
+    in_own_group: HashSet<i32>,
     /// `PRUN_EXE` and the directory put first on every stage's PATH.
     exe: Option<PathBuf>,
     routers: Vec<Option<QueueRouter>>,
@@ -252,8 +257,10 @@ impl Supervisor {
             deadlock_seen: None,
             next_deadlock_check: now,
             next_queue_tick: None,
-            next_escape_scan: now + orphans::ESCAPE_SCAN,
+            scanner: None,
             adopted: HashSet::new(),
+            adopted_pids: HashSet::new(),
+            in_own_group: HashSet::new(),
             exe: std::env::current_exe().ok(),
             routers,
             queues,
@@ -295,16 +302,8 @@ impl Supervisor {
             instances: self.insts.iter().map(|i| i.info.clone()).collect(),
             queues: self.plan.queues.iter().map(|q| q.name.clone()).collect(),
         });
-        match Guardian::start() {
-            Ok(g) => {
-                self.owners.insert(g.pid(), Owner::Guardian);
-                self.guardian = Some(g);
-            }
-            Err(e) => self.notice(
-                Level::Warning,
-                format!("could not start the guardian process ({e}); a SIGKILL of prun may leave stages behind"),
-            ),
-        }
+        self.start_guardian();
+        self.start_scanner();
         for q in 0..self.plan.queues.len() {
             if self.plan.queues[q].wiring == Wiring::Routed {
                 let qp = &self.plan.queues[q];
@@ -331,7 +330,6 @@ impl Supervisor {
             self.fire_due(now);
             self.expire_ctl(now);
             self.queue_tick(now);
-            self.escape_scan(now);
             self.schedule();
             self.check_queues();
             self.advance_shutdown();
@@ -382,9 +380,6 @@ impl Supervisor {
         consider(self.broker.next_deadline());
         consider(self.next_queue_tick);
         consider(self.next_cut_deadline());
-        if self.live.iter().any(|&id| self.insts[id].pid().is_some()) {
-            consider(Some(self.next_escape_scan));
-        }
         if self.deadlock_seen.is_some() {
             consider(Some(self.next_deadlock_check));
         }
@@ -474,6 +469,7 @@ impl Supervisor {
             // Reaping happens at the top of every pass.
             Msg::Child => {}
             Msg::DrainDone => self.drains = self.drains.saturating_sub(1),
+            Msg::Descendants(table) => self.on_descendants(table),
             Msg::Signal(sig) => self.on_signal(sig),
             Msg::Line {
                 id,

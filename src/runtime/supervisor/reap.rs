@@ -8,6 +8,7 @@
 //! ([`Life::Judging`]): it is `succeeded (downstream closed)` when every reader of its
 //! queues had ended, which the reader's own exit (reaped in any order) tells.
 
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -17,7 +18,7 @@ use nix::unistd::Pid;
 use super::instance::{Life, Permit, Probe, Readiness, StopWhy};
 use super::{Owner, Supervisor};
 use crate::event::{Event, InstanceId, Level, ProcessEnd, State, Success};
-use crate::plan::{OnFailure, ProbeKind, RestartPolicy, Trigger};
+use crate::plan::{OnFailure, Output, ProbeKind, RestartPolicy, Trigger};
 use crate::runtime::place::{Outcome, group_alive, signal_group};
 
 /// How long a SIGPIPE death waits for its readers' exits to be reaped before it is
@@ -302,9 +303,16 @@ impl Supervisor {
         }
     }
 
-    /// Every reader of every queue this instance writes has ended.
+    /// Every reader of every queue this instance writes has ended, or it writes to
+    /// prun's own stdout or stderr (`inherit`) and nobody reads that any more
+    /// (`prun p.yaml | head -1`), as in a shell.
     fn downstream_closed(&self, id: InstanceId) -> bool {
         let stage = &self.plan.stages[self.insts[id].info.stage];
+        if (stage.stdout == Output::Inherit && reader_gone(std::io::stdout().as_fd()))
+            || (stage.stderr == Output::Inherit && reader_gone(std::io::stderr().as_fd()))
+        {
+            return true;
+        }
         let outs = super::queues::output_queues(stage);
         !outs.is_empty()
             && outs
@@ -393,10 +401,11 @@ impl Supervisor {
 /// Pipeline exit code an end state contributes, if it is a failure.
 pub(super) fn failure_code(state: &State, start_error_code: i32) -> Option<i32> {
     match state {
-        // Not ready: how the process ended after prun stopped it says nothing.
+        // Not ready: how the process ended after prun stopped it says nothing; the
+        // code says what happened without reading as a signal (`crate::exit`).
         State::Failed {
             reason: Some(_), ..
-        } => Some(1),
+        } => Some(crate::exit::READY_FAILED),
         State::Failed {
             end: Some(ProcessEnd::Exited(c)),
             ..
@@ -407,8 +416,19 @@ pub(super) fn failure_code(state: &State, start_error_code: i32) -> Option<i32> 
         } => Some(128 + s),
         State::Failed { end: None, .. } => Some(1),
         State::Killed { signal } => Some(128 + signal),
-        State::TimedOut { .. } => Some(124),
+        State::TimedOut { .. } => Some(crate::exit::TIMED_OUT),
         State::CouldNotStart { .. } => Some(start_error_code),
         _ => None,
     }
+}
+
+/// The read end of this pipe (or socket) is closed: writing would raise SIGPIPE. A
+/// zero-timeout poll, so it never blocks.
+fn reader_gone(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
 }
