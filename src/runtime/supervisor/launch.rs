@@ -79,9 +79,17 @@ impl Supervisor {
         }
         let mut router_ends: Vec<(RouterPort, OwnedFd)> = Vec::new();
         let mut log_read: Option<OwnedFd> = None;
+        let mut out_read: Option<OwnedFd> = None;
         let place = 0;
         let result = self
-            .wire(id, files, &mut spec, &mut router_ends, &mut log_read)
+            .wire(
+                id,
+                files,
+                &mut spec,
+                &mut router_ends,
+                &mut log_read,
+                &mut out_read,
+            )
             .and_then(|()| self.places[place].launch(spec, self.guardian_fd()));
         let launched = match result {
             Ok(l) => l,
@@ -134,6 +142,18 @@ impl Supervisor {
         }
         if let Some(r) = log_read {
             self.start_drain(id, generation, r);
+        }
+        if let Some(r) = out_read {
+            match drain::start_passthrough(r, id, self.logs.clone(), self.msg_tx.clone()) {
+                Ok(()) => self.drains += 1,
+                Err(e) => self.notice(
+                    Level::Error,
+                    format!(
+                        "cannot pass on the output of {}: {e}",
+                        self.insts[id].info.name
+                    ),
+                ),
+            }
         }
         self.show(id, State::Running);
         self.fire_sets(id, |t| matches!(t, Trigger::Started));
