@@ -162,14 +162,19 @@ fn write_reply(stream: &mut UnixStream, reply: &CtlReply) -> bool {
 
 /// True when the client closed its end (checked while a reply is pending).
 fn peer_gone(stream: &UnixStream) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: stream.as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, recv};
+    // Peek without waiting: 0 bytes is the peer's orderly close.
+    let mut byte = [0u8; 1];
+    match recv(
+        stream.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => true,
+        Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => false,
+        Err(_) => true,
+    }
 }
 
 /// Serve one connection; when it ends, tell the supervisor (its `SEM HOLD` permits

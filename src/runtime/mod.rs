@@ -79,8 +79,8 @@ pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
 pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, String)>) -> i32 {
     let events = sinks.events.clone();
     let _lock = exclusive();
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // prun reaps every orphaned descendant (SPEC 5.4).
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
 
     let run_dir = match crate::rundir::create() {
