@@ -262,6 +262,12 @@ pub enum Event {
         id: InstanceId,
         line: Vec<u8>,
     },
+    /// Bytes a stage on `stdout: inherit` wrote, passed through because prun's stdout
+    /// is a terminal (on the log channel, ended by [`Event::LogClosed`] like a log).
+    Output {
+        id: InstanceId,
+        bytes: Vec<u8>,
+    },
     /// An instance's log pipe reached its end (sent after its last [`Event::Log`] line,
     /// once per run of the instance that had a log pipe): whatever it printed has been
     /// passed on.

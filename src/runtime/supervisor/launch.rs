@@ -89,9 +89,17 @@ impl Supervisor {
         }
         let mut router_ends: Vec<(RouterPort, OwnedFd)> = Vec::new();
         let mut log_read: Option<OwnedFd> = None;
+        let mut out_read: Option<OwnedFd> = None;
         let opts = place.host().map(|_| self.remote_opts(id));
         let result = self
-            .wire(id, files, &mut spec, &mut router_ends, &mut log_read)
+            .wire(
+                id,
+                files,
+                &mut spec,
+                &mut router_ends,
+                &mut log_read,
+                &mut out_read,
+            )
             .and_then(|()| self.places.launch(place, spec, self.guardian_fd(), opts));
         let (launched, pump) = match result {
             Ok(l) => l,
@@ -152,6 +160,18 @@ impl Supervisor {
         }
         if let Some(r) = log_read {
             self.start_drain(id, generation, r);
+        }
+        if let Some(r) = out_read {
+            match drain::start_passthrough(r, id, self.logs.clone(), self.msg_tx.clone()) {
+                Ok(()) => self.drains += 1,
+                Err(e) => self.notice(
+                    Level::Error,
+                    format!(
+                        "cannot pass on the output of {}: {e}",
+                        self.insts[id].info.name
+                    ),
+                ),
+            }
         }
         self.show(id, State::Running);
         self.fire_sets(id, |t| matches!(t, Trigger::Started));

@@ -127,6 +127,8 @@ pub struct Supervisor {
     plan: Plan,
     events: Sender<Event>,
     logs: Sender<Event>,
+    /// Stages on `stdout: inherit` write into a pipe prun passes through (`Sinks`).
+    pass_stdout: bool,
     msg_tx: Sender<Msg>,
     msg_rx: Receiver<Msg>,
     router_tx: Sender<RouterEvent>,
@@ -234,6 +236,7 @@ impl Supervisor {
             plan,
             events: sinks.events,
             logs: sinks.logs,
+            pass_stdout: sinks.pass_stdout,
             msg_tx,
             msg_rx,
             router_tx,
