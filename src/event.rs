@@ -277,6 +277,13 @@ pub enum Event {
         at: Duration,
         restarts: u32,
     },
+    /// An instance runs on a host of `hosts:` (sent at each launch there), and, for a
+    /// Slurm step, on which `node` (sent again once the step reports it).
+    Placed {
+        id: InstanceId,
+        host: String,
+        node: Option<String>,
+    },
     /// An instance ended and will be started again after `delay`.
     Restarting {
         id: InstanceId,
@@ -287,6 +294,12 @@ pub enum Event {
     Log {
         id: InstanceId,
         line: Vec<u8>,
+    },
+    /// Bytes a stage on `stdout: inherit` wrote, passed through because prun's stdout
+    /// is a terminal (on the log channel, ended by [`Event::LogClosed`] like a log).
+    Output {
+        id: InstanceId,
+        bytes: Vec<u8>,
     },
     /// An instance's log pipe reached its end (sent after its last [`Event::Log`] line,
     /// once per run of the instance that had a log pipe): whatever it printed has been

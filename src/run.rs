@@ -23,6 +23,9 @@ pub struct RunOptions {
     /// `auto`, `always`, `never`
     pub color: Option<String>,
     pub resume: Option<PathBuf>,
+    /// prun's stdout is a terminal: stages on `stdout: inherit` are passed through
+    /// above the board (see `runtime::Sinks`).
+    pub pass_stdout: bool,
 }
 
 impl RunOptions {
@@ -36,10 +39,13 @@ impl RunOptions {
             quiet: self.quiet,
             progress: self.progress.clone(),
             color: self.color.clone(),
-            log_stages: plan
+            log_pipes: plan
                 .stages
                 .iter()
-                .map(|s| s.stdout == Output::Log || s.stderr == Output::Log)
+                .map(|s| {
+                    u32::from(s.stdout == Output::Log || s.stderr == Output::Log)
+                        + u32::from(self.pass_stdout && s.stdout == Output::Inherit)
+                })
                 .collect(),
         }
     }
@@ -103,6 +109,7 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
         .name("prun-report".into())
         .spawn(move || crate::report::render(rx, log_rx, &report_opts, journal));
     let sinks = crate::runtime::Sinks {
+        pass_stdout: opts.pass_stdout,
         events: tx,
         logs: log_tx,
     };

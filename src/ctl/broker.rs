@@ -362,7 +362,7 @@ impl CtlBroker {
     }
 
     /// Pids of `holder`'s processes parked in a wait without a deadline (for
-    /// [`super::group_is_parked`]): an instance is blocked only if it has some and
+    /// [`crate::procfs::group_is_parked`]): an instance is blocked only if it has some and
     /// everything else in its group is passive.
     pub fn parked_pids(&self, holder: HolderId) -> HashSet<i32> {
         let s = self
@@ -409,6 +409,7 @@ mod tests {
         (
             CtlRequest {
                 conn,
+                via: None,
                 peer_pid: 4242,
                 peer_uid: 0,
                 command,

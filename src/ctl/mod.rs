@@ -37,7 +37,7 @@
 //! command's status (128+N when killed by signal N; 126/127 when it cannot be run).
 
 pub mod broker;
-pub mod procfs;
+
 pub mod server;
 
 use std::ffi::OsString;
@@ -47,9 +47,9 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::procfs::{group_is_parked, owner_of, parent_of, process_group_of};
 pub use crate::rundir::create as create_run_dir;
 pub use broker::{BrokerOutcome, CtlBroker};
-pub use procfs::{group_is_parked, owner_of, parent_of, process_group_of};
 pub use server::{CtlRequest, CtlServer};
 
 /// Longest request line accepted, newline included.

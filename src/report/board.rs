@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use indicatif::{HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::screen::{BoardTerm, Screen, terminal_size};
 use crate::event::InstanceId;
@@ -340,8 +340,8 @@ impl Board {
         };
         row.bar.set_prefix(prefix);
         let mut parts: Vec<String> = Vec::new();
-        for (i, &c) in row.counts.iter().enumerate() {
-            if c == 0 || (row.total.is_some() && i == 2) {
+        for (i, c) in shown_counts(&row.counts) {
+            if row.total.is_some() && i == 2 {
                 continue;
             }
             let text = format!("{c} {}", STATES[i].replace('_', " "));
@@ -368,7 +368,7 @@ impl Board {
         if let Some(total) = row.total {
             let pos = row.bar.position();
             if row.active() && pos > 0 && pos < total {
-                let _ = write!(msg, " · ETA {}", HumanDuration(row.bar.eta()));
+                let _ = write!(msg, " · ETA {}", elapsed(row.bar.eta()));
             }
         }
         row.bar.set_message(msg);
@@ -430,10 +430,12 @@ impl Board {
             self.multi.remove(&self.summary);
         }
         for k in &keys {
-            self.multi.add(self.bar(*k).clone());
+            let bar = self.multi.add(self.bar(*k).clone());
+            // A bar added again has no line in the board until it draws.
+            bar.tick();
         }
         if want_summary {
-            self.multi.add(self.summary.clone());
+            self.multi.add(self.summary.clone()).tick();
         }
         self.shown = keys;
         self.summary_shown = want_summary;
@@ -467,10 +469,8 @@ impl Board {
             ));
         }
         let mut msg = format!("… {}", head.join(", "));
-        let parts: Vec<String> = counts
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
+        let parts: Vec<String> = shown_counts(&counts)
+            .into_iter()
             .map(|(i, c)| {
                 paint(
                     self.color,
@@ -484,6 +484,23 @@ impl Board {
         }
         msg
     }
+}
+
+/// The counts worth showing: `ready` is shown as running (a probe passed; the board
+/// shows what runs).
+fn shown_counts(counts: &[usize; STATES.len()]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (i, &c) in counts.iter().enumerate() {
+        let c = match i {
+            0 => c + counts[1],
+            1 => 0,
+            _ => c,
+        };
+        if c > 0 {
+            out.push((i, c));
+        }
+    }
+    out
 }
 
 /// Rows the board may take: a third of the terminal, at least two.

@@ -67,8 +67,9 @@ pub struct Options {
     pub color: Option<String>,
     /// `--junit FILE`: a JUnit XML report at the end.
     pub junit: Option<std::path::PathBuf>,
-    /// By stage id: its instances have a log pipe (each run ends with `LogClosed`).
-    pub log_stages: Vec<bool>,
+    /// By stage id: the pipes prun reads per run of an instance (its log, a passed
+    /// through stdout), each ended with `LogClosed`.
+    pub log_pipes: Vec<u32>,
 }
 
 /// How the reporter ended: `write_failed` when a log or report file could not be
@@ -89,8 +90,8 @@ struct Reporter {
     junit: Option<std::path::PathBuf>,
     /// Foreach items not forgotten yet (see `retire`).
     retire: Retire,
-    /// By stage id: its runs have a log pipe.
-    log_stages: Vec<bool>,
+    /// By stage id: the pipes prun reads per run (each ends with `LogClosed`).
+    log_pipes: Vec<u32>,
     write_failed: bool,
     /// prun was interrupted: log lines are taken even when the terminal stalls.
     interrupted: bool,
@@ -124,8 +125,8 @@ impl Reporter {
                 }
             }
             Event::InstanceAdded(info) if info.item.is_some() => {
-                let logs = self.log_stages.get(info.stage).copied().unwrap_or(false);
-                self.retire.added(info.id, logs);
+                let pipes = self.log_pipes.get(info.stage).copied().unwrap_or(0);
+                self.retire.added(info.id, pipes);
             }
             Event::StateChanged {
                 id,
@@ -194,7 +195,7 @@ pub fn render(
         terminal: Terminal::new(
             TerminalOptions::from_run_options(opts),
             screen.clone(),
-            opts.log_stages.clone(),
+            opts.log_pipes.clone(),
         ),
         screen: screen.clone(),
         lines: LineStore::default(),
@@ -202,7 +203,7 @@ pub fn render(
         journal,
         junit: opts.junit.clone(),
         retire: Retire::default(),
-        log_stages: opts.log_stages.clone(),
+        log_pipes: opts.log_pipes.clone(),
         write_failed: false,
         interrupted: false,
     };
@@ -228,48 +229,49 @@ pub fn render(
             let poll = now + Duration::from_millis(10);
             wake = Some(wake.map_or(poll, |w| w.min(poll)));
         }
-        let mut sel = Select::new();
-        let ev = sel.recv(&events);
-        let lg = take_logs.then(|| sel.recv(&logs));
-        let oper = match wake {
-            Some(at) => match sel.select_deadline(at) {
-                Ok(op) => op,
-                Err(_) => continue,
-            },
-            None => sel.select(),
-        };
-        let index = oper.index();
-        if index == ev {
-            match oper.recv(&events) {
-                Ok(Event::Finished {
-                    status,
-                    exit_code,
-                    duration,
-                }) => {
-                    // Every drain sent its last line before the supervisor finished:
-                    // pass on what is still queued, then the end.
-                    let now = Instant::now();
-                    while let Ok(e) = logs.try_recv() {
-                        r.apply(&e, now);
+        // The supervisor's events first: an instance is announced on `events` before
+        // its process can write a line on `logs`, so its name is known by then.
+        let next = match events.try_recv() {
+            Ok(e) => Some(e),
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                let mut sel = Select::new();
+                let ev = sel.recv(&events);
+                let lg = take_logs.then(|| sel.recv(&logs));
+                let oper = match wake {
+                    Some(at) => match sel.select_deadline(at) {
+                        Ok(op) => op,
+                        Err(_) => continue,
+                    },
+                    None => sel.select(),
+                };
+                let index = oper.index();
+                if index == ev {
+                    oper.recv(&events).ok()
+                } else if Some(index) == lg {
+                    match oper.recv(&logs) {
+                        Ok(e) => r.apply(&e, now),
+                        Err(_) => logs_open = false,
                     }
-                    r.apply(
-                        &Event::Finished {
-                            status,
-                            exit_code,
-                            duration,
-                        },
-                        now,
-                    );
-                    break;
+                    continue;
+                } else {
+                    continue;
                 }
-                Ok(e) => r.apply(&e, now),
-                Err(_) => events_open = false,
             }
-        } else if Some(index) == lg {
-            match oper.recv(&logs) {
-                Ok(e) => r.apply(&e, now),
-                Err(_) => logs_open = false,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+        };
+        match next {
+            Some(finished @ Event::Finished { .. }) => {
+                // Every drain sent its last line before the supervisor finished: pass
+                // on what is still queued, then the end.
+                let now = Instant::now();
+                while let Ok(e) = logs.try_recv() {
+                    r.apply(&e, now);
+                }
+                r.apply(&finished, now);
+                break;
             }
+            Some(e) => r.apply(&e, now),
+            None => events_open = false,
         }
     }
     finish(r)

@@ -11,10 +11,11 @@ use crate::event::InstanceId;
 
 #[derive(Debug, Default)]
 struct Runs {
-    /// Runs started (each with a log pipe when `logs`), and their logs closed.
-    started: u32,
+    /// Pipes each run has (each ends with a `LogClosed`), the closes expected from the
+    /// runs started so far, and those seen.
+    pipes: u32,
+    expected: u32,
     closed: u32,
-    logs: bool,
     ended: bool,
 }
 
@@ -25,15 +26,15 @@ pub struct Retire {
 }
 
 impl Retire {
-    /// A foreach item was made; `logs`: its runs have a log pipe.
-    pub fn added(&mut self, id: InstanceId, logs: bool) {
-        self.items.entry(id).or_default().logs = logs;
+    /// A foreach item was made; each of its runs has `pipes` pipes prun reads.
+    pub fn added(&mut self, id: InstanceId, pipes: u32) {
+        self.items.entry(id).or_default().pipes = pipes;
     }
 
     /// One of its runs started.
     pub fn started(&mut self, id: InstanceId) {
         if let Some(r) = self.items.get_mut(&id) {
-            r.started += 1;
+            r.expected += r.pipes;
         }
     }
 
@@ -60,7 +61,7 @@ impl Retire {
         let ready = self
             .items
             .get(&id)
-            .is_some_and(|r| r.ended && (!r.logs || r.closed >= r.started));
+            .is_some_and(|r| r.ended && r.closed >= r.expected);
         if ready {
             self.items.remove(&id);
         }
@@ -81,22 +82,28 @@ mod tests {
     #[test]
     fn forgets_after_the_end_and_the_last_log() {
         let mut r = Retire::default();
-        r.added(1, true);
+        r.added(1, 1);
         r.started(1);
         assert!(!r.ended(1), "its log is still open");
         assert!(r.closed(1));
         assert_eq!(r.len(), 0);
         // The log closed before the start was read.
         assert!(!r.closed(2));
-        r.added(2, true);
+        r.added(2, 1);
         r.started(2);
         assert!(r.ended(2));
         // No log pipe: at its end.
-        r.added(3, false);
+        r.added(3, 0);
         r.started(3);
         assert!(r.ended(3));
+        // Two pipes (a log, a passed through stdout): both must close.
+        r.added(5, 2);
+        r.started(5);
+        assert!(!r.closed(5));
+        assert!(!r.ended(5));
+        assert!(r.closed(5));
         // Two runs (a restart): both logs must close.
-        r.added(4, true);
+        r.added(4, 1);
         r.started(4);
         r.started(4);
         assert!(!r.closed(4));

@@ -165,6 +165,8 @@ mod tests {
                 detail: "failed (exit 3)".into(),
                 downstream_closed: false,
                 resumed: false,
+                host: None,
+                node: None,
             }],
             queues: vec![],
             foreach: vec![],

@@ -72,8 +72,8 @@ pub struct Terminal {
     opts: TerminalOptions,
     screen: Screen,
     names: HashMap<InstanceId, Name>,
-    /// Stages whose instances have a log pipe (their runs end with `LogClosed`).
-    log_stages: Vec<bool>,
+    /// By stage: pipes read per run (each ends with `LogClosed`).
+    log_pipes: Vec<u32>,
     width: usize,
     board: Option<Board>,
     /// stderr bytes not yet handed to the screen.
@@ -82,21 +82,50 @@ pub struct Terminal {
     order: Order,
     /// Log lines not shown because the terminal stalled after an interrupt.
     pub hidden: u64,
+    /// Passed-through `stdout: inherit` output: each instance's unfinished line.
+    partial: HashMap<InstanceId, (Vec<u8>, Instant)>,
+    /// stdout and stderr are the same terminal.
+    same_tty: bool,
+    /// The terminal's cursor is after a passed-through partial line.
+    dangling: bool,
+}
+
+/// A passed-through partial line is shown after this long without its end (a prompt),
+/// when there is no board to draw under it.
+const PARTIAL_IDLE: Duration = Duration::from_millis(200);
+
+/// stdout and stderr are the same terminal (one screen for both).
+fn same_terminal() -> bool {
+    use std::os::fd::AsFd;
+    let rdev = |fd: std::os::fd::BorrowedFd<'_>| {
+        nix::sys::stat::fstat(fd)
+            .ok()
+            .filter(|s| (s.st_mode & libc::S_IFMT) == libc::S_IFCHR)
+            .map(|s| s.st_rdev)
+    };
+    let (out, err) = (io::stdout(), io::stderr());
+    io::stdout().is_terminal()
+        && io::stderr().is_terminal()
+        && rdev(out.as_fd()).is_some()
+        && rdev(out.as_fd()) == rdev(err.as_fd())
 }
 
 impl Terminal {
-    pub fn new(opts: TerminalOptions, screen: Screen, log_stages: Vec<bool>) -> Terminal {
+    pub fn new(opts: TerminalOptions, screen: Screen, log_pipes: Vec<u32>) -> Terminal {
         Terminal {
             opts,
             screen,
             names: HashMap::new(),
-            log_stages,
+            log_pipes,
             width: 4,
             board: None,
             out: Vec::new(),
             last_flush: Instant::now(),
             order: Order::default(),
             hidden: 0,
+            partial: HashMap::new(),
+            same_tty: same_terminal(),
+            dangling: false,
         }
     }
 
@@ -151,7 +180,9 @@ impl Terminal {
                     b.queue_progress(*queue, name, *records, now);
                 }
             }
+            Event::Output { id, bytes } => self.output(*id, bytes, now),
             Event::LogClosed { id } => {
+                self.output_end(*id);
                 for held in self.order.closed(*id) {
                     self.render_held(held, lines);
                 }
@@ -213,8 +244,10 @@ impl Terminal {
             Some(n) => (n.stage, n.item.clone()),
             None => (usize::MAX, None),
         };
-        if *s == State::Running && self.log_stages.get(stage).copied().unwrap_or(false) {
-            self.order.started(id);
+        if *s == State::Running {
+            for _ in 0..self.log_pipes.get(stage).copied().unwrap_or(0) {
+                self.order.started(id);
+            }
         }
         if let Some(b) = &mut self.board {
             b.state_changed(id, s.name(), item.as_deref(), now);
@@ -260,8 +293,75 @@ impl Terminal {
         }
     }
 
+    /// Output of a stage on `stdout: inherit`, passed through: whole lines, above the
+    /// board (cleaned like log lines) or as they are when there is none.
+    fn output(&mut self, id: InstanceId, bytes: &[u8], now: Instant) {
+        let (buf, at) = self.partial.entry(id).or_insert_with(|| (Vec::new(), now));
+        buf.extend_from_slice(bytes);
+        *at = now;
+        if let Some(pos) = memchr::memrchr(b'\n', buf) {
+            let whole: Vec<u8> = buf.drain(..=pos).collect();
+            if buf.is_empty() {
+                self.partial.remove(&id);
+            }
+            self.emit_stdout(&whole);
+        }
+    }
+
+    /// The end of a passed-through stream: its unfinished line, as it is.
+    fn output_end(&mut self, id: InstanceId) {
+        if let Some((rest, _)) = self.partial.remove(&id)
+            && !rest.is_empty()
+        {
+            self.emit_stdout(&rest);
+        }
+    }
+
+    fn emit_stdout(&mut self, bytes: &[u8]) {
+        if self.board.is_some() && self.same_tty {
+            // One screen: the lines go above the board, in the same update as the log
+            // lines; a line left unfinished is ended there (it cannot stay under the
+            // board).
+            for line in bytes.split_inclusive(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                let text = clean_line(line, self.opts.color);
+                self.out.extend_from_slice(text.as_bytes());
+                self.out.push(b'\n');
+            }
+            return;
+        }
+        // Its own stream, in order with what prun wrote before it.
+        if !self.out.is_empty() {
+            self.screen
+                .push(Stream::Stderr, std::mem::take(&mut self.out));
+        }
+        self.screen.push(Stream::Stdout, bytes.to_vec());
+        if self.same_tty {
+            self.dangling = !bytes.ends_with(b"\n");
+        }
+    }
+
+    /// Before a line of prun's on the screen a passed-through partial line shares.
+    fn new_line_if_dangling(&mut self) {
+        if self.dangling {
+            self.out.push(b'\n');
+            self.dangling = false;
+        }
+    }
+
     /// Lines whose wait for a log ran out (only while no log line is waiting).
     pub fn release_expired(&mut self, lines: &LineStore, now: Instant) {
+        if self.board.is_none() {
+            let idle: Vec<InstanceId> = self
+                .partial
+                .iter()
+                .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= PARTIAL_IDLE)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in idle {
+                self.output_end(id);
+            }
+        }
         for held in self.order.expired(now) {
             self.render_held(held, lines);
         }
@@ -288,6 +388,7 @@ impl Terminal {
     }
 
     fn format_log_line(&mut self, id: InstanceId, line: &[u8]) {
+        self.new_line_if_dangling();
         let (name, stage) = match self.names.get(&id) {
             Some(n) => (n.name.as_str(), n.stage),
             None => ("?", 0),
@@ -316,6 +417,7 @@ impl Terminal {
             Level::Error => "error: ",
         };
         let w = self.width;
+        self.new_line_if_dangling();
         let line = if self.opts.color {
             let c = match level {
                 Level::Info => "2",
@@ -360,6 +462,15 @@ impl Terminal {
     /// whose grace runs out, a board tick.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let mut next = self.order.next_expiry();
+        if self.board.is_none()
+            && let Some(at) = self
+                .partial
+                .values()
+                .map(|(_, at)| *at + PARTIAL_IDLE)
+                .min()
+        {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
         if self.board.is_some() {
             let tick = now + Duration::from_millis(100);
             next = Some(next.map_or(tick, |n| n.min(tick)));
@@ -383,6 +494,10 @@ impl Terminal {
 
     /// After the last event: every held line, the board cleared, the table.
     pub fn finish(&mut self, report: &Report, lines: &LineStore) {
+        let ids: Vec<InstanceId> = self.partial.keys().copied().collect();
+        for id in ids {
+            self.output_end(id);
+        }
         for held in self.order.take_all() {
             self.render_held(held, lines);
         }

@@ -124,6 +124,8 @@ impl Guardian {
 /// # Safety
 /// Must only be called in a freshly forked child; never returns.
 unsafe fn guardian_main(read_fd: RawFd, remover: Option<&Remover>) -> ! {
+    // SAFETY: only async-signal-safe system calls, on the stack and on `remover`
+    // (prepared before the fork); the process never returns from here.
     unsafe {
         // Own group, so a Ctrl-C aimed at prun's foreground group does not reach it.
         libc::setpgid(0, 0);

@@ -54,16 +54,23 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
 /// stages' log lines on `logs`, which may be bounded: a drain thread that cannot hand a
 /// line on stops reading, and only that stage blocks on its own output, as in a shell.
 /// Each log pipe ends with [`Event::LogClosed`] on `logs`, after its last line.
+///
+/// `pass_stdout`: prun's stdout is a terminal, and the stages on `stdout: inherit` write
+/// into a pipe that prun reads ([`Event::Output`] on `logs`, then `LogClosed`), so
+/// their output is passed through above the status board and never splits a line;
+/// otherwise they get prun's stdout itself (zero copy: `prun p.yaml > out`).
 #[derive(Clone)]
 pub struct Sinks {
     pub events: Sender<Event>,
     pub logs: Sender<Event>,
+    pub pass_stdout: bool,
 }
 
 /// Run the plan, sending every [`Event`] (log lines too) to `events`; returns prun's
 /// exit code. Handles SIGINT, SIGTERM and SIGHUP for the duration of the run.
 pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
     let sinks = Sinks {
+        pass_stdout: false,
         logs: events.clone(),
         events,
     };
@@ -75,8 +82,8 @@ pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
 pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, String)>) -> i32 {
     let events = sinks.events.clone();
     let _lock = exclusive();
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // prun reaps every orphaned descendant (SPEC 5.4).
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
 
     let run_dir = match crate::rundir::create() {

@@ -6,7 +6,7 @@
 //! - starts the [`CtlServer`] in the private run directory (`PRUN_CTL` is exported
 //!   to every instance) and answers its requests: the peer pid (from `SO_PEERCRED`)
 //!   is mapped to an instance through the live instances' process groups and their
-//!   ancestry ([`crate::ctl::owner_of`]); any other process is refused;
+//!   ancestry ([`crate::procfs::owner_of`]); any other process is refused;
 //! - finds deadlocks: when instances wait (to start, or parked in a `prun ctl` wait
 //!   without a timeout) for events or permits that nothing still able to act can
 //!   give, the run fails with a message naming who waits for what and who holds
@@ -14,7 +14,7 @@
 //!
 //! Deadlock decisions: a running instance counts as blocked only when every process
 //! of its group is parked in a ctl wait, a zombie, or waiting for a child
-//! ([`crate::ctl::group_is_parked`]); the verdict must hold for [`DEADLOCK_GRACE`]
+//! ([`crate::procfs::group_is_parked`]); the verdict must hold for [`DEADLOCK_GRACE`]
 //! (checked every [`DEADLOCK_PERIOD`]) before the run is failed, so a wait that is
 //! being answered, or a record in transit, is never mistaken for a deadlock. Then
 //! the stuck instances that never started are `skipped (deadlock)`, the message is
@@ -53,6 +53,13 @@ impl Supervisor {
     pub(super) fn handle_ctl(&mut self, req: CtlRequest) {
         let holder = if matches!(req.command, CtlCommand::Hangup { .. }) {
             None
+        } else if let Some(via) = req.via {
+            // A remote instance's own socket: it speaks for that instance while it runs.
+            let id = via as usize;
+            self.insts
+                .get(id)
+                .is_some_and(|i| i.pid().is_some())
+                .then_some(via)
         } else {
             self.owner_of_pid(req.peer_pid).map(|id| id as u64)
         };
@@ -79,7 +86,7 @@ impl Supervisor {
         if groups.is_empty() {
             return None;
         }
-        crate::ctl::owner_of(pid, |pgid| groups.get(&pgid).copied())
+        crate::procfs::owner_of(pid, |pgid| groups.get(&pgid).copied())
     }
 
     /// Answer `TIMEOUT` to ctl waits whose deadline passed.
@@ -116,8 +123,8 @@ impl Supervisor {
             let name = inst.info.name.clone();
             if let Some(pgid) = inst.pid() {
                 let parked = self.broker.parked_pids(holder);
-                let blocked =
-                    !parked.is_empty() && (!verify || crate::ctl::group_is_parked(pgid, &parked));
+                let blocked = !parked.is_empty()
+                    && (!verify || crate::procfs::group_is_parked(pgid, &parked));
                 parties.push(Party {
                     holder,
                     name,

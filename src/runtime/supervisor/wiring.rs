@@ -47,6 +47,7 @@ impl Supervisor {
         spec: &mut SpawnSpec,
         router_ends: &mut Vec<(RouterPort, OwnedFd)>,
         log_read: &mut Option<OwnedFd>,
+        out_read: &mut Option<OwnedFd>,
     ) -> io::Result<()> {
         let stage = &self.plan.stages[self.insts[id].info.stage];
         let (stdin, stdout, stderr, fds) = (
@@ -73,12 +74,19 @@ impl Supervisor {
             Input::File(_) => files.stdin.take().map_or(ChildFd::Null, ChildFd::Fd),
             Input::Queue(q) => ChildFd::Fd(self.queue_end(*q, false, router_ends)?),
         };
-        spec.stdout = self.output_fd(
-            &stdout,
-            files.stdout.take(),
-            log_write.as_ref(),
-            router_ends,
-        )?;
+        spec.stdout = if stdout == Output::Inherit && self.pass_stdout {
+            // prun's stdout is a terminal: pass the output through (see `Sinks`).
+            let (r, w) = spawn::pipe()?;
+            *out_read = Some(r);
+            ChildFd::Fd(w)
+        } else {
+            self.output_fd(
+                &stdout,
+                files.stdout.take(),
+                log_write.as_ref(),
+                router_ends,
+            )?
+        };
         spec.stderr = self.output_fd(
             &stderr,
             files.stderr.take(),
