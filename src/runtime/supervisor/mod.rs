@@ -69,6 +69,7 @@ mod reap;
 mod render;
 mod shutdown;
 mod start;
+mod steer;
 mod terminal;
 mod timers;
 mod wiring;
@@ -454,6 +455,7 @@ impl Supervisor {
             Msg::DrainDone => self.drains = self.drains.saturating_sub(1),
             Msg::Descendants(table) => self.on_descendants(table),
             Msg::Signal(sig) => self.on_signal(sig),
+            Msg::Steer(req) => self.steer(req),
             Msg::Line {
                 id,
                 generation,
