@@ -529,8 +529,8 @@ fn slurm_sweep_cancels_what_a_killed_srun_left() {
 #[test]
 fn launch_runs_an_instance_over_the_hosts_shared_connection() {
     use prun::plan::{Engine, HostPlan};
-    use prun::remote::launch::{self, PumpMsg, RemoteInstance};
     use prun::remote::place::{Connect, Hosts as Places};
+    use prun::runtime::place::remote::{self as launch, PumpMsg, RemoteInstance};
     use prun::runtime::spawn::{self, ChildFd};
     let Some(h) = hosts() else { return };
     let _lock = prun::runtime::exclusive();
@@ -596,7 +596,8 @@ fn launch_runs_an_instance_over_the_hosts_shared_connection() {
     pump.join().unwrap();
     let msgs: Vec<PumpMsg> = rx.try_iter().collect();
     assert!(matches!(&msgs[0], PumpMsg::Started(s) if s.pgid > 1));
-    let PumpMsg::Done(seen) = &msgs[1] else {
+    assert!(matches!(&msgs[1], PumpMsg::Ended(remote::Ended::Exit(5))));
+    let PumpMsg::Done(seen) = &msgs[2] else {
         panic!("{msgs:?}")
     };
     let client = match status {
@@ -622,8 +623,8 @@ fn launch_runs_an_instance_over_the_hosts_shared_connection() {
 #[test]
 fn remote_prun_ctl_reaches_the_forwarded_local_socket() {
     use prun::plan::{Engine, HostPlan};
-    use prun::remote::launch::{self, RemoteInstance};
     use prun::remote::place::{Connect, Hosts as Places};
+    use prun::runtime::place::remote::{self as launch, RemoteInstance};
     use prun::runtime::spawn::{self, ChildFd};
     use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixListener;

@@ -78,6 +78,10 @@ pub struct InstanceReport {
     /// A foreach item not run because it succeeded in the `--resume` report (its
     /// state is `skipped`; a later `--resume` of this report skips it again).
     pub resumed: bool,
+    /// The host (its name under `hosts:`) its last run went to; null for this machine.
+    pub host: Option<String>,
+    /// The Slurm node its last run ran on (null elsewhere, or if it never started there).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -112,6 +116,8 @@ struct InstanceRecord {
     restarts: u32,
     records_in: Option<u64>,
     records_out: Option<u64>,
+    host: Option<String>,
+    node: Option<String>,
 }
 
 /// One instance as it is now (`prun status`).
@@ -212,6 +218,14 @@ impl ReportBuilder {
                 self.status = Some((*status, *exit_code, *duration));
             }
             Event::Deadlock { message } => self.deadlock = Some(message.clone()),
+            Event::Placed { id, host, node } => {
+                if let Some(r) = self.index.get(id).and_then(|&i| self.instances.get_mut(i)) {
+                    if r.host.as_ref() != Some(host) || node.is_some() {
+                        r.node = node.clone();
+                    }
+                    r.host = Some(host.clone());
+                }
+            }
             _ => {}
         }
     }
@@ -227,6 +241,8 @@ impl ReportBuilder {
             restarts: 0,
             records_in: None,
             records_out: None,
+            host: None,
+            node: None,
         });
     }
 
@@ -354,6 +370,8 @@ fn instance_report(r: &InstanceRecord) -> InstanceReport {
         detail: r.state.describe(),
         downstream_closed: r.state == State::Succeeded(Success::DownstreamClosed),
         resumed: r.info.resumed,
+        host: r.host.clone(),
+        node: r.node.clone(),
     }
 }
 

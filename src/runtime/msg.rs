@@ -1,9 +1,12 @@
 //! Messages into the supervisor loop from the threads around it (signals, log drains,
-//! probes, file openers). A leaf module: the helpers that send and the loop that receives both
-//! depend on it, and on nothing of each other.
+//! probes, file openers, remote instances' pumps, hosts' connections). A leaf module:
+//! the helpers that send and the loop that receives both depend on it, and on nothing
+//! of each other.
 
 use super::opener::OpenedFiles;
+use super::place::PumpMsg;
 use crate::event::InstanceId;
+use crate::plan::HostId;
 
 /// What a matching log line means to the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,5 +63,19 @@ pub enum Msg {
         id: InstanceId,
         token: u64,
         files: std::io::Result<OpenedFiles>,
+    },
+    /// The pump of a remote instance's engine client (run `generation`) reported.
+    Pump {
+        id: InstanceId,
+        generation: u64,
+        msg: PumpMsg,
+    },
+    /// A host's shared connection (master `pid`) is up: its control socket appeared.
+    HostUp { host: HostId, pid: i32 },
+    /// A host's master `pid` ended (its stderr closed), with what it wrote.
+    HostDown {
+        host: HostId,
+        pid: i32,
+        message: String,
     },
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use crate::event::{InstanceInfo, ProcessEnd, State};
 use crate::plan::QueueId;
 use crate::runtime::opener::FileOpens;
-use crate::runtime::place::Launched;
+use crate::runtime::place::{Launched, Place};
 
 /// A queue endpoint attached to a router for the current process of an instance.
 #[derive(Debug, Clone, Copy)]
@@ -96,10 +96,10 @@ pub(super) enum Stop {
 /// A process of the instance that is running.
 #[derive(Debug)]
 pub(super) struct Run {
-    /// Where it runs (an index into the supervisor's places) and what that place needs
-    /// to reach it: `launched.pid` leads the local process group (the stage itself, or
-    /// the client of the engine that runs it elsewhere).
-    pub place: usize,
+    /// Where it runs and what that place needs to reach it: `launched.pid` leads the
+    /// local process group (the stage itself, or the client of the engine that runs it
+    /// elsewhere).
+    pub place: Place,
     pub launched: Launched,
     pub readiness: Readiness,
     pub timeout_at: Option<Instant>,
@@ -122,11 +122,14 @@ pub(super) enum Life {
         opens: FileOpens,
     },
     Running(Run),
-    /// Died of SIGPIPE; judged once its readers are known to have ended (or `until`).
+    /// Died of SIGPIPE (or, on another host, lost its engine client, which is how a
+    /// closed reader shows there: `lost` is then the message if it was not that);
+    /// judged once its readers are known to have ended (or `until`).
     Judging {
         end: ProcessEnd,
         why: Option<StopWhy>,
         until: Instant,
+        lost: Option<String>,
     },
     /// Over for good.
     Ended(State),
