@@ -52,7 +52,11 @@ impl RunOptions {
                 .iter()
                 .map(|s| {
                     u32::from(s.stdout == Output::Log || s.stderr == Output::Log)
-                        + u32::from(self.pass_stdout && s.stdout == Output::Inherit)
+                        + u32::from(
+                            self.pass_stdout
+                                && s.stdout == Output::Inherit
+                                && s.stdin != crate::plan::Input::Inherit,
+                        )
                 })
                 .collect(),
         }

@@ -53,7 +53,8 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
 /// line on stops reading, and only that stage blocks on its own output, as in a shell.
 /// Each log pipe ends with [`Event::LogClosed`] on `logs`, after its last line.
 ///
-/// `pass_stdout`: prun's stdout is a terminal, and the stages on `stdout: inherit` write
+/// `pass_stdout`: prun's stdout is a terminal, and the stages on `stdout: inherit` (but
+/// not `stdin: inherit`: an interactive stage keeps the terminal) write
 /// into a pipe that prun reads ([`Event::Output`] on `logs`, then `LogClosed`), so
 /// their output is passed through above the status board and never splits a line;
 /// otherwise they get prun's stdout itself (zero copy: `prun p.yaml > out`).
