@@ -133,6 +133,19 @@ struct InstanceRecord {
     counted: bool,
 }
 
+/// One instance as it is now (`prun status`).
+pub struct LiveEntry<'a> {
+    pub name: &'a str,
+    pub stage: &'a str,
+    pub item: Option<&'a str>,
+    pub state: &'static str,
+    pub detail: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub records_in: Option<u64>,
+    pub records_out: Option<u64>,
+}
+
 /// Folds events into a [`Report`].
 #[derive(Debug, Clone, Default)]
 pub struct ReportBuilder {
@@ -298,6 +311,39 @@ impl ReportBuilder {
             .get(&id)
             .filter(|r| r.info.item.is_some())
             .map(|r| r.info.stage)
+    }
+
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// An instance's name and its stage's name.
+    pub fn name_and_stage(&self, id: usize) -> Option<(&str, &str)> {
+        self.instances
+            .get(&id)
+            .map(|r| (r.info.name.as_str(), r.info.stage_name.as_str()))
+    }
+
+    /// Every instance held now (live states, not only end states), in report order;
+    /// foreach items that succeeded are counted, not held.
+    pub fn live_entries(&self) -> Vec<LiveEntry<'_>> {
+        let mut records: Vec<&InstanceRecord> =
+            self.instances.values().filter(|r| !r.counted).collect();
+        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
+        records
+            .into_iter()
+            .map(|r| LiveEntry {
+                name: &r.info.name,
+                stage: &r.info.stage_name,
+                item: r.info.item.as_deref(),
+                state: r.state.name(),
+                detail: r.state.describe(),
+                pid: r.pid,
+                restarts: r.restarts,
+                records_in: r.records_in,
+                records_out: r.records_out,
+            })
+            .collect()
     }
 
     /// The name of an instance by id.
