@@ -446,3 +446,65 @@ fn prun_ctl_from_a_remote_stage_releases_a_local_waiter() {
     );
     assert_eq!(remote[2], "is-set 0", "{}", out.context());
 }
+
+/// The parent of `pid` (any namespace: outer pids).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_connection_lost_mid_run_fails_the_instance_naming_the_host_and_restarts_apply() {
+    let Some(h) = hosts() else { return };
+    let m = mark();
+    let (key, value) = m.split_once('=').unwrap();
+    let t = Test::new("");
+    let again = t.path("again");
+    let yaml = format!(
+        "version: 1\n{}stages:\n  svc:\n    sh: 'if [ -e {again} ]; then echo second run; exit 0; fi; touch {again}; echo first run; sleep 1000'\n    on: h2\n    env: {{{key}: {value}}}\n    restart: {{policy: on-failure, max: 1, backoff: 100ms}}\n",
+        hosts_block(&h, 1, 1),
+        again = again.display()
+    );
+    std::fs::write(t.path("pipeline.yaml"), yaml).unwrap();
+    let child = spawn(&t, &h);
+    wait_until("the first run on h2", LONG, || {
+        h.marked("h2", &m)
+            .iter()
+            .any(|(_, c)| c.starts_with("sleep"))
+    });
+    // The sshd process that serves this run's connection: the parent of the wrapper
+    // that runs the stage. Killing it drops the connection, as a network failure would.
+    let (sleep, _) = h
+        .marked("h2", &m)
+        .into_iter()
+        .find(|(_, c)| c.starts_with("sleep"))
+        .unwrap();
+    let mut p = sleep;
+    let sshd = loop {
+        let parent = parent_of(p).expect("an sshd above the stage");
+        let cmd = std::fs::read(format!("/proc/{parent}/cmdline")).unwrap_or_default();
+        if cmd.starts_with(b"sshd") {
+            break parent;
+        }
+        p = parent;
+    };
+    // SAFETY: killing a process of the test host's namespace found above.
+    unsafe { libc::kill(sshd, libc::SIGKILL) };
+    let out = t.finish(child, "report.json");
+    let stderr = std::fs::read_to_string(t.path("stderr")).unwrap();
+    assert_eq!(out.code, Some(0), "{stderr}");
+    let svc = out.instance("svc");
+    assert_eq!(svc["state"], "succeeded", "{stderr}");
+    assert_eq!(svc["restarts"], 1, "{stderr}");
+    assert!(
+        stderr.contains("svc failed (connection lost: ssh to h2"),
+        "the failure names the host: {stderr}"
+    );
+    assert!(stderr.contains("│ second run"), "{stderr}");
+    h.wait_none_marked("h2", &m, Duration::from_secs(10));
+}
