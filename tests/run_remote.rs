@@ -508,3 +508,44 @@ fn a_connection_lost_mid_run_fails_the_instance_naming_the_host_and_restarts_app
     assert!(stderr.contains("│ second run"), "{stderr}");
     h.wait_none_marked("h2", &m, Duration::from_secs(10));
 }
+
+#[test]
+fn the_walk_through_of_docs_hosts_runs_as_shown() {
+    let Some(h) = hosts() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = std::process::Command::new(run_util::prun_exe())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "examples/hosts/hosts.yaml",
+            "--progress",
+            "never",
+            "--report",
+        ])
+        .arg(&report)
+        .env("PRUN_TESTHOSTS", &h.dir)
+        .env("SLURM_CONF", h.slurm_conf())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.contains(&"longest   │ 7 machine"), "{stderr}");
+    for item in 1..=3 {
+        assert!(
+            stderr.contains(&format!("│ step {item} on node1 in job ")),
+            "{stderr}"
+        );
+    }
+    for i in report["instances"].as_array().unwrap() {
+        let (stage, host) = (i["stage"].as_str().unwrap(), &i["host"]);
+        match stage {
+            "measure" => assert!(host == "h2" || host == "h3", "{i}"),
+            "sweep" => assert_eq!((host, &i["node"]), (&"hpc".into(), &"node1".into())),
+            _ => assert!(host.is_null(), "{i}"),
+        }
+    }
+}
