@@ -549,3 +549,50 @@ fn the_walk_through_of_docs_hosts_runs_as_shown() {
         }
     }
 }
+
+#[test]
+fn prun_signal_and_status_from_another_terminal_reach_a_remote_stage() {
+    let Some(h) = hosts() else { return };
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        xdg.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let yaml = format!(
+        "version: 1\nname: steered\n{}stages:\n  svc:\n    sh: 'trap \"echo got USR1 on the host\" USR1; echo up; while :; do sleep 0.05; done'\n    on: h3\n",
+        hosts_block(&h, 1, 1)
+    );
+    let t = Test::new(&yaml);
+    let child = t
+        .command("report.json", &[])
+        .env("SLURM_CONF", h.slurm_conf())
+        .env("XDG_RUNTIME_DIR", xdg.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(t.path("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let ops = |args: &[&str]| {
+        std::process::Command::new(run_util::prun_exe())
+            .args(args)
+            .env("XDG_RUNTIME_DIR", xdg.path())
+            .output()
+            .unwrap()
+    };
+    wait_until("the remote stage is up", LONG, || {
+        std::fs::read_to_string(t.path("stderr")).is_ok_and(|s| s.contains("│ up"))
+    });
+    let status = ops(&["status", "steered", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["instances"][0]["host"], "h3", "{status}");
+    let out = ops(&["signal", "steered", "USR1", "svc"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    wait_until("the handler on the host", LONG, || {
+        std::fs::read_to_string(t.path("stderr"))
+            .is_ok_and(|s| s.contains("│ got USR1 on the host"))
+    });
+    let out = ops(&["stop", "steered"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = t.finish(child, "report.json");
+    assert_eq!(out.instance("svc")["state"], "stopped", "{}", out.context());
+}
