@@ -14,6 +14,8 @@ use crate::plan::Plan;
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub report: Option<PathBuf>,
+    /// `--junit FILE` (`PRUN_JUNIT`): a JUnit XML report, one test case per instance.
+    pub junit: Option<PathBuf>,
     pub log_dir: Option<PathBuf>,
     pub quiet: bool,
     /// `never`, `auto`, `always`
