@@ -10,9 +10,11 @@
 //! See ARCHITECTURE.md for the five-minute tour.
 
 pub mod cli;
+pub mod coord;
 pub mod ctl;
 pub mod diag;
 pub mod event;
+pub mod exit;
 pub mod graph;
 pub mod load;
 pub mod model;
@@ -21,6 +23,7 @@ pub mod procfs;
 pub mod remote;
 pub mod report;
 pub mod run;
+pub mod rundir;
 pub mod runtime;
 pub mod syntax;
 pub mod vocab;

@@ -33,6 +33,7 @@ fn spec(argv: &[&str], env: &[&str]) -> RunSpec {
         death_signal: "TERM".into(),
         grace_ms: 2000,
         cwd: String::new(),
+        ctl_client: false,
         env: env
             .iter()
             .map(|kv| {
@@ -528,8 +529,8 @@ fn slurm_sweep_cancels_what_a_killed_srun_left() {
 #[test]
 fn launch_runs_an_instance_over_the_hosts_shared_connection() {
     use prun::plan::{Engine, HostPlan};
-    use prun::remote::launch::{self, PumpMsg, RemoteInstance};
     use prun::remote::place::{Connect, Hosts as Places};
+    use prun::runtime::place::remote::{self as launch, PumpMsg, RemoteInstance};
     use prun::runtime::spawn::{self, ChildFd};
     let Some(h) = hosts() else { return };
     let _lock = prun::runtime::exclusive();
@@ -567,6 +568,7 @@ fn launch_runs_an_instance_over_the_hosts_shared_connection() {
         cwd: None,
         stop_signal: "TERM".into(),
         grace: Duration::from_secs(1),
+        ctl_forward: None,
     };
     let (out_r, out_w) = spawn::pipe().unwrap();
     let (err_r, err_w) = spawn::pipe().unwrap();
@@ -594,7 +596,8 @@ fn launch_runs_an_instance_over_the_hosts_shared_connection() {
     pump.join().unwrap();
     let msgs: Vec<PumpMsg> = rx.try_iter().collect();
     assert!(matches!(&msgs[0], PumpMsg::Started(s) if s.pgid > 1));
-    let PumpMsg::Done(seen) = &msgs[1] else {
+    assert!(matches!(&msgs[1], PumpMsg::Ended(remote::Ended::Exit(5))));
+    let PumpMsg::Done(seen) = &msgs[2] else {
         panic!("{msgs:?}")
     };
     let client = match status {
@@ -611,6 +614,108 @@ fn launch_runs_an_instance_over_the_hosts_shared_connection() {
     assert_eq!(out, "/tmp\nb\n");
     assert_eq!(err, "to-stderr\n");
     // close the shared connection
+    let (exit_spec, _) = launch::helper_spec(places.masters()[0].1.clone()).unwrap();
+    let e = spawn::spawn(exit_spec, None).unwrap();
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(e), None).unwrap();
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(master), None).unwrap();
+}
+
+#[test]
+fn remote_prun_ctl_reaches_the_forwarded_local_socket() {
+    use prun::plan::{Engine, HostPlan};
+    use prun::remote::place::{Connect, Hosts as Places};
+    use prun::runtime::place::remote::{self as launch, RemoteInstance};
+    use prun::runtime::spawn::{self, ChildFd};
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixListener;
+    let Some(h) = hosts() else { return };
+    let _lock = prun::runtime::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    // a stand-in for prun's control socket: answers the protocol, records the lines
+    let sock = dir.path().join("ctl-inst.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { break };
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            let reply = if line.starts_with("EVENT ISSET") {
+                "FALSE\n"
+            } else {
+                "OK\n"
+            };
+            s.write_all(reply.as_bytes()).unwrap();
+            lines_tx.send(line.trim_end().to_string()).unwrap();
+        }
+    });
+    let plan = [HostPlan {
+        name: "h2".into(),
+        engine: Engine::Ssh {
+            destination: "h2".into(),
+            port: None,
+            options: h.ssh_options(),
+        },
+        slots: None,
+        cwd: None,
+    }];
+    let run_id = remote::random_token();
+    let mut places = Places::new(&plan, &run_id, dir.path(), None);
+    let Connect::Spawn(argv) = places.connect(0, |p| p.exists()) else {
+        panic!()
+    };
+    let (spec, _e) = launch::helper_spec(argv).unwrap();
+    let master = spawn::spawn(spec, None).unwrap();
+    places.master_spawned(0, Ok(master));
+    wait_for("the master's socket", LONG, || {
+        places.connect(0, |p| p.exists()) == Connect::Ready
+    });
+    let inst = RemoteInstance {
+        host: 0,
+        name: "c".into(),
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "prun ctl event set go && prun ctl sem run lock -- true; prun ctl event is-set go; echo \"is-set $? $PRUN_CTL\"".into(),
+        ],
+        env: vec![("PRUN_CTL".into(), "/local/path/not/used".into())],
+        cwd: None,
+        stop_signal: "TERM".into(),
+        grace: Duration::from_secs(1),
+        ctl_forward: Some(sock.clone()),
+    };
+    let (out_r, out_w) = spawn::pipe().unwrap();
+    let l = launch::launch(
+        &places,
+        &run_id,
+        &inst,
+        ChildFd::Null,
+        ChildFd::Fd(out_w),
+        ChildFd::Inherit,
+    )
+    .unwrap();
+    let pid = spawn::spawn(l.spec, None).unwrap();
+    let pump = l.pump.start("pump".into(), |_| {}).unwrap();
+    let mut out = String::new();
+    std::fs::File::from(out_r).read_to_string(&mut out).unwrap();
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+    pump.join().unwrap();
+    let got: Vec<String> = lines_rx.try_iter().collect();
+    assert_eq!(
+        got,
+        [
+            "EVENT SET go",
+            "SEM ACQUIRE lock",
+            "SEM RELEASE lock",
+            "EVENT ISSET go"
+        ]
+    );
+    let remote_sock = remote::remote_ctl_socket(&l.nonce);
+    assert_eq!(out.trim(), format!("is-set 1 {remote_sock}"));
+    assert!(
+        !std::path::Path::new(&remote_sock).exists(),
+        "the forwarded socket is left on the host"
+    );
     let (exit_spec, _) = launch::helper_spec(places.masters()[0].1.clone()).unwrap();
     let e = spawn::spawn(exit_spec, None).unwrap();
     nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(e), None).unwrap();

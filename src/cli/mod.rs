@@ -18,14 +18,8 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, ValueHint};
 use clap_complete::engine::ArgValueCompleter;
 
-/// Exit codes shared by every command.
-pub mod exit {
-    pub const OK: i32 = 0;
-    /// `validate`: the file has errors.
-    pub const INVALID: i32 = 1;
-    /// Usage error, or `run` of an invalid pipeline (nothing was started).
-    pub const USAGE: i32 = 2;
-}
+/// Exit codes shared by every command ([`crate::exit`]).
+pub use crate::exit;
 
 /// The environment variable that asks prun for shell completions (set by the scripts
 /// `prun completions SHELL` prints; never needed by hand).

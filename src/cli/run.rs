@@ -73,22 +73,21 @@ pub(super) fn run(mut a: RunArgs) -> i32 {
         progress: Some(progress.as_str().to_string()),
         color: Some(a.color.color_env().as_str().to_string()),
         resume: a.resume,
+        pass_stdout: std::io::stdout().is_terminal(),
     };
     crate::run::run(plan, &opts)
 }
 
 /// True when a stage uses the terminal directly, so `--progress auto` gives the live
 /// board up (`always` forces it): it reads it (`stdin: inherit`), or writes to it past
-/// prun (`stderr: inherit`, which is the board's terminal whenever there is a board, or
-/// `stdout: inherit` while prun's stdout is a terminal). prun never sees those bytes, so
-/// the board would be drawn over them.
-fn shares_terminal(plan: &Plan, stdout_is_tty: bool) -> bool {
+/// prun (`stderr: inherit`: prun never sees those bytes, so the board would be drawn
+/// over them). `stdout: inherit` does not: on a terminal prun reads that output and
+/// passes it through above the board (`RunOptions::pass_stdout`).
+fn shares_terminal(plan: &Plan, _stdout_is_tty: bool) -> bool {
     use crate::plan::{Input, Output};
-    plan.stages.iter().any(|s| {
-        matches!(s.stdin, Input::Inherit)
-            || matches!(s.stderr, Output::Inherit)
-            || (stdout_is_tty && matches!(s.stdout, Output::Inherit))
-    })
+    plan.stages
+        .iter()
+        .any(|s| matches!(s.stdin, Input::Inherit) || matches!(s.stderr, Output::Inherit))
 }
 
 pub(super) fn plan(f: &FileArgs) -> i32 {
@@ -133,9 +132,9 @@ mod tests {
         assert!(shares_terminal(&reads, false));
         let errs = plan_of("version: 1\nstages:\n  a: {cmd: [true], stderr: inherit}\n");
         assert!(shares_terminal(&errs, false));
-        // stdout: inherit only meets the board when prun's stdout is the terminal too.
+        // stdout: inherit is passed through above the board on a terminal.
         let outs = plan_of("version: 1\nstages:\n  a: {cmd: [true], stdout: inherit}\n");
-        assert!(shares_terminal(&outs, true));
+        assert!(!shares_terminal(&outs, true));
         assert!(!shares_terminal(&outs, false));
     }
 }

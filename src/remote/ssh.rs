@@ -97,6 +97,18 @@ impl SshTarget {
         self.with(&["-o", "ControlMaster=no"], &[remote_line])
     }
 
+    /// A session that also forwards the remote unix socket `remote` to the local socket
+    /// `local` (the instance's `prun ctl`).
+    pub fn session_forwarding_argv(
+        &self,
+        remote_line: String,
+        remote: &str,
+        local: &Path,
+    ) -> Vec<String> {
+        let fwd = format!("{remote}:{}", local.to_string_lossy());
+        self.with(&["-o", "ControlMaster=no", "-R", &fwd], &[remote_line])
+    }
+
     /// Exit 0 when the master runs and is connected.
     pub fn check_argv(&self) -> Vec<String> {
         self.with(&["-O", "check"], &[])

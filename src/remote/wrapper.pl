@@ -2,7 +2,7 @@
 # `perl -e`); needs nothing but perl-base and /bin/sh-level tools on the remote side, and
 # leaves nothing installed. Its arguments are words, each `x` + the hex of a field (safe in any login shell, empty fields too):
 #
-#   run     NONCE RUNID GROUP DEATHSIG GRACE_MS CWD NENV K=V... ARGV...
+#   run     NONCE RUNID GROUP DEATHSIG GRACE_MS CWD CLIENT NENV K=V... ARGV...
 #   stop    PGID STARTTIME SIGNAL
 #   cleanup RUNID
 #
@@ -67,7 +67,7 @@ if ($mode eq 'cleanup') {
 }
 
 die "prun wrapper: unknown mode $mode\n" unless $mode eq 'run';
-my ($nonce, $runid, $group, $deathsig, $grace_ms, $cwd, $nenv) = splice @a, 0, 7;
+my ($nonce, $runid, $group, $deathsig, $grace_ms, $cwd, $client, $nenv) = splice @a, 0, 8;
 my @env = splice @a, 0, $nenv;
 my @argv = @a;
 my $tag = "\x1eprun:$nonce:";
@@ -79,21 +79,44 @@ sub report {
 }
 
 # The run directory: private, ours, 0700; shared by this run's instances on this host.
+# Each user holds a shared lock on its .users file; the last one to leave removes the
+# directory. A directory removed between our mkdir and our lock is made again.
 my $dir = run_dir_of($runid);
-if (!mkdir($dir, 0700)) {
-    my @st = lstat $dir;
-    unless (@st && -d _ && $st[4] == $< && ($st[2] & 077) == 0) {
+my $lock;
+for my $attempt (1 .. 5) {
+    if (!mkdir($dir, 0700)) {
+        my @st = lstat $dir;
+        unless (@st && -d _ && $st[4] == $< && ($st[2] & 077) == 0) {
+            report("S pgid=0 start=0 node=" . node());
+            report("E nostart cannot use the run directory $dir on this host: it exists and is not a private directory of this user");
+            exit 126;
+        }
+    }
+    undef $lock;
+    open($lock, '>>', "$dir/.users") or do {
+        next if $attempt < 5 && !-d $dir;
         report("S pgid=0 start=0 node=" . node());
-        report("E nostart cannot use the run directory $dir on this host: it exists and is not a private directory of this user");
+        report("E nostart cannot use the run directory $dir: $!");
         exit 126;
+    };
+    flock($lock, LOCK_SH);
+    my @held = stat $lock;
+    my @now = stat "$dir/.users";
+    last if @now && $now[0] == $held[0] && $now[1] == $held[1];
+}
+
+# CLIENT (when not empty): the `prun ctl` client, put in the run directory's bin/ (on
+# PATH) for the run; PRUN_CTL then names a socket that ssh forwards to prun.
+if (length $client && !-x "$dir/bin/prun") {
+    mkdir "$dir/bin", 0700;
+    my $tmp = "$dir/bin/.prun.$$";
+    if (open(my $fh, '>', $tmp)) {
+        print $fh $client;
+        close $fh;
+        chmod 0700, $tmp;
+        rename $tmp, "$dir/bin/prun";
     }
 }
-open(my $lock, '>>', "$dir/.users") or do {
-    report("S pgid=0 start=0 node=" . node());
-    report("E nostart cannot use the run directory $dir: $!");
-    exit 126;
-};
-flock($lock, LOCK_SH);
 
 s/\Q$MARK\E/$dir/g for @argv, @env;
 $cwd =~ s/\Q$MARK\E/$dir/g;
@@ -265,6 +288,7 @@ if ($gone) {
     }
     kill_all('KILL');
     reap();
+    forget_ctl();
     remove_if_last();
     report("E gone $gone");
     exit 255;
@@ -275,6 +299,10 @@ if ($gone) {
 kill 'KILL', -$pgid if $group eq 'own';
 for (1 .. 3) { last unless kill_all('KILL'); reap(); select(undef, undef, undef, 0.01) }
 reap();
+forget_ctl();
+# Under Slurm no cleanup command comes at the end (it could wait in the queue): the
+# last step of the run on this node removes the directory.
+remove_if_last() if $group eq 'same';
 my $drain_until = now() + 2;
 pump(0.05) while $log_open && now() < $drain_until;
 if ($failed ne '') {
@@ -289,6 +317,12 @@ if ($status & 127) {
 }
 report("E exit " . ($status >> 8));
 exit($status >> 8);
+
+# The forwarded control socket of this instance (made by sshd for the run) goes with it.
+sub forget_ctl {
+    my $p = $ENV{PRUN_CTL} // '';
+    unlink $p if $p =~ m{^/tmp/prun-ctl-[0-9a-f]+\.sock$} && -S $p;
+}
 
 # Remove the run directory when no other instance of the run uses it (prun is gone).
 sub remove_if_last {

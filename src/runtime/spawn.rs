@@ -17,6 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+
 use super::guardian::format_registration;
 
 /// Where one of the child's standard descriptors comes from.
@@ -44,6 +46,9 @@ pub struct SpawnSpec {
     /// for engine clients (`ssh`, `srun`), so they die with prun even when nothing else
     /// is left to kill them. Spawn these only from a thread that lives as long as prun.
     pub pdeathsig: Option<i32>,
+    /// A terminal (prun's controlling one) whose foreground process group the child's
+    /// new group becomes before exec, so it can read it (SPEC 5.3).
+    pub foreground: Option<RawFd>,
 }
 
 impl SpawnSpec {
@@ -59,6 +64,7 @@ impl SpawnSpec {
             stderr: ChildFd::Null,
             extra_fds: Vec::new(),
             pdeathsig: None,
+            foreground: None,
         }
     }
 }
@@ -83,19 +89,17 @@ pub fn spawn(spec: SpawnSpec, guardian: Option<RawFd>) -> io::Result<i32> {
     let prepared = Prepared::new(&spec, guardian)?;
     // The child's stack: it runs a handful of syscalls, no recursion.
     let mut stack = vec![0u8; 64 * 1024];
-    // SAFETY: the stack grows down from its end; align it as the ABI requires.
-    let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
-    let top = ((top as usize) & !15) as *mut libc::c_void;
+    // The stack grows down from its end; align it as the ABI requires.
+    let top = ((stack.as_mut_ptr_range().end as usize) & !15) as *mut libc::c_void;
 
     // Block every signal so no handler of prun runs in the child (which shares
     // prun's memory) before it has reset the dispositions; restored right after.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: plain signal-mask calls on valid sigset_t values.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+    let mut old = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
     // SAFETY: `child_main` only makes async-signal-safe system calls on `prepared`,
     // which outlives the child's use of it: with CLONE_VFORK this call returns only
     // once the child has exec'd or exited.
@@ -108,8 +112,7 @@ pub fn spawn(spec: SpawnSpec, guardian: Option<RawFd>) -> io::Result<i32> {
         )
     };
     let clone_error = io::Error::last_os_error();
-    // SAFETY: restoring the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     drop(stack);
     if pid < 0 {
         return Err(clone_error);
@@ -118,9 +121,7 @@ pub fn spawn(spec: SpawnSpec, guardian: Option<RawFd>) -> io::Result<i32> {
     if failed != 0 {
         // The child has exited already (vfork semantics): reap it here, so the
         // supervisor's waitpid(-1) never sees a pid it does not know.
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         return Err(io::Error::from_raw_os_error(failed));
     }
     drop(spec.extra_fds);
@@ -142,6 +143,7 @@ struct Prepared {
     staged: std::cell::UnsafeCell<Vec<RawFd>>,
     high: i32,
     guardian: Option<RawFd>,
+    foreground: Option<RawFd>,
     /// (signal, prun's pid): PR_SET_PDEATHSIG, then exit if prun is already gone.
     pdeathsig: Option<(i32, i32)>,
     /// Keeps `/dev/null` open for `ChildFd::Null` until the child has exec'd (the
@@ -229,6 +231,7 @@ impl Prepared {
             high,
             guardian,
             pdeathsig: spec.pdeathsig.map(|sig| (sig, std::process::id() as i32)),
+            foreground: spec.foreground,
             _null: null,
             error: AtomicI32::new(0),
         };
@@ -296,6 +299,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         if libc::setpgid(0, 0) != 0 {
+            return fail(p);
+        }
+        // Every signal is still blocked here, so taking the terminal from the
+        // background does not stop the child with SIGTTOU.
+        if let Some(tty) = p.foreground
+            && libc::tcsetpgrp(tty, libc::getpid()) != 0
+        {
             return fail(p);
         }
         if let Some((sig, prun)) = p.pdeathsig {
