@@ -638,15 +638,20 @@ fn remote_prun_ctl_reaches_the_forwarded_local_socket() {
     std::thread::spawn(move || {
         for s in listener.incoming() {
             let Ok(mut s) = s else { break };
-            let mut line = String::new();
-            BufReader::new(&s).read_line(&mut line).unwrap();
-            let reply = if line.starts_with("EVENT ISSET") {
-                "FALSE\n"
-            } else {
-                "OK\n"
-            };
-            s.write_all(reply.as_bytes()).unwrap();
-            lines_tx.send(line.trim_end().to_string()).unwrap();
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let reply = if line.starts_with("EVENT ISSET") {
+                    "FALSE\n"
+                } else {
+                    "OK\n"
+                };
+                s.write_all(reply.as_bytes()).unwrap();
+                lines_tx.send(line.trim_end().to_string()).unwrap();
+            }
         }
     });
     let plan = [HostPlan {
@@ -705,7 +710,7 @@ fn remote_prun_ctl_reaches_the_forwarded_local_socket() {
         got,
         [
             "EVENT SET go",
-            "SEM ACQUIRE lock",
+            "SEM HOLD lock",
             "SEM RELEASE lock",
             "EVENT ISSET go"
         ]

@@ -425,3 +425,24 @@ fn sigkill_of_prun_with_a_running_slurm_stage_leaves_no_job() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn prun_ctl_from_a_remote_stage_releases_a_local_waiter() {
+    let Some(h) = hosts() else { return };
+    let yaml = format!(
+        "version: 1\n{}events: [go]\nsemaphores: {{lock: 1}}\nstages:\n  remote:\n    sh: 'prun ctl sem run lock -- echo in lock; prun ctl event set go; echo \"client $(command -v prun)\"; prun ctl event is-set go; echo \"is-set $?\"'\n    on: h2\n  waiter:\n    sh: 'echo released'\n    waits: [go]\n",
+        hosts_block(&h, 1, 1)
+    );
+    let t = Test::new(&yaml);
+    let out = run(&t, &h);
+    out.assert_code(0);
+    assert_eq!(out.instance("waiter")["state"], "succeeded");
+    assert_eq!(out.log_of("waiter"), ["released"], "{}", out.context());
+    let remote = out.log_of("remote");
+    assert_eq!(remote[0], "in lock", "{}", out.context());
+    assert!(
+        remote[1].starts_with("client /") && remote[1].contains("/prun-"),
+        "the client is the one prun put in the host's run directory: {remote:?}"
+    );
+    assert_eq!(remote[2], "is-set 0", "{}", out.context());
+}

@@ -72,6 +72,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory
     Man(ManArgs),
+    /// Watch and steer running pipelines from another terminal
+    #[command(flatten)]
+    Ops(crate::ops::OpsCommand),
 }
 
 /// The pipeline file and `--set`.
@@ -321,6 +324,7 @@ pub fn main() -> i32 {
         Some(Command::Ctl(a)) => crate::ctl::ctl_main(a),
         Some(Command::Completions(a)) => tools::completions(a),
         Some(Command::Man(a)) => tools::man(a),
+        Some(Command::Ops(c)) => crate::ops::main(c),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `prun run` (and `prun FILE`), `prun plan`, `prun graph`.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use super::files;
 use super::{FileArgs, GraphArgs, GraphFormat, RunArgs, When, emit, emit_err, exit};
@@ -12,6 +13,12 @@ use crate::plan::Plan;
 /// Load a file for `run`/`plan`/`graph`: print diagnostics (warnings too) on stderr;
 /// `None` means invalid or unreadable (exit 2, nothing started).
 fn load_model(f: &FileArgs, color: When, for_run: bool) -> Option<Model> {
+    load_named(f, color, for_run).map(|(m, _)| m)
+}
+
+/// Like [`load_model`], with the file as `prun ps` shows it (`-` for stdin, a found
+/// default file by its absolute path).
+fn load_named(f: &FileArgs, color: When, for_run: bool) -> Option<(Model, PathBuf)> {
     let target = match files::target(f.file.as_deref()) {
         Ok(t) => t,
         Err(msg) => {
@@ -35,7 +42,11 @@ fn load_model(f: &FileArgs, color: When, for_run: bool) -> Option<Model> {
         &loaded.file,
         color.use_color(std::io::stderr().is_terminal()),
     );
-    loaded.model
+    let shown = match target {
+        files::Target::Stdin => PathBuf::from("-"),
+        files::Target::Given(p) | files::Target::Found(p) => p,
+    };
+    loaded.model.map(|m| (m, shown))
 }
 
 pub(super) fn print_human(file: &FileDiagnostics, color: bool) {
@@ -53,7 +64,7 @@ pub(super) fn run(mut a: RunArgs) -> i32 {
         a.log_dir = files::absolute(a.log_dir);
         a.resume = files::absolute(a.resume);
     }
-    let Some(model) = load_model(&a.file, a.color, !a.dry_run) else {
+    let Some((model, shown)) = load_named(&a.file, a.color, !a.dry_run) else {
         return exit::USAGE;
     };
     let plan = crate::load::plan(model);
@@ -74,6 +85,7 @@ pub(super) fn run(mut a: RunArgs) -> i32 {
         color: Some(a.color.color_env().as_str().to_string()),
         resume: a.resume,
         pass_stdout: std::io::stdout().is_terminal(),
+        file: Some(shown),
     };
     crate::run::run(plan, &opts)
 }

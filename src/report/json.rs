@@ -120,6 +120,19 @@ struct InstanceRecord {
     node: Option<String>,
 }
 
+/// One instance as it is now (`prun status`).
+pub struct LiveEntry<'a> {
+    pub name: &'a str,
+    pub stage: &'a str,
+    pub item: Option<&'a str>,
+    pub state: &'static str,
+    pub detail: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub records_in: Option<u64>,
+    pub records_out: Option<u64>,
+}
+
 /// Folds events into a [`Report`].
 #[derive(Debug, Clone, Default)]
 pub struct ReportBuilder {
@@ -231,6 +244,38 @@ impl ReportBuilder {
             host: None,
             node: None,
         });
+    }
+
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// An instance's name and its stage's name.
+    pub fn name_and_stage(&self, id: usize) -> Option<(&str, &str)> {
+        self.index
+            .get(&id)
+            .and_then(|&i| self.instances.get(i))
+            .map(|r| (r.info.name.as_str(), r.info.stage_name.as_str()))
+    }
+
+    /// Every instance as it is now (live states, not only end states), in report order.
+    pub fn live_entries(&self) -> Vec<LiveEntry<'_>> {
+        let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
+        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
+        records
+            .into_iter()
+            .map(|r| LiveEntry {
+                name: &r.info.name,
+                stage: &r.info.stage_name,
+                item: r.info.item.as_deref(),
+                state: r.state.name(),
+                detail: r.state.describe(),
+                pid: r.pid,
+                restarts: r.restarts,
+                records_in: r.records_in,
+                records_out: r.records_out,
+            })
+            .collect()
     }
 
     /// The name of an instance by id.

@@ -15,6 +15,28 @@ pub enum LineAction {
     SetEvent(usize),
 }
 
+/// Steering from another terminal (`prun stop|restart|signal`, SPEC 6.1): the ops
+/// server turns a request into this message; the loop acts and answers on `reply`
+/// (the server waits for the answer, never the loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Steer {
+    /// The whole pipeline, as if prun got SIGINT (drain order, exit 130).
+    StopAll,
+    /// Stop the instances of these stages (drain steps; no restart).
+    Stop(Vec<String>),
+    /// Stop the running instances of these stages and start them again at once.
+    Restart(Vec<String>),
+    /// Send a signal to the process groups of these stages' running instances.
+    Signal(i32, Vec<String>),
+}
+
+#[derive(Debug)]
+pub struct SteerRequest {
+    pub steer: Steer,
+    /// What was done (a line for the user), or why nothing was.
+    pub reply: crossbeam_channel::Sender<Result<String, String>>,
+}
+
 /// Messages into the loop.
 #[derive(Debug)]
 pub enum Msg {
@@ -30,6 +52,8 @@ pub enum Msg {
     },
     /// A readiness probe run off the loop (TCP connect, file exists) passed.
     ProbeOk { id: InstanceId, generation: u64 },
+    /// A request from `prun stop|restart|signal`.
+    Steer(SteerRequest),
     /// A log drain thread ended.
     DrainDone,
     /// prun's descendants, read off the loop (`scanner`): (pid, parent, group).

@@ -159,6 +159,17 @@ pub(super) struct Inst {
     /// for the restart rather than reach another reader out of order. Released with
     /// `reader_not_coming` once the restart joins, or when none will come.
     pub expected_by: Vec<(QueueId, usize)>,
+    /// `prun stop` or `prun restart` asked for this instance's current run.
+    pub asked: Option<Asked>,
+}
+
+/// What `prun stop|restart` asked of a running instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Asked {
+    /// Stopped for good (no restart, whatever the policy).
+    Stop,
+    /// Started again as soon as it ended.
+    Restart,
 }
 
 impl Run {
@@ -186,6 +197,7 @@ impl Inst {
             start_error_code: 1,
             ports: Vec::new(),
             expected_by: Vec::new(),
+            asked: None,
         }
     }
 

@@ -72,6 +72,7 @@ mod remote;
 mod render;
 mod shutdown;
 mod start;
+mod steer;
 mod terminal;
 mod timers;
 mod wiring;
@@ -474,6 +475,7 @@ impl Supervisor {
             Msg::DrainDone => self.drains = self.drains.saturating_sub(1),
             Msg::Descendants(table) => self.on_descendants(table),
             Msg::Signal(sig) => self.on_signal(sig),
+            Msg::Steer(req) => self.steer(req),
             Msg::Line {
                 id,
                 generation,

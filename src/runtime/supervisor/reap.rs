@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::instance::{Life, Permit, Probe, Readiness, StopWhy};
+use super::instance::{Asked, Life, Permit, Probe, Readiness, StopWhy};
 use super::{Owner, Supervisor};
 use crate::event::{Event, InstanceId, Level, ProcessEnd, State, Success};
 use crate::plan::{OnFailure, Output, ProbeKind, RestartPolicy, Trigger};
@@ -337,21 +337,27 @@ impl Supervisor {
             Trigger::Failed => failure.is_some(),
             _ => false,
         });
+        let asked = self.insts[id].asked.take();
         let restart = self.shutdown.is_none()
             && !matches!(state, State::Skipped { .. } | State::CouldNotStart { .. })
-            && match restart_spec.policy {
-                RestartPolicy::Never => false,
-                RestartPolicy::OnFailure => failure.is_some(),
-                RestartPolicy::Always => true,
-            }
-            && restart_spec.max.is_none_or(|m| self.insts[id].restarts < m);
+            && asked != Some(Asked::Stop)
+            && (asked == Some(Asked::Restart)
+                || (match restart_spec.policy {
+                    RestartPolicy::Never => false,
+                    RestartPolicy::OnFailure => failure.is_some(),
+                    RestartPolicy::Always => true,
+                } && restart_spec.max.is_none_or(|m| self.insts[id].restarts < m)));
         self.release_permits(id);
         if !restart {
             self.withdraw_expected(id);
             self.end(id, state);
         } else {
             let attempt = self.insts[id].restarts + 1;
-            let delay = restart_spec.delay(attempt);
+            let delay = if asked == Some(Asked::Restart) {
+                Duration::ZERO
+            } else {
+                restart_spec.delay(attempt)
+            };
             self.show(id, state.clone());
             let until = now + delay;
             let inst = &mut self.insts[id];

@@ -18,12 +18,15 @@
 //!   engine; if that command fails, the local client is signalled instead (ending it
 //!   ends the remote side: the wrapper sees its connection go);
 //! - `ready: {cmd}` and `stop: {cmd}` of a remote stage run on its host too;
+//! - `prun ctl` on SSH hosts: each instance gets its own control socket in the run
+//!   directory, forwarded by ssh to the host; requests on it speak for the instance
+//!   (the peer is ssh, so credentials cannot tell);
 //! - Slurm: one sweeper per run (started with the first Slurm instance) cancels what
 //!   is left of the run's jobs when prun ends, however it ends;
 //! - the end of the run: the hosts' run directories removed, the sweep, the shared
 //!   connections closed (bounded waits, after the loop).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -72,6 +75,8 @@ pub(super) struct RemoteRt {
     /// The Slurm sweeper and the pipe whose end starts its sweep.
     sweeper: Option<(i32, OwnedFd)>,
     sweeper_failed: bool,
+    /// Instances that have their own control socket.
+    ctl_sockets: HashSet<InstanceId>,
 }
 
 impl Supervisor {
@@ -111,14 +116,41 @@ impl Supervisor {
         }
     }
 
-    /// What a remote launch needs beyond its command.
-    pub(super) fn remote_opts(&self, id: InstanceId) -> RemoteOpts {
+    /// What a remote launch needs beyond its command: on an SSH host, the instance's
+    /// own control socket (made once per instance), which ssh forwards to the host.
+    pub(super) fn remote_opts(&mut self, id: InstanceId) -> RemoteOpts {
         let stage = &self.plan.stages[self.insts[id].info.stage];
-        RemoteOpts {
+        let mut opts = RemoteOpts {
             name: self.insts[id].info.name.clone(),
             stop_signal: stage.stop.signal,
             grace: stage.stop.timeout.min(MAX_DEATH_GRACE),
             ctl_forward: None,
+        };
+        if let Place::Ssh(_) = self.place_of(id) {
+            opts.ctl_forward = self.instance_ctl_socket(id);
+        }
+        opts
+    }
+
+    /// `<run dir>/ctl-<id>.sock`: requests on it speak for instance `id`.
+    fn instance_ctl_socket(&mut self, id: InstanceId) -> Option<PathBuf> {
+        let path = self.run_dir.join(format!("ctl-{id}.sock"));
+        if self.remote.ctl_sockets.contains(&id) {
+            return Some(path);
+        }
+        let server = self.ctl.as_mut()?;
+        match server.listen_for(&path, id as u64) {
+            Ok(()) => {
+                self.remote.ctl_sockets.insert(id);
+                Some(path)
+            }
+            Err(e) => {
+                self.warn(format!(
+                    "{}: `prun ctl` will not reach prun from its host ({e})",
+                    self.insts[id].info.name
+                ));
+                None
+            }
         }
     }
 
@@ -426,10 +458,13 @@ impl Supervisor {
         what: &str,
     ) -> std::io::Result<i32> {
         let place = self.insts[id].run().map_or(Place::Local, |r| r.place);
-        let opts = place.host().map(|_| RemoteOpts {
-            name: format!("{}-{what}", self.insts[id].info.name),
-            ..self.remote_opts(id)
-        });
+        let opts = match place.host() {
+            Some(_) => Some(RemoteOpts {
+                name: format!("{}-{what}", self.insts[id].info.name),
+                ..self.remote_opts(id)
+            }),
+            None => None,
+        };
         if matches!(place, Place::Slurm(_)) {
             self.ensure_sweeper();
         }
