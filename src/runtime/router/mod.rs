@@ -155,8 +155,16 @@
 /// pipe), 60 ms through 256 KiB, 59 ms through 1 MiB (docs/performance.md).
 pub const DIRECT_PIPE: usize = 256 * 1024;
 
+mod blocks;
+mod deliver;
+mod direct;
+mod dispatch;
+mod ending;
 mod engine;
+mod reader;
+mod records;
 pub(crate) mod sys;
+mod writer;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -276,7 +284,7 @@ impl QueueRouter {
     /// delimiter) arrive on the returned channel, with the same backpressure. The channel
     /// disconnects at end of stream (no sentinel record is sent on it).
     pub fn add_channel_reader(&self, id: ReaderId) -> Receiver<Vec<u8>> {
-        let (tx, rx) = crossbeam_channel::bounded(engine::CHANNEL_CAP);
+        let (tx, rx) = crossbeam_channel::bounded(reader::CHANNEL_CAP);
         self.send(Command::AddChannelReader(id, tx));
         rx
     }
