@@ -12,7 +12,7 @@ use crossbeam_channel::TrySendError;
 
 use super::RouterEvent;
 use super::engine::Engine;
-use super::reader::{Reader, ReaderState, Sink};
+use super::reader::{Reader, ReaderPhase, Sink};
 use super::records::{NO_WRITER, Slice, count_delims, records_in_tail};
 use super::sys;
 use crate::plan::Delivery;
@@ -232,7 +232,9 @@ impl Engine {
         let r = &mut self.readers[i];
         if !r.is_open() {
             // It got EOF from us: count what it left unread in its pipe.
-            if let Some(watch) = r.watch.take() {
+            if let ReaderPhase::Closed { watch } = &mut r.phase
+                && let Some(watch) = watch.take()
+            {
                 let unread = sys::unread_bytes(watch.as_raw_fd());
                 self.stats.in_flight_at_failure += records_in_tail(&r.log, None, unread, delim);
                 r.log.clear();
@@ -255,10 +257,9 @@ impl Engine {
             None => 0,
         };
         r.sink = None;
-        r.state = ReaderState::Gone;
-        if r.may_restart && !r.awaited {
-            r.awaited = true;
-            self.expected_readers += 1;
+        r.phase = ReaderPhase::Gone;
+        if r.may_restart && !self.awaited.contains(&r.id) {
+            self.awaited.push(r.id);
         }
         r.log.clear();
         r.log_bytes = 0;
@@ -305,14 +306,11 @@ impl Engine {
                 .map(|s| s.records)
                 .sum::<u64>();
         }
-        if !r.gone_reported {
-            r.gone_reported = true;
-            let id = r.id;
-            self.emit(RouterEvent::ReaderGone {
-                queue: self.cfg.queue,
-                reader: id,
-            });
-        }
+        let id = r.id;
+        self.emit(RouterEvent::ReaderGone {
+            queue: self.cfg.queue,
+            reader: id,
+        });
         self.strand_if_no_reader();
     }
 }

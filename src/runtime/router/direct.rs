@@ -15,6 +15,7 @@ use super::engine::Engine;
 use super::reader::{PAGE, Sink};
 use super::records::{Slice, count_delims};
 use super::sys;
+use super::writer::WriterPhase;
 use crate::plan::Delivery;
 
 impl Engine {
@@ -31,8 +32,7 @@ impl Engine {
         if self.cfg.delivery != Delivery::Shared
             || !self.queue.is_empty()
             || !w.tee
-            || w.discarding
-            || w.backlog
+            || w.phase != WriterPhase::Streaming
             || w.peeked > 0
             || !w.carry.is_empty()
         {

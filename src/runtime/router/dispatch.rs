@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::engine::Engine;
-use super::reader::{FIRST_RECORDS, ReaderState};
+use super::reader::FIRST_RECORDS;
 use super::records::{NO_WRITER, Slice, count_delims};
 use crate::plan::Delivery;
 
@@ -26,17 +26,13 @@ impl Engine {
     }
 
     pub(super) fn dispatch_broadcast(&mut self) {
-        if !self.readers.iter().any(|r| r.state == ReaderState::Live) {
+        if !self.readers.iter().any(|r| r.live()) {
             return;
         }
         while let Some(s) = self.queue.pop_front() {
             self.queued_records -= s.records;
             self.queued_bytes = self.queued_bytes.saturating_sub(s.len());
-            for r in self
-                .readers
-                .iter_mut()
-                .filter(|r| r.state == ReaderState::Live)
-            {
+            for r in self.readers.iter_mut().filter(|r| r.live()) {
                 r.push_pending(s.clone());
             }
         }
@@ -142,11 +138,8 @@ impl Engine {
         let r = &self.readers[i];
         self.queue.iter().position(|s| {
             r.in_order(s)
-                || (self.expected_readers == 0
-                    && !self
-                        .readers
-                        .iter()
-                        .any(|o| o.state == ReaderState::Live && o.in_order(s)))
+                || (self.awaited.is_empty()
+                    && !self.readers.iter().any(|o| o.live() && o.in_order(s)))
         })
     }
 
@@ -237,15 +230,11 @@ impl Engine {
         let idle = self
             .readers
             .iter()
-            .any(|r| r.state == ReaderState::Live && r.pending.is_empty() && r.sink.is_some());
+            .any(|r| r.live() && r.pending.is_empty() && r.sink.is_some());
         if !idle {
             return;
         }
-        for r in self
-            .readers
-            .iter_mut()
-            .filter(|r| r.state == ReaderState::Live)
-        {
+        for r in self.readers.iter_mut().filter(|r| r.live()) {
             let stuck = r
                 .blocked_since
                 .is_some_and(|t| now.duration_since(t) >= STEAL_AFTER);
@@ -280,7 +269,7 @@ impl Engine {
 mod tests {
     use super::super::QueueConfig;
     use super::super::engine::Command;
-    use super::super::reader::{Reader, Sink};
+    use super::super::reader::{Reader, ReaderPhase, Sink};
     use super::super::sys;
     use super::*;
     use std::os::fd::OwnedFd;
@@ -381,7 +370,7 @@ mod tests {
         e.readers[1].note_handed(0, 20);
         e.queue.push_back(run_of(0, 10));
         e.queue.push_back(run_of(20, 10));
-        e.readers[0].state = ReaderState::Gone;
+        e.readers[0].phase = ReaderPhase::Gone;
         assert_eq!(
             e.next_for(1),
             Some(1),
@@ -390,21 +379,21 @@ mod tests {
         assert_eq!(e.next_for(2), Some(0), "reader 2 takes the given-back ones");
         // With no reader left that could take them in order, they go anyway: order
         // gives way to not losing records.
-        e.readers[2].state = ReaderState::Gone;
+        e.readers[2].phase = ReaderPhase::Gone;
         assert_eq!(e.next_for(1), Some(0));
         // Unless the dead reader may be restarted: then they wait for it, and the
         // restart (a new reader) takes them first when it joins.
-        e.readers[0].state = ReaderState::Live;
+        e.readers[0].phase = ReaderPhase::Live;
         e.handle_command(Command::MayRestart(0));
         e.reader_gone(0);
-        assert_eq!(e.expected_readers, 1);
+        assert_eq!(e.awaited, [0]);
         assert_eq!(e.next_for(1), Some(1), "they wait for the restart");
         let (r, _w) = sys::pipe().unwrap();
         e.add_reader(Reader::new(3, Sink::Pipe(r), 65536));
         assert_eq!(e.next_for(3), Some(0), "the restarted reader takes them");
         e.handle_command(Command::ReaderNotComing(0));
-        assert_eq!(e.expected_readers, 0);
-        e.readers[3].state = ReaderState::Gone;
+        assert!(e.awaited.is_empty());
+        e.readers[3].phase = ReaderPhase::Gone;
         assert_eq!(
             e.next_for(1),
             Some(0),

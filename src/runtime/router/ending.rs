@@ -8,10 +8,10 @@ use std::os::fd::AsRawFd;
 use super::RouterEvent;
 use super::deliver::push_sentinel;
 use super::engine::Engine;
-use super::reader::ReaderState;
+use super::reader::ReaderPhase;
 use super::records::count_delims;
 use super::sys;
-use super::writer::{WRITER_PIPE, discard_backlog};
+use super::writer::{WRITER_PIPE, WriterPhase, discard_backlog};
 
 impl Engine {
     /// No reader left and none will come: writers must see a closed pipe, like in a
@@ -23,16 +23,26 @@ impl Engine {
         for w in &mut self.writers {
             w.peeked = 0;
             w.shadow = None;
-            if (w.fd.take().is_some() || w.backlog) && !w.done_reported {
-                w.done_reported = true;
+            w.fd = None;
+            if w.phase == WriterPhase::Done {
+                continue;
+            }
+            if !w.reported() {
                 let _ = self.events.send(RouterEvent::WriterDone {
                     queue: self.cfg.queue,
                     writer: w.id,
                 });
             }
             discard_backlog(w, self.delim, &mut self.stats);
-            w.backlog = false;
-            w.eof_pending = false;
+            if w.phase == WriterPhase::Torn {
+                // Its incomplete last record, whatever the writer's outcome, has nobody
+                // to go to.
+                self.stats.records += 1;
+                self.stats.bytes += w.carry.len() as u64;
+                self.stats.discarded += 1;
+                w.records += 1;
+            }
+            w.phase = WriterPhase::Done;
             w.carry = Vec::new();
         }
         self.stats.discarded += self.queued_records;
@@ -44,7 +54,7 @@ impl Engine {
     pub(super) fn abort(&mut self) {
         self.stats.discarded += self.depth();
         for wi in 0..self.writers.len() {
-            self.discard_writer(wi);
+            self.discard_writer(wi, false);
         }
         for r in &mut self.readers {
             if r.is_open() {
@@ -70,15 +80,7 @@ impl Engine {
         self.queued_records = 0;
         self.queued_bytes = 0;
         for wi in 0..self.writers.len() {
-            self.discard_writer(wi);
-            let w = &mut self.writers[wi];
-            if !w.done_reported {
-                w.done_reported = true;
-                let _ = self.events.send(RouterEvent::WriterDone {
-                    queue: self.cfg.queue,
-                    writer: w.id,
-                });
-            }
+            self.discard_writer(wi, true);
         }
         self.writers_closed = true;
         let delim = self.delim;
@@ -122,7 +124,7 @@ impl Engine {
             }
             // End of stream for each reader on its own: one that does not take the rest
             // of its record must not keep the others from their EOF.
-            r.state = ReaderState::Finishing;
+            r.phase = ReaderPhase::Finishing;
             push_sentinel(self.sentinel_record.as_ref(), r);
         }
         self.finishing = true;
@@ -130,16 +132,27 @@ impl Engine {
 
     /// Stop reading writer `wi` for good: what it wrote and nobody will get (its backlog,
     /// what is left in its pipe) is counted as read and discarded, and its pipe closed.
-    pub(super) fn discard_writer(&mut self, wi: usize) {
+    /// `report`: send `WriterDone` if it was not sent yet.
+    pub(super) fn discard_writer(&mut self, wi: usize, report: bool) {
+        if self.writers[wi].phase == WriterPhase::Done {
+            return;
+        }
         self.discard_unread(wi);
         let w = &mut self.writers[wi];
         discard_backlog(w, self.delim, &mut self.stats);
         w.fd = None;
         w.peeked = 0;
         w.shadow = None;
-        w.backlog = false;
-        w.eof_pending = false;
         w.carry = Vec::new();
+        let reported = w.reported();
+        w.phase = WriterPhase::Done;
+        if report && !reported {
+            let id = w.id;
+            self.emit(RouterEvent::WriterDone {
+                queue: self.cfg.queue,
+                writer: id,
+            });
+        }
     }
 
     /// At abort: read what writer `wi` left in its pipe (a pipe's worth or so: a writer
@@ -148,12 +161,12 @@ impl Engine {
     pub(super) fn discard_unread(&mut self, wi: usize) {
         let delim = self.delim;
         let w = &mut self.writers[wi];
-        if w.discarding {
+        if w.discarding() {
             return;
         }
         // The record being read when the stream was cut (complete records of a backlog
         // are counted by the caller).
-        let partial: &[u8] = match (delim, w.backlog) {
+        let partial: &[u8] = match (delim, w.backlog()) {
             (Some(d), true) => {
                 memchr::memrchr(d, &w.carry).map_or(&w.carry[..], |p| &w.carry[p + 1..])
             }

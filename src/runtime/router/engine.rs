@@ -24,10 +24,10 @@ use memchr::memmem;
 
 use super::blocks::{BlockPool, USE_SPLICE, peek_pipes};
 use super::deliver::push_sentinel;
-use super::reader::{READER_PIPE, Reader, ReaderState, Sink};
+use super::reader::{READER_PIPE, Reader, ReaderPhase, Sink};
 use super::records::Slice;
 use super::sys;
-use super::writer::{WRITER_PIPE, Writer};
+use super::writer::{WRITER_PIPE, Writer, WriterPhase};
 use super::{QueueConfig, QueueStats, ReaderId, RouterEvent, WriterId};
 use crate::plan::Delivery;
 
@@ -52,6 +52,8 @@ pub(super) enum Command {
     CloseReaders,
     MayRestart(ReaderId),
     ReaderNotComing(ReaderId),
+    WriterEnded(WriterId, bool),
+    AwaitOutcomes,
     Cut,
     Abort,
 }
@@ -82,9 +84,16 @@ pub(super) struct Engine {
     /// delivery). A reader's pending batch may be taken back only while it holds its
     /// writer's latest records: no other reader has later ones yet.
     pub(super) handed: Vec<u64>,
-    /// Readers announced to come back (restarts): records given back wait for them when
-    /// no open reader can take them in order.
-    pub(super) expected_readers: usize,
+    /// Dead readers whose restart is awaited (they may restart, see
+    /// [`Command::MayRestart`]): records given back wait for a restart when no open
+    /// reader can take them in order.
+    pub(super) awaited: Vec<ReaderId>,
+    /// Entries at the front of the published `per_writer` / `per_reader` counts that
+    /// belong to forgotten writers and readers (they are not rewritten each round).
+    pub(super) retired_writers: usize,
+    pub(super) retired_readers: usize,
+    /// The supervisor reports writers' outcomes (`QueueRouter::await_writer_outcomes`).
+    pub(super) writer_outcomes: bool,
     pub(super) blocked_since: Option<Instant>,
     pub(super) scratch: Vec<u8>,
     pub(super) pool: BlockPool,
@@ -156,7 +165,10 @@ impl Engine {
             rr: 0,
             handed_back: false,
             handed: Vec::new(),
-            expected_readers: 0,
+            awaited: Vec::new(),
+            retired_writers: 0,
+            retired_readers: 0,
+            writer_outcomes: false,
             blocked_since: None,
             scratch: Vec::new(),
             pool: BlockPool::default(),
@@ -177,7 +189,7 @@ impl Engine {
             if drained {
                 // After `Drained`: only to count what readers that got EOF leave unread
                 // when they exit (`reader_exited`), until none is left or `abort`.
-                if !self.readers.iter().any(|r| r.watch.is_some()) {
+                if !self.readers.iter().any(|r| r.watched()) {
                     break;
                 }
                 self.publish();
@@ -196,6 +208,7 @@ impl Engine {
                 self.write_readers(now);
             }
             self.track_blocked(now);
+            self.forget_ended_readers();
             if self.check_end() {
                 drained = true;
                 continue;
@@ -265,7 +278,7 @@ impl Engine {
             && self
                 .writers
                 .iter()
-                .any(|w| w.fd.is_some() && w.readable && w.full_read && !w.backlog)
+                .any(|w| w.fd.is_some() && w.readable && w.full_read && !w.backlog())
     }
 
     pub(super) fn capacity(&self) -> u64 {
@@ -305,7 +318,7 @@ impl Engine {
                 let idx = self
                     .readers
                     .iter()
-                    .position(|r| r.id == id && (r.is_open() || r.watch.is_some()));
+                    .position(|r| r.id == id && (r.is_open() || r.watched()));
                 if let Some(i) = idx {
                     self.reader_gone(i);
                 }
@@ -320,12 +333,9 @@ impl Engine {
                     r.may_restart = true;
                 }
             }
-            Command::ReaderNotComing(id) => {
-                if let Some(r) = self.readers.iter_mut().find(|r| r.id == id && r.awaited) {
-                    r.awaited = false;
-                    self.expected_readers = self.expected_readers.saturating_sub(1);
-                }
-            }
+            Command::ReaderNotComing(id) => self.awaited.retain(|&a| a != id),
+            Command::WriterEnded(id, succeeded) => self.writer_ended(id, succeeded),
+            Command::AwaitOutcomes => self.writer_outcomes = true,
             Command::Cut => self.cut_stream(),
             Command::Abort => {
                 self.abort();
@@ -340,46 +350,103 @@ impl Engine {
         let _ = sys::set_nonblocking(raw);
         sys::grow_pipe(raw, WRITER_PIPE);
         let no_reader = self.readers_final && !self.readers.iter().any(|r| r.is_open());
-        let mut w = Writer {
-            id,
-            fd: Some(fd),
-            carry: Vec::new(),
-            backlog: false,
-            eof_pending: false,
-            readable: true,
-            full_read: false,
-            tee: self.peek.is_some(),
-            peeked: 0,
-            shadow: None,
-            records: 0,
-            discarding: false,
-            discard_partial: false,
-            done_reported: false,
-        };
+        let mut w = Writer::new(id, fd, self.peek.is_some());
         if no_reader {
             // Like a shell pipeline whose reader is gone: the writer sees EPIPE.
             w.fd = None;
-            w.done_reported = true;
+            w.phase = WriterPhase::Done;
             self.emit(RouterEvent::WriterDone {
                 queue: self.cfg.queue,
                 writer: id,
             });
         }
-        self.writers.push(w);
-        self.handed.push(0);
+        match self.free_writer_slot() {
+            Some(wi) => {
+                // The slot's writer ended and none of its records are held any more:
+                // its count moves to the published totals, its order marks are reset.
+                let old = std::mem::replace(&mut self.writers[wi], w);
+                self.retire_count(Some((old.id, old.records)), None);
+                self.handed[wi] = 0;
+                for r in &mut self.readers {
+                    if let Some(h) = r.high.get_mut(wi) {
+                        *h = 0;
+                    }
+                }
+            }
+            None => {
+                self.writers.push(w);
+                self.handed.push(0);
+            }
+        }
+    }
+
+    /// A writer slot that can be reused: its writer is done and none of its records is
+    /// held (queued or pending at a reader), so nothing refers to its index any more.
+    /// This is what keeps the router's memory flat over any number of writer restarts.
+    fn free_writer_slot(&self) -> Option<usize> {
+        if !self.writers.iter().any(|w| w.phase == WriterPhase::Done) {
+            return None;
+        }
+        let mut held = vec![false; self.writers.len()];
+        let pending = self.readers.iter().flat_map(|r| r.pending.iter());
+        for s in self.queue.iter().chain(pending) {
+            if let Some(h) = held.get_mut(s.writer) {
+                *h = true;
+            }
+        }
+        (0..self.writers.len()).find(|&wi| self.writers[wi].phase == WriterPhase::Done && !held[wi])
+    }
+
+    /// Forget readers that ended (`ReaderGone` sent, or EOF given and nothing left to
+    /// count): a restarting reader stage adds one per restart.
+    pub(super) fn forget_ended_readers(&mut self) {
+        if !self.readers.iter().any(Reader::ended) {
+            return;
+        }
+        let mut k = 0;
+        while k < self.readers.len() {
+            if self.readers[k].ended() {
+                let r = self.readers.remove(k);
+                self.retire_count(None, Some((r.id, r.delivered)));
+                if self.rr > k {
+                    self.rr -= 1;
+                }
+            } else {
+                k += 1;
+            }
+        }
+        if self.rr >= self.readers.len() {
+            self.rr = 0;
+        }
+    }
+
+    /// Move a forgotten writer's or reader's count into the published totals.
+    fn retire_count(&mut self, writer: Option<(WriterId, u64)>, reader: Option<(ReaderId, u64)>) {
+        if let Ok(mut g) = self.shared_stats.lock() {
+            if let Some(e) = writer {
+                g.per_writer.truncate(self.retired_writers);
+                g.per_writer.push(e);
+                self.retired_writers += 1;
+            }
+            if let Some(e) = reader {
+                g.per_reader.truncate(self.retired_readers);
+                g.per_reader.push(e);
+                self.retired_readers += 1;
+            }
+        }
     }
 
     pub(super) fn add_reader(&mut self, mut r: Reader) {
         r.served = self
             .readers
             .iter()
-            .filter(|o| o.state == ReaderState::Live)
+            .filter(|o| o.live())
             .map(|o| o.served)
             .min()
             .unwrap_or(0);
         if self.finishing {
             // Joined after the end of stream: only the sentinel, then EOF.
-            r.state = ReaderState::Finishing;
+            r.phase = ReaderPhase::Finishing;
             push_sentinel(self.sentinel_record.as_ref(), &mut r);
         }
         self.readers.push(r);
@@ -389,7 +456,7 @@ impl Engine {
 
     /// Returns true when the queue is drained and the thread may end.
     pub(super) fn check_end(&mut self) -> bool {
-        if !self.writers_closed || self.writers.iter().any(|w| w.fd.is_some() || w.backlog) {
+        if !self.writers_closed || !self.writers.iter().all(Writer::finished) {
             return false;
         }
         let any_open = self.readers.iter().any(|r| r.is_open());
@@ -407,7 +474,7 @@ impl Engine {
             if self
                 .readers
                 .iter()
-                .any(|r| r.state == ReaderState::Live && r.pending_records > 0)
+                .any(|r| r.live() && r.pending_records > 0)
             {
                 // Records are still pending (maybe one partly written): a reader that
                 // dies now hands them back, and the others must still be open to take
@@ -416,12 +483,8 @@ impl Engine {
             }
             self.finishing = true;
             let sentinel = self.sentinel_record.clone();
-            for r in self
-                .readers
-                .iter_mut()
-                .filter(|r| r.state == ReaderState::Live)
-            {
-                r.state = ReaderState::Finishing;
+            for r in self.readers.iter_mut().filter(|r| r.live()) {
+                r.phase = ReaderPhase::Finishing;
                 push_sentinel(sentinel.as_ref(), r);
             }
             let now = Instant::now();
@@ -431,7 +494,7 @@ impl Engine {
         // end the run and read the statistics (the sentinels just written included).
         self.publish();
         for r in self.readers.iter_mut() {
-            if r.state == ReaderState::Finishing && r.pending.is_empty() {
+            if matches!(r.phase, ReaderPhase::Finishing) && r.pending.is_empty() {
                 r.give_eof();
             }
         }
@@ -448,7 +511,10 @@ impl Engine {
     // ---- waiting and bookkeeping ----------------------------------------------------
 
     pub(super) fn track_blocked(&mut self, now: Instant) {
-        let writers_open = self.writers.iter().any(|w| w.fd.is_some() && !w.discarding);
+        let writers_open = self
+            .writers
+            .iter()
+            .any(|w| w.fd.is_some() && !w.discarding());
         let full = writers_open && self.full();
         match (full, self.blocked_since) {
             (true, None) => self.blocked_since = Some(now),
@@ -460,16 +526,28 @@ impl Engine {
         }
     }
 
+    /// Copy the counters where [`super::QueueRouter::stats`] reads them: the totals, and
+    /// the counts of live writers and readers after those of forgotten ones.
     pub(super) fn publish(&mut self) {
-        let mut s = self.stats.clone();
+        let mut blocked_ms = self.stats.blocked_ms;
         if let Some(t) = self.blocked_since {
-            s.blocked_ms += t.elapsed().as_millis() as u64;
+            blocked_ms += t.elapsed().as_millis() as u64;
         }
-        s.per_writer = self.writers.iter().map(|w| (w.id, w.records)).collect();
-        s.per_reader = self.readers.iter().map(|r| (r.id, r.delivered)).collect();
-        if let Ok(mut g) = self.shared_stats.lock() {
-            *g = s;
-        }
+        let Ok(mut g) = self.shared_stats.lock() else {
+            return;
+        };
+        let mut per_writer = std::mem::take(&mut g.per_writer);
+        let mut per_reader = std::mem::take(&mut g.per_reader);
+        per_writer.truncate(self.retired_writers);
+        per_writer.extend(self.writers.iter().map(|w| (w.id, w.records)));
+        per_reader.truncate(self.retired_readers);
+        per_reader.extend(self.readers.iter().map(|r| (r.id, r.delivered)));
+        *g = QueueStats {
+            blocked_ms,
+            per_writer,
+            per_reader,
+            ..self.stats.clone()
+        };
     }
 
     pub(super) fn wait(&mut self) -> io::Result<()> {
@@ -484,7 +562,7 @@ impl Engine {
         let read_more = !self.full();
         for (i, w) in self.writers.iter().enumerate() {
             if let Some(fd) = &w.fd
-                && (read_more || w.discarding)
+                && (read_more || w.discarding())
             {
                 self.pollfds.push(libc::pollfd {
                     fd: fd.as_raw_fd(),
@@ -519,11 +597,11 @@ impl Engine {
                 _ => {}
             }
         }
-        if read_more && self.writers.iter().any(|w| w.backlog) {
+        if read_more && self.writers.iter().any(Writer::backlog) {
             // Room freed since the backlog was set: cut it in at the next round.
             tick = true;
         }
-        let any_live = self.readers.iter().any(|r| r.state == ReaderState::Live);
+        let any_live = self.readers.iter().any(|r| r.live());
         if any_live && !self.queue.is_empty() {
             // Records wait for a reader to drain its pipe, which poll cannot report.
             tick = true;

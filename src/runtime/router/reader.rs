@@ -41,6 +41,12 @@ pub(super) const HORIZON: Duration = Duration::from_millis(50);
 /// (POLLOUT reports a free page).
 pub(super) const PAGE: usize = 4096;
 
+/// Written slices up to this size that are a small part of their block are copied
+/// into log chunks of at least [`LOG_CHUNK`] bytes (see [`Reader::log_written`]);
+/// larger ones keep their block (a pipe's worth of them is only a few blocks).
+const LOG_COPY: usize = 8 * 1024;
+const LOG_CHUNK: usize = 16 * 1024;
+
 /// Records waiting on a channel reader before prun stops handing it more.
 pub(super) const CHANNEL_CAP: usize = 256;
 
@@ -49,21 +55,24 @@ pub(super) enum Sink {
     Channel(Sender<Vec<u8>>),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum ReaderState {
+/// Where a reader is. `sink` is set while it is `Live` or `Finishing`, gone after.
+pub(super) enum ReaderPhase {
+    /// Takes records.
     Live,
     /// End of stream: gets what is pending (and the sentinel), then EOF.
     Finishing,
-    /// Got EOF from us.
-    Closed,
-    /// Exited or EPIPE.
+    /// Got EOF from us. `watch` is a read end of its pipe, opened as we closed ours: at
+    /// its exit, what it left unread is still measurable. Forgotten once that is
+    /// counted (or there is nothing to watch).
+    Closed { watch: Option<OwnedFd> },
+    /// Exited or EPIPE (`ReaderGone` was sent). Forgotten at the end of the round.
     Gone,
 }
 
 pub(super) struct Reader {
     pub(super) id: ReaderId,
     pub(super) sink: Option<Sink>,
-    pub(super) state: ReaderState,
+    pub(super) phase: ReaderPhase,
     pub(super) pending: VecDeque<Slice>,
     /// Bytes (pipe) or record bytes (channel) of `pending[0]` already handed over.
     pub(super) head_off: usize,
@@ -90,17 +99,12 @@ pub(super) struct Reader {
     pub(super) log_bytes: usize,
     pub(super) delivered: u64,
     pub(super) blocked_since: Option<Instant>,
-    pub(super) gone_reported: bool,
     /// Per writer index: the number after the last record of that writer handed to this
     /// reader. A record numbered below it would reach the reader out of order.
     pub(super) high: Vec<u64>,
-    /// A read end of its pipe, opened when it got EOF from us: at its exit, what it left
-    /// unread is still measurable (our write end is gone by then).
-    pub(super) watch: Option<OwnedFd>,
     /// Its stage restarts readers: if it dies, its restart is awaited (see
-    /// `Engine::expected_readers`), until the supervisor says it is not coming.
+    /// `Engine::awaited`), until the supervisor says it is not coming.
     pub(super) may_restart: bool,
-    pub(super) awaited: bool,
 }
 
 impl Reader {
@@ -110,7 +114,7 @@ impl Reader {
             // A channel reader has its own bound (the channel's capacity).
             measured: matches!(sink, Sink::Channel(_)),
             sink: Some(sink),
-            state: ReaderState::Live,
+            phase: ReaderPhase::Live,
             pending: VecDeque::new(),
             head_off: 0,
             pending_records: 0,
@@ -125,11 +129,8 @@ impl Reader {
             log_bytes: 0,
             delivered: 0,
             blocked_since: None,
-            gone_reported: false,
             high: Vec::new(),
-            watch: None,
             may_restart: false,
-            awaited: false,
         }
     }
 
@@ -137,11 +138,29 @@ impl Reader {
     /// the rest). A read end is kept (see `watch`); holding it cannot hide a dead
     /// reader, as nothing is written to the pipe any more.
     pub(super) fn give_eof(&mut self) {
-        if let Some(Sink::Pipe(fd)) = &self.sink {
-            self.watch = sys::reopen_for_reading(fd.as_raw_fd());
-        }
+        let watch = match &self.sink {
+            Some(Sink::Pipe(fd)) => sys::reopen_for_reading(fd.as_raw_fd()),
+            _ => None,
+        };
         self.sink = None;
-        self.state = ReaderState::Closed;
+        self.phase = ReaderPhase::Closed { watch };
+    }
+
+    pub(super) fn live(&self) -> bool {
+        matches!(self.phase, ReaderPhase::Live)
+    }
+
+    /// It got EOF and its exit is awaited to count what it left unread.
+    pub(super) fn watched(&self) -> bool {
+        matches!(self.phase, ReaderPhase::Closed { watch: Some(_) })
+    }
+
+    /// Nothing more will happen to it: it can be forgotten.
+    pub(super) fn ended(&self) -> bool {
+        matches!(
+            self.phase,
+            ReaderPhase::Gone | ReaderPhase::Closed { watch: None }
+        )
     }
 
     /// Handing `s` to this reader keeps each writer's records in order for it.
@@ -161,7 +180,7 @@ impl Reader {
     }
 
     pub(super) fn is_open(&self) -> bool {
-        matches!(self.state, ReaderState::Live | ReaderState::Finishing)
+        matches!(self.phase, ReaderPhase::Live | ReaderPhase::Finishing)
     }
 
     /// A streaming reader has earned a whole pipe: it is topped up whenever a page of
@@ -212,7 +231,7 @@ impl Reader {
     /// (a streaming one: a page; one of unknown speed: all of it), and only up to its
     /// window.
     pub(super) fn room(&mut self, now: Instant) -> Option<(usize, usize)> {
-        if self.state != ReaderState::Live || !self.pending.is_empty() {
+        if !self.live() || !self.pending.is_empty() {
             return None;
         }
         match &self.sink {
@@ -237,7 +256,7 @@ impl Reader {
 
     /// Whether [`Reader::room`] may say yes (without looking at its pipe).
     pub(super) fn may_take(&self) -> bool {
-        self.state == ReaderState::Live && self.pending.is_empty() && self.sink.is_some()
+        self.live() && self.pending.is_empty() && self.sink.is_some()
     }
 
     /// A batch is handed over while `unread` bytes wait in its pipe.
@@ -255,7 +274,7 @@ impl Reader {
             return true;
         }
         records_wait
-            && self.state == ReaderState::Live
+            && self.live()
             && self.streaming()
             && self.window.saturating_sub(self.unread()) < PAGE.min(self.window)
     }
@@ -267,6 +286,11 @@ impl Reader {
         self.pending.push_back(s);
     }
 
+    /// Remember a slice just written into its pipe (only the last pipe's worth is
+    /// kept). A slice that is a small part of its block is copied into a log chunk
+    /// instead of holding the block: a reader fed one short record per writer (a writer
+    /// restarted thousands of times) would otherwise keep a 256 KiB block alive per
+    /// record.
     pub(super) fn log_written(&mut self, mut s: Slice) {
         if s.len() > self.pipe_cap {
             // Only the last pipe's worth can still be unread: keep a copy of that, not
@@ -278,9 +302,44 @@ impl Reader {
                 buf: Arc::new(tail),
                 ..s
             };
+        } else if !s.sentinel && s.len() <= LOG_COPY && s.len() * 2 <= s.buf.capacity() {
+            let n = s.len();
+            self.log_bytes += n;
+            let appended = self.log.back_mut().is_some_and(|last| {
+                let end = last.end;
+                match Arc::get_mut(&mut last.buf) {
+                    Some(chunk)
+                        if !last.sentinel
+                            && end == chunk.len()
+                            && chunk.len() + n <= chunk.capacity() =>
+                    {
+                        chunk.extend_from_slice(s.bytes());
+                        last.end += n;
+                        last.records += s.records;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            if !appended {
+                let mut chunk = Vec::with_capacity(n.max(LOG_CHUNK));
+                chunk.extend_from_slice(s.bytes());
+                self.log.push_back(Slice {
+                    start: 0,
+                    end: n,
+                    buf: Arc::new(chunk),
+                    ..s
+                });
+            }
+            self.trim_log();
+            return;
         }
         self.log_bytes += s.len();
         self.log.push_back(s);
+        self.trim_log();
+    }
+
+    fn trim_log(&mut self) {
         while let Some(front) = self.log.front() {
             if self.log_bytes - front.len() >= self.pipe_cap {
                 self.log_bytes -= front.len();

@@ -26,20 +26,49 @@ pub(super) const MIN_READ: usize = 16 * 1024;
 /// Writer pipes are enlarged so a fast writer wakes the router less often.
 pub(super) const WRITER_PIPE: usize = 1 << 20;
 
-pub(super) struct Writer {
-    pub(super) id: WriterId,
-    pub(super) fd: Option<OwnedFd>,
-    /// Bytes after the last delimiter seen (an incomplete record), and, while
-    /// `backlog` is set, complete records the full queue could not take yet.
-    pub(super) carry: Vec<u8>,
+/// Where a writer's stream is. `fd` is open in `Streaming`, `Backlog { eof: false }`
+/// and `Discarding`, closed in the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WriterPhase {
+    /// Its pipe is read (or peeked); complete records go into the queue.
+    Streaming,
     /// `carry` starts with complete records: the queue was full when they were read.
     /// They are cut into the queue as room frees, before anything more is read, so the
     /// queue never holds more than `capacity` records. (Records that were only peeked
-    /// are left in the writer's pipe instead: no backlog.)
-    pub(super) backlog: bool,
-    /// The writer's pipe reached EOF while `backlog` was set: `WriterDone` is sent once
-    /// the backlog is in the queue.
-    pub(super) eof_pending: bool,
+    /// are left in the writer's pipe instead: no backlog.) `eof`: its pipe already
+    /// ended; `WriterDone` follows once the backlog is in the queue.
+    Backlog { eof: bool },
+    /// Its pipe ended in the middle of a record (`carry` holds the incomplete last
+    /// record): delivered with the delimiter added if the writer process succeeded,
+    /// dropped and counted in `partial_records` if not, once the supervisor says which
+    /// ([`super::QueueRouter::writer_ended`]).
+    Torn,
+    /// It emitted the sentinel: the rest of its stream is read and counted in
+    /// `dropped_after_sentinel`, not delivered (`WriterDone` was sent). `partial`: the
+    /// last bytes read end inside a record (one more dropped record at EOF).
+    Discarding { partial: bool },
+    /// Its stream is over and `WriterDone` was sent. The slot is reused for a new writer
+    /// once none of its records are held any more (see `Engine::add_writer`).
+    Done,
+}
+
+/// How the writer's process ended, as told by the supervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Not known yet.
+    Unknown,
+    Succeeded,
+    Failed,
+}
+
+pub(super) struct Writer {
+    pub(super) id: WriterId,
+    pub(super) fd: Option<OwnedFd>,
+    pub(super) phase: WriterPhase,
+    pub(super) outcome: Outcome,
+    /// Bytes after the last delimiter seen (an incomplete record), and, in
+    /// `Backlog`, complete records the full queue could not take yet.
+    pub(super) carry: Vec<u8>,
     /// Set until poll says otherwise, so a new writer is read at once.
     pub(super) readable: bool,
     /// The last read filled the whole request: the pipe likely holds more.
@@ -53,31 +82,68 @@ pub(super) struct Writer {
     /// Where the peeked bytes are in a queued block: those can be spliced.
     pub(super) shadow: Option<Shadow>,
     pub(super) records: u64,
-    /// The writer emitted the sentinel: read and count the rest, deliver nothing.
-    pub(super) discarding: bool,
-    pub(super) discard_partial: bool,
-    pub(super) done_reported: bool,
+}
+
+impl Writer {
+    pub(super) fn new(id: WriterId, fd: OwnedFd, tee: bool) -> Writer {
+        Writer {
+            id,
+            fd: Some(fd),
+            phase: WriterPhase::Streaming,
+            outcome: Outcome::Unknown,
+            carry: Vec::new(),
+            readable: true,
+            full_read: false,
+            tee,
+            peeked: 0,
+            shadow: None,
+            records: 0,
+        }
+    }
+
+    pub(super) fn backlog(&self) -> bool {
+        matches!(self.phase, WriterPhase::Backlog { .. })
+    }
+
+    pub(super) fn discarding(&self) -> bool {
+        matches!(self.phase, WriterPhase::Discarding { .. })
+    }
+
+    /// `WriterDone` was sent for it.
+    pub(super) fn reported(&self) -> bool {
+        matches!(
+            self.phase,
+            WriterPhase::Discarding { .. } | WriterPhase::Done
+        )
+    }
+
+    /// Its stream is over, and nothing of it waits to enter the queue.
+    pub(super) fn finished(&self) -> bool {
+        self.fd.is_none() && !self.backlog() && self.phase != WriterPhase::Torn
+    }
 }
 
 impl Engine {
     pub(super) fn read_writers(&mut self) {
         let n = self.writers.len();
         for wi in 0..n {
-            if self.writers[wi].backlog && !self.full() {
-                self.writers[wi].backlog = false;
+            if let WriterPhase::Backlog { eof } = self.writers[wi].phase
+                && !self.full()
+            {
+                self.writers[wi].phase = WriterPhase::Streaming;
                 self.cut(wi, 0, None);
                 let w = &mut self.writers[wi];
-                if !w.backlog && w.eof_pending {
-                    w.eof_pending = false;
-                    w.carry = Vec::new();
-                    self.report_writer_done(wi);
+                match w.phase {
+                    WriterPhase::Backlog { .. } => w.phase = WriterPhase::Backlog { eof },
+                    WriterPhase::Streaming if eof => self.finish_writer(wi),
+                    _ => {}
                 }
             }
             let w = &self.writers[wi];
-            if w.fd.is_none() || !w.readable || w.backlog {
+            if w.fd.is_none() || !w.readable || w.backlog() {
                 continue;
             }
-            if !w.discarding && self.full() {
+            if !w.discarding() && self.full() {
                 continue;
             }
             self.read_writer(wi);
@@ -103,7 +169,7 @@ impl Engine {
         let w = &mut self.writers[wi];
         let Some(fd) = &w.fd else { return };
         let raw = fd.as_raw_fd();
-        if w.discarding {
+        if w.discarding() {
             self.scratch.resize(READ_BLOCK, 0);
             match sys::read_some(raw, &mut self.scratch) {
                 Ok(0) => self.writer_eof(wi),
@@ -114,8 +180,8 @@ impl Engine {
                         None => 1,
                     };
                     self.stats.dropped_after_sentinel += dropped;
-                    let w = &mut self.writers[wi];
-                    w.discard_partial = self.delim.is_some_and(|d| data[n - 1] != d);
+                    let partial = self.delim.is_some_and(|d| data[n - 1] != d);
+                    self.writers[wi].phase = WriterPhase::Discarding { partial };
                 }
                 Err(e) => self.writer_read_error(wi, e),
             }
@@ -203,35 +269,95 @@ impl Engine {
 
     pub(super) fn writer_eof(&mut self, wi: usize) {
         let w = &mut self.writers[wi];
-        if w.discarding {
-            if w.discard_partial {
-                self.stats.dropped_after_sentinel += 1;
+        w.fd = None;
+        w.peeked = 0;
+        w.shadow = None;
+        match w.phase {
+            WriterPhase::Discarding { partial } => {
+                self.stats.dropped_after_sentinel += u64::from(partial);
+                w.carry = Vec::new();
+                self.report_writer_done(wi);
             }
-        } else if !w.carry.is_empty() {
-            // The last record lacks its delimiter: add it.
+            WriterPhase::Backlog { .. } => {
+                // Records still wait for room in the queue: done once they are in (an
+                // incomplete last record behind them stays in `carry` until then).
+                w.phase = WriterPhase::Backlog { eof: true };
+            }
+            _ => self.finish_writer(wi),
+        }
+    }
+
+    /// Writer `wi`'s pipe ended and nothing of it waits for room in the queue: an
+    /// incomplete last record is settled (see [`Engine::settle_torn`]), then it is done.
+    fn finish_writer(&mut self, wi: usize) {
+        let w = &mut self.writers[wi];
+        if !w.carry.is_empty() && self.delim.is_some() {
+            w.phase = WriterPhase::Torn;
+            self.settle_torn(wi);
+        } else {
+            w.carry = Vec::new();
+            self.report_writer_done(wi);
+        }
+    }
+
+    /// Writer `wi`'s pipe ended inside a record: once its outcome is known, deliver
+    /// that record with the delimiter added (it succeeded) or drop it and count it in
+    /// `partial_records` (it failed or was killed). Without outcomes (a router whose
+    /// supervisor does not report them), the record counts as whole.
+    pub(super) fn settle_torn(&mut self, wi: usize) {
+        let w = &mut self.writers[wi];
+        if w.phase != WriterPhase::Torn {
+            return;
+        }
+        let succeeded = match w.outcome {
+            Outcome::Succeeded => true,
+            Outcome::Failed => false,
+            Outcome::Unknown if !self.writer_outcomes => true,
+            Outcome::Unknown => return,
+        };
+        if succeeded {
+            w.phase = WriterPhase::Streaming;
             if let Some(d) = self.delim {
                 w.carry.push(d);
             }
             let old = w.carry.len() - 1;
             self.cut(wi, old, None);
+            let w = &mut self.writers[wi];
+            if w.backlog() {
+                w.phase = WriterPhase::Backlog { eof: true };
+                return;
+            }
+        } else {
+            self.stats.partial_records += 1;
         }
-        let w = &mut self.writers[wi];
-        w.fd = None;
-        w.peeked = 0;
-        w.shadow = None;
-        if w.backlog {
-            // Records still wait for room in the queue: done once they are in.
-            w.eof_pending = true;
-            return;
-        }
-        w.carry = Vec::new();
+        self.writers[wi].carry = Vec::new();
         self.report_writer_done(wi);
     }
 
+    /// The supervisor told how writer `id`'s process ended.
+    pub(super) fn writer_ended(&mut self, id: WriterId, succeeded: bool) {
+        let Some(wi) = self
+            .writers
+            .iter()
+            .position(|w| w.id == id && w.phase != WriterPhase::Done)
+        else {
+            return;
+        };
+        self.writers[wi].outcome = if succeeded {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+        self.settle_torn(wi);
+    }
+
+    /// Writer `wi`'s stream is over: send `WriterDone` (unless it was sent when the
+    /// writer emitted the sentinel).
     pub(super) fn report_writer_done(&mut self, wi: usize) {
         let w = &mut self.writers[wi];
-        if !w.done_reported {
-            w.done_reported = true;
+        let reported = w.reported();
+        w.phase = WriterPhase::Done;
+        if !reported {
             let id = w.id;
             self.emit(RouterEvent::WriterDone {
                 queue: self.cfg.queue,
@@ -245,7 +371,7 @@ impl Engine {
     /// bytes from there on are still at the head of the writer's pipe.
     pub(super) fn cut(&mut self, wi: usize, scan_from: usize, peeked: Option<usize>) {
         let room = self.capacity().saturating_sub(self.depth()) as usize;
-        let discarding = self.writers[wi].discarding;
+        let discarding = self.writers[wi].discarding();
         let w = &mut self.writers[wi];
         let mut split = match self.delim {
             None => w.carry.len(),
@@ -258,7 +384,7 @@ impl Engine {
         let mut records = None;
         if !discarding && split > 0 {
             if room == 0 {
-                w.backlog = true;
+                w.phase = WriterPhase::Backlog { eof: false };
                 return;
             }
             // Every record has at least its delimiter: more bytes than room is the only
@@ -271,7 +397,7 @@ impl Engine {
                     Err(p) => {
                         split = p + 1;
                         records = Some(room as u64);
-                        w.backlog = true;
+                        w.phase = WriterPhase::Backlog { eof: false };
                     }
                 }
             }
@@ -291,7 +417,7 @@ impl Engine {
         };
         self.accept(wi, chunk, records, peeked);
         let w = &mut self.writers[wi];
-        if peeked.is_some() && !w.discarding && !w.carry.is_empty() && w.carry.len() <= w.peeked {
+        if peeked.is_some() && !w.discarding() && !w.carry.is_empty() && w.carry.len() <= w.peeked {
             // What is left was peeked: the incomplete last record, or whole records the
             // full queue could not take. Leave it in the pipe (it is the start of the
             // next peek) rather than carry it: the next block begins at the pipe's head
@@ -300,7 +426,9 @@ impl Engine {
             // progress (it is carried).
             w.peeked -= w.carry.len();
             w.carry.clear();
-            w.backlog = false;
+            if w.backlog() {
+                w.phase = WriterPhase::Streaming;
+            }
         }
     }
 
@@ -334,28 +462,32 @@ impl Engine {
                 chunk.truncate(s);
                 let w = &mut self.writers[wi];
                 // Complete records waiting behind the sentinel are dropped too.
-                let waiting = if w.backlog {
+                let waiting = if w.backlog() {
                     count_delims(d, &w.carry)
                 } else {
                     0
                 };
-                w.discard_partial = if w.backlog {
+                let partial = if w.backlog() {
                     w.carry.last() != Some(&d)
                 } else {
                     !w.carry.is_empty()
                 };
-                w.backlog = false;
-                w.eof_pending = false;
                 self.stats.dropped_after_sentinel += dropped + waiting;
-                w.discarding = true;
                 w.carry = Vec::new();
-                if !w.done_reported {
-                    w.done_reported = true;
-                    let id = w.id;
-                    self.emit(RouterEvent::WriterDone {
-                        queue: self.cfg.queue,
-                        writer: id,
-                    });
+                if w.fd.is_some() {
+                    let reported = w.reported();
+                    w.phase = WriterPhase::Discarding { partial };
+                    if !reported {
+                        let id = w.id;
+                        self.emit(RouterEvent::WriterDone {
+                            queue: self.cfg.queue,
+                            writer: id,
+                        });
+                    }
+                } else {
+                    // Its pipe ended already (the sentinel was in its backlog).
+                    self.stats.dropped_after_sentinel += u64::from(partial);
+                    self.report_writer_done(wi);
                 }
             }
         }
@@ -398,7 +530,7 @@ impl Engine {
 /// The complete records waiting in a writer's backlog (read, but not yet in the queue
 /// because it was full) will never be delivered: count them as read and discarded.
 pub(super) fn discard_backlog(w: &mut Writer, delim: Option<u8>, stats: &mut QueueStats) {
-    let (true, Some(d)) = (w.backlog, delim) else {
+    let (true, Some(d)) = (w.backlog(), delim) else {
         return;
     };
     let Some(last) = memchr::memrchr(d, &w.carry) else {
