@@ -297,20 +297,21 @@ impl Engine {
                 self.queue.push_front(s);
                 self.handed_back = true;
             }
+            let id = r.id;
+            self.emit(RouterEvent::ReaderGone {
+                queue: self.cfg.queue,
+                reader: id,
+            });
         } else {
             // Broadcast: the other readers have their own copies, so these were on their
-            // way to this reader only, and it will never get them.
-            self.stats.in_flight_at_failure += back
-                .iter()
-                .filter(|s| !s.sentinel)
-                .map(|s| s.records)
-                .sum::<u64>();
+            // way to this reader's member only (see `broadcast`).
+            let id = r.id;
+            self.broadcast_reader_gone(i, back);
+            self.emit(RouterEvent::ReaderGone {
+                queue: self.cfg.queue,
+                reader: id,
+            });
         }
-        let id = r.id;
-        self.emit(RouterEvent::ReaderGone {
-            queue: self.cfg.queue,
-            reader: id,
-        });
         self.strand_if_no_reader();
     }
 }

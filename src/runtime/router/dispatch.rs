@@ -25,19 +25,6 @@ impl Engine {
         }
     }
 
-    pub(super) fn dispatch_broadcast(&mut self) {
-        if !self.readers.iter().any(|r| r.live()) {
-            return;
-        }
-        while let Some(s) = self.queue.pop_front() {
-            self.queued_records -= s.records;
-            self.queued_bytes = self.queued_bytes.saturating_sub(s.len());
-            for r in self.readers.iter_mut().filter(|r| r.live()) {
-                r.push_pending(s.clone());
-            }
-        }
-    }
-
     pub(super) fn dispatch_shared(&mut self, now: Instant) {
         if self.queue.is_empty() {
             self.steal(now);

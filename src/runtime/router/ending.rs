@@ -17,7 +17,10 @@ impl Engine {
     /// No reader left and none will come: writers must see a closed pipe, like in a
     /// shell pipeline, and what is buffered can never be delivered.
     pub(super) fn strand_if_no_reader(&mut self) {
-        if !self.readers_final || self.readers.iter().any(|r| r.is_open()) {
+        if !self.readers_final
+            || self.readers.iter().any(|r| r.is_open())
+            || self.members_expected()
+        {
             return;
         }
         for w in &mut self.writers {
@@ -45,10 +48,7 @@ impl Engine {
             w.phase = WriterPhase::Done;
             w.carry = Vec::new();
         }
-        self.stats.discarded += self.queued_records;
-        self.queue.clear();
-        self.queued_records = 0;
-        self.queued_bytes = 0;
+        self.stats.discarded += self.clear_queue();
     }
 
     pub(super) fn abort(&mut self) {
@@ -64,9 +64,7 @@ impl Engine {
             r.pending_records = 0;
             r.pending_bytes = 0;
         }
-        self.queue.clear();
-        self.queued_records = 0;
-        self.queued_bytes = 0;
+        self.clear_queue();
     }
 
     /// End the stream now (the run is being stopped and the readers did not drain the
@@ -75,10 +73,7 @@ impl Engine {
     /// record; then every reader gets the sentinel and EOF as at a normal end, and
     /// `Drained` follows.
     pub(super) fn cut_stream(&mut self) {
-        self.stats.discarded += self.queued_records;
-        self.queue.clear();
-        self.queued_records = 0;
-        self.queued_bytes = 0;
+        self.stats.discarded += self.clear_queue();
         for wi in 0..self.writers.len() {
             self.discard_writer(wi, true);
         }

@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use memchr::memmem;
 
 use super::blocks::{BlockPool, USE_SPLICE, peek_pipes};
+use super::broadcast::{MemberKey, Stream};
 use super::deliver::push_sentinel;
 use super::reader::{READER_PIPE, Reader, ReaderPhase, Sink};
 use super::records::Slice;
@@ -53,6 +54,9 @@ pub(super) enum Command {
     MayRestart(ReaderId),
     ReaderNotComing(ReaderId),
     WriterEnded(WriterId, bool),
+    AddMemberReader(ReaderId, usize, OwnedFd),
+    ExpectReader(usize),
+    MemberNotComing(usize),
     AwaitOutcomes,
     Cut,
     Abort,
@@ -94,6 +98,8 @@ pub(super) struct Engine {
     pub(super) retired_readers: usize,
     /// The supervisor reports writers' outcomes (`QueueRouter::await_writer_outcomes`).
     pub(super) writer_outcomes: bool,
+    /// Broadcast: the stream's numbering and its members (see `broadcast`).
+    pub(super) stream: Stream,
     pub(super) blocked_since: Option<Instant>,
     pub(super) scratch: Vec<u8>,
     pub(super) pool: BlockPool,
@@ -169,6 +175,7 @@ impl Engine {
             retired_writers: 0,
             retired_readers: 0,
             writer_outcomes: false,
+            stream: Stream::default(),
             blocked_since: None,
             scratch: Vec::new(),
             pool: BlockPool::default(),
@@ -235,7 +242,12 @@ impl Engine {
     }
 
     pub(super) fn depth(&self) -> u64 {
-        self.queued_records + self.held_by_readers(|r| r.pending_records as usize) as u64
+        match self.cfg.delivery {
+            Delivery::Shared => {
+                self.queued_records + self.held_by_readers(|r| r.pending_records as usize) as u64
+            }
+            Delivery::Broadcast => self.broadcast_depth(),
+        }
     }
 
     /// What open readers hold between them: the sum (shared), or the largest (with
@@ -313,6 +325,24 @@ impl Engine {
             Command::AddChannelReader(id, tx) => {
                 self.add_reader(Reader::new(id, Sink::Channel(tx), 64 * 1024))
             }
+            Command::AddMemberReader(id, member, fd) => {
+                let raw = fd.as_raw_fd();
+                let _ = sys::set_nonblocking(raw);
+                let cap = sys::set_pipe_size(raw, READER_PIPE);
+                let mut r = Reader::new(id, Sink::Pipe(fd), cap);
+                r.member = Some(MemberKey::Instance(member));
+                self.add_reader(r);
+            }
+            Command::ExpectReader(member) => {
+                if self.cfg.delivery == Delivery::Broadcast {
+                    self.expect_member(MemberKey::Instance(member));
+                }
+            }
+            Command::MemberNotComing(member) => {
+                if self.cfg.delivery == Delivery::Broadcast {
+                    self.member_not_coming(MemberKey::Instance(member));
+                }
+            }
             Command::ReaderExited(id) => {
                 // An open one, or one that got EOF and is watched (see `watch`).
                 let idx = self
@@ -333,7 +363,12 @@ impl Engine {
                     r.may_restart = true;
                 }
             }
-            Command::ReaderNotComing(id) => self.awaited.retain(|&a| a != id),
+            Command::ReaderNotComing(id) => {
+                self.awaited.retain(|&a| a != id);
+                if self.cfg.delivery == Delivery::Broadcast {
+                    self.broadcast_not_coming(id);
+                }
+            }
             Command::WriterEnded(id, succeeded) => self.writer_ended(id, succeeded),
             Command::AwaitOutcomes => self.writer_outcomes = true,
             Command::Cut => self.cut_stream(),
@@ -444,7 +479,11 @@ impl Engine {
             .map(|o| o.served)
             .min()
             .unwrap_or(0);
-        if self.finishing {
+        if self.cfg.delivery == Delivery::Broadcast {
+            // Its place in the stream is its member's (see `broadcast`).
+            let key = r.member.unwrap_or(MemberKey::Reader(r.id));
+            self.join_member(&mut r, key);
+        } else if self.finishing {
             // Joined after the end of stream: only the sentinel, then EOF.
             r.phase = ReaderPhase::Finishing;
             push_sentinel(self.sentinel_record.as_ref(), &mut r);
@@ -458,6 +497,23 @@ impl Engine {
     pub(super) fn check_end(&mut self) -> bool {
         if !self.writers_closed || !self.writers.iter().all(Writer::finished) {
             return false;
+        }
+        if self.cfg.delivery == Delivery::Broadcast {
+            if !self.queue.is_empty()
+                && self.readers_final
+                && !self.readers.iter().any(Reader::is_open)
+                && !self.members_expected()
+            {
+                self.strand_if_no_reader();
+            }
+            if !self.broadcast_end() {
+                return false;
+            }
+            self.publish();
+            self.emit(RouterEvent::Drained {
+                queue: self.cfg.queue,
+            });
+            return true;
         }
         let any_open = self.readers.iter().any(|r| r.is_open());
         if !self.queue.is_empty() {

@@ -172,6 +172,7 @@
 pub const DIRECT_PIPE: usize = 256 * 1024;
 
 mod blocks;
+mod broadcast;
 mod deliver;
 mod direct;
 mod dispatch;
@@ -294,6 +295,30 @@ impl QueueRouter {
     /// invisible until `reader_exited`.
     pub fn add_reader(&self, id: ReaderId, fd: OwnedFd) {
         self.send(Command::AddReader(id, fd));
+    }
+
+    /// Broadcast: reader instance `member` (a key the supervisor chooses, e.g. the
+    /// instance id) will read this queue. Copies of every record are held for it from
+    /// the start (counted against `capacity`) until a process of it joins
+    /// ([`Self::add_member_reader`]), however late, or [`Self::member_not_coming`].
+    /// Announce every reader instance before the first writer is attached. Ignored for
+    /// shared delivery.
+    pub fn expect_reader(&self, member: usize) {
+        self.send(Command::ExpectReader(member));
+    }
+
+    /// Attach a reader process of instance `member` (see [`Self::add_reader`]). With
+    /// broadcast it takes over the member's place in the stream: a first process starts
+    /// at the first record, a restart where the dead one stopped.
+    pub fn add_member_reader(&self, id: ReaderId, member: usize, fd: OwnedFd) {
+        self.send(Command::AddMemberReader(id, member, fd));
+    }
+
+    /// Broadcast: reader instance `member` will not read (any more): it ended for good,
+    /// or can no longer start. The copies held for it are counted in `discarded`. A
+    /// process of it that is still reading is not affected.
+    pub fn member_not_coming(&self, member: usize) {
+        self.send(Command::MemberNotComing(member));
     }
 
     /// Attach prun itself as a reader (`foreach: {queue}`): whole records (without the

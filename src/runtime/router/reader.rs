@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::ReaderId;
+use super::broadcast::MemberKey;
 use super::records::{NO_WRITER, Slice};
 use super::sys;
 
@@ -105,6 +106,8 @@ pub(super) struct Reader {
     /// Its stage restarts readers: if it dies, its restart is awaited (see
     /// `Engine::awaited`), until the supervisor says it is not coming.
     pub(super) may_restart: bool,
+    /// Broadcast: the member (reader instance) it reads for (see `broadcast`).
+    pub(super) member: Option<MemberKey>,
 }
 
 impl Reader {
@@ -131,6 +134,7 @@ impl Reader {
             blocked_since: None,
             high: Vec::new(),
             may_restart: false,
+            member: None,
         }
     }
 

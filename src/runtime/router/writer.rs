@@ -501,6 +501,7 @@ impl Engine {
         };
         self.stats.records += records;
         self.stats.bytes += chunk.len() as u64;
+        self.stream.end_record += records;
         let seq = self.writers[wi].records;
         self.writers[wi].records += records;
         let end = chunk.len();
