@@ -3,15 +3,34 @@
 //! A diagnostic has a stable code (`prun::unknown-queue`), a message, a label on the
 //! exact span of the offending key or value, and a help line. They are collected, never
 //! thrown, so that one run of `prun validate` reports every problem of a file. The same
-//! value renders three ways: miette's graphical report (human), JSON (SPEC 7) and GitHub
-//! workflow annotations.
+//! value renders several ways: miette's graphical report (human), JSON (SPEC 7), GitHub
+//! workflow annotations and SARIF. A load may read several files (includes, env
+//! files): spans are global offsets and [`FileDiagnostics`] knows which file each is in.
 
 use std::fmt;
 use std::sync::Arc;
 
 use miette::{LabeledSpan, NamedSource, SourceCode};
 
-use crate::syntax::node::Span;
+/// A byte range in the files of one load. Offsets are global: each file read by a
+/// load (the pipeline file, its includes, its `env_file`s) occupies its own range,
+/// recorded in [`FileDiagnostics::sources`], so a span alone says which file it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Span {
+    pub fn new(offset: usize, len: usize) -> Span {
+        Span { offset, len }
+    }
+
+    /// The span moved by `base` bytes (from a file's own offsets to global ones).
+    pub fn shifted(self, base: usize) -> Span {
+        Span::new(self.offset + base, self.len)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -117,35 +136,98 @@ pub fn one_of<S: AsRef<str>>(names: &[S]) -> String {
     }
 }
 
-/// A source file and its diagnostics, ready to render.
+/// One file read by a load: the pipeline file, an included file, an `env_file`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// As shown to the user (relative paths stay relative).
+    pub path: String,
+    pub text: Arc<str>,
+    /// Global offset of the file's first byte (see [`Span`]).
+    pub base: usize,
+}
+
+/// The files of one load and every diagnostic found in them, ready to render.
 #[derive(Debug, Clone)]
 pub struct FileDiagnostics {
+    /// The pipeline file as named on the command line.
     pub path: String,
-    pub source: Arc<str>,
+    /// Every file read, in the order read; `sources[0]` is the pipeline file.
+    pub sources: Vec<Source>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// Where a span is, for humans and CI: the file and 1-based start and end positions
+/// (the end is exclusive, columns count characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub end_line: usize,
+    pub end_column: usize,
+}
+
 impl FileDiagnostics {
+    /// Diagnostics of a file that could not be read at all.
+    pub fn unreadable(path: &str, d: Diagnostic) -> FileDiagnostics {
+        FileDiagnostics {
+            path: path.to_string(),
+            sources: vec![Source {
+                path: path.to_string(),
+                text: Arc::from(""),
+                base: 0,
+            }],
+            diagnostics: vec![d],
+        }
+    }
+
     pub fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()
             .any(|d| d.severity == Severity::Error)
     }
 
-    /// 1-based line and column (in characters) of a byte offset.
-    pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        line_col(&self.source, offset)
+    /// The file a global offset falls in (the pipeline file when none does).
+    pub fn source_of(&self, offset: usize) -> Option<&Source> {
+        let i = self.sources.partition_point(|s| s.base <= offset);
+        self.sources.get(i.saturating_sub(1))
     }
 
-    /// Render one diagnostic with miette's graphical handler.
-    pub fn render_human(&self, d: &Diagnostic, color: bool) -> String {
-        let named =
-            NamedSource::new(self.path.clone(), self.source.to_string()).with_language("yaml");
-        let report = Rendered {
-            file: self,
-            d,
-            named,
+    /// The file and the start and end positions of a span; a diagnostic without a
+    /// span is about the pipeline file as a whole (line 1, column 1).
+    pub fn position(&self, span: Option<Span>) -> Position {
+        let fallback = || Position {
+            file: self.path.clone(),
+            line: 1,
+            column: 1,
+            end_line: 1,
+            end_column: 1,
         };
+        let Some(span) = span else { return fallback() };
+        let Some(src) = self.source_of(span.offset) else {
+            return fallback();
+        };
+        let local = span.offset - src.base;
+        let (line, column) = line_col(&src.text, local);
+        let (end_line, end_column) = line_col(&src.text, local.saturating_add(span.len));
+        Position {
+            file: src.path.clone(),
+            line,
+            column,
+            end_line,
+            end_column,
+        }
+    }
+
+    /// 1-based line and column (in characters) of a global offset, in its own file.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let p = self.position(Some(Span::new(offset, 0)));
+        (p.line, p.column)
+    }
+
+    /// Render one diagnostic with miette's graphical handler. Labels in other files
+    /// than the primary span's are rendered as related reports with their own source.
+    pub fn render_human(&self, d: &Diagnostic, color: bool) -> String {
         let theme = if color {
             miette::GraphicalTheme::unicode()
         } else {
@@ -154,54 +236,112 @@ impl FileDiagnostics {
         let handler = miette::GraphicalReportHandler::new_themed(theme)
             .with_width(100)
             .with_links(false);
+        let report = self.rendered(d);
         let mut out = String::new();
         // Rendering into a String cannot fail.
         let _ = handler.render_report(&mut out, &report);
         out
     }
 
+    fn rendered<'a>(&'a self, d: &'a Diagnostic) -> Rendered<'a> {
+        let primary = d.span.and_then(|s| self.source_of(s.offset));
+        let base = primary.map(|s| s.base).unwrap_or(0);
+        let (named, text) = match primary {
+            Some(src) => (
+                NamedSource::new(src.path.clone(), src.text.to_string()).with_language("yaml"),
+                src.text.clone(),
+            ),
+            None => (
+                NamedSource::new(self.path.clone(), String::new()),
+                Arc::from(""),
+            ),
+        };
+        let same_file =
+            |s: &Span| self.source_of(s.offset).map(|x| x.base) == primary.map(|x| x.base);
+        let mut labels = Vec::new();
+        if let Some(span) = d.span {
+            labels.push(LabeledSpan::new_primary_with_span(
+                (!d.label.is_empty()).then(|| d.label.clone()),
+                clamp(span, base, &text),
+            ));
+        }
+        let mut others = Vec::new();
+        for (s, l) in &d.related {
+            if same_file(s) {
+                labels.push(LabeledSpan::new_with_span(
+                    Some(l.clone()),
+                    clamp(*s, base, &text),
+                ));
+            } else if let Some(src) = self.source_of(s.offset) {
+                others.push(Elsewhere {
+                    label: l.clone(),
+                    named: NamedSource::new(src.path.clone(), src.text.to_string())
+                        .with_language("yaml"),
+                    span: clamp(*s, src.base, &src.text),
+                });
+            }
+        }
+        Rendered {
+            d,
+            named,
+            has_source: d.span.is_some(),
+            labels,
+            others,
+        }
+    }
+
     pub fn to_json(&self) -> Vec<serde_json::Value> {
         self.diagnostics
             .iter()
             .map(|d| {
-                let (line, column) = d.span.map(|s| self.line_col(s.offset)).unwrap_or((1, 1));
+                let p = self.position(d.span);
                 serde_json::json!({
-                    "file": self.path,
+                    "file": p.file,
                     "severity": d.severity.as_str(),
                     "code": d.full_code(),
                     "message": d.message,
-                    "line": line,
-                    "column": column,
+                    "line": p.line,
+                    "column": p.column,
+                    "end_line": p.end_line,
+                    "end_column": p.end_column,
                     "help": d.help,
                 })
             })
             .collect()
     }
 
-    /// GitHub workflow commands (`::error file=…,line=…,col=…::msg`).
+    /// GitHub workflow commands
+    /// (`::error file=…,line=…,col=…,endLine=…,endColumn=…,title=…::msg`).
     pub fn to_github(&self) -> String {
         let mut out = String::new();
         for d in &self.diagnostics {
-            let (line, col) = d.span.map(|s| self.line_col(s.offset)).unwrap_or((1, 1));
-            let mut msg = format!("{} [{}]", d.message, d.full_code());
-            if let Some(h) = &d.help {
-                msg.push('\n');
-                msg.push_str(h);
-            }
-            out.push_str(&format!(
-                "::{} file={},line={},col={},title={}::{}\n",
-                d.severity.as_str(),
-                gh_escape_prop(&self.path),
-                line,
-                col,
-                gh_escape_prop(&d.full_code()),
-                gh_escape_data(&msg)
-            ));
+            out.push_str(&self.github_line(d));
         }
         out
     }
+
+    pub fn github_line(&self, d: &Diagnostic) -> String {
+        let p = self.position(d.span);
+        let mut msg = format!("{} [{}]", d.message, d.full_code());
+        if let Some(h) = &d.help {
+            msg.push('\n');
+            msg.push_str(h);
+        }
+        format!(
+            "::{} file={},line={},col={},endLine={},endColumn={},title={}::{}\n",
+            d.severity.as_str(),
+            gh_escape_prop(&p.file),
+            p.line,
+            p.column,
+            p.end_line,
+            p.end_column,
+            gh_escape_prop(&d.full_code()),
+            gh_escape_data(&msg)
+        )
+    }
 }
 
+/// 1-based line and column (in characters) of a byte offset of `source`.
 pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let mut start = offset;
@@ -209,8 +349,10 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
         start -= 1;
     }
     let before = &source[..start];
-    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = memchr::memchr_iter(b'\n', before.as_bytes()).count() + 1;
+    let line_start = memchr::memrchr(b'\n', before.as_bytes())
+        .map(|i| i + 1)
+        .unwrap_or(0);
     let column = before[line_start..].chars().count() + 1;
     (line, column)
 }
@@ -227,9 +369,19 @@ fn gh_escape_prop(s: &str) -> String {
 
 /// Adapter that lets miette render one of our diagnostics with its source.
 struct Rendered<'a> {
-    file: &'a FileDiagnostics,
     d: &'a Diagnostic,
     named: NamedSource<String>,
+    has_source: bool,
+    labels: Vec<LabeledSpan>,
+    /// Related places in other files.
+    others: Vec<Elsewhere>,
+}
+
+/// A related place in another file than the diagnostic's own (an included file).
+struct Elsewhere {
+    label: String,
+    named: NamedSource<String>,
+    span: miette::SourceSpan,
 }
 
 impl fmt::Debug for Rendered<'_> {
@@ -266,24 +418,60 @@ impl miette::Diagnostic for Rendered<'_> {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.d.span.map(|_| &self.named as &dyn SourceCode)
+        self.has_source.then_some(&self.named as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        let span = self.d.span?;
-        let primary = LabeledSpan::new_primary_with_span(
-            (!self.d.label.is_empty()).then(|| self.d.label.clone()),
-            clamp(span, &self.file.source),
-        );
-        let related = self.d.related.iter().map(|(s, l)| {
-            LabeledSpan::new_with_span(Some(l.clone()), clamp(*s, &self.file.source))
-        });
-        Some(Box::new(std::iter::once(primary).chain(related)))
+        if self.labels.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.labels.iter().cloned()))
+    }
+
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
+        if self.others.is_empty() {
+            return None;
+        }
+        Some(Box::new(
+            self.others.iter().map(|o| o as &dyn miette::Diagnostic),
+        ))
     }
 }
 
-fn clamp(span: Span, source: &str) -> miette::SourceSpan {
-    let offset = span.offset.min(source.len());
+impl fmt::Debug for Elsewhere {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+impl fmt::Display for Elsewhere {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+impl std::error::Error for Elsewhere {}
+
+impl miette::Diagnostic for Elsewhere {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(miette::Severity::Advice)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(&self.named)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
+            Some(self.label.clone()),
+            self.span,
+        ))))
+    }
+}
+
+/// A global span as a span of the file that starts at `base` (clamped to its text).
+fn clamp(span: Span, base: usize, source: &str) -> miette::SourceSpan {
+    let offset = span.offset.saturating_sub(base).min(source.len());
     let len = span.len.min(source.len() - offset);
     (offset, len).into()
 }

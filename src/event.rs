@@ -30,21 +30,67 @@ pub struct InstanceInfo {
     pub resumed: bool,
 }
 
-/// The lifecycle of one instance (SPEC 3.1). The last six are end states.
+/// How a process ended, from its wait status: exactly one of the two, so a real exit
+/// code is never confused with a signal (or lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEnd {
+    /// `exit(N)`.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+impl ProcessEnd {
+    /// From a raw `waitpid` status; None for a status that is neither (stopped,
+    /// continued).
+    pub fn from_wait_status(status: i32) -> Option<ProcessEnd> {
+        if libc::WIFEXITED(status) {
+            Some(ProcessEnd::Exited(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            Some(ProcessEnd::Signaled(libc::WTERMSIG(status)))
+        } else {
+            None
+        }
+    }
+
+    pub fn code(self) -> Option<i32> {
+        match self {
+            ProcessEnd::Exited(c) => Some(c),
+            ProcessEnd::Signaled(_) => None,
+        }
+    }
+
+    pub fn signal(self) -> Option<i32> {
+        match self {
+            ProcessEnd::Signaled(s) => Some(s),
+            ProcessEnd::Exited(_) => None,
+        }
+    }
+}
+
+/// Why an instance counts as succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Success {
+    /// Exited with a code in `success_codes` (kept: `success_codes: [0, 3]` and exit 3
+    /// is reported as exit 3).
+    Exited(i32),
+    /// Killed by SIGPIPE after every reader of its queues had ended, as in a shell.
+    DownstreamClosed,
+}
+
+/// The lifecycle of one instance (SPEC 3.1), as reported. The last seven are end
+/// states.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// Not started yet (conditions, permits, or a restart backoff pending).
     Waiting,
     Running,
     Ready,
-    Succeeded {
-        /// Killed by SIGPIPE after every reader of its queues had ended.
-        downstream_closed: bool,
-    },
-    /// Exited with a code outside `success_codes`, or failed its readiness probe.
+    Succeeded(Success),
+    /// Exited with a code outside `success_codes` (`end`), or failed for `reason` (its
+    /// readiness probe; `end` is then how the process ended after prun stopped it).
     Failed {
-        exit_code: Option<i32>,
-        signal: Option<i32>,
+        end: Option<ProcessEnd>,
         reason: Option<String>,
     },
     /// Died from a signal prun did not send.
@@ -53,13 +99,11 @@ pub enum State {
     },
     /// Ran longer than its `timeout`.
     TimedOut {
-        exit_code: Option<i32>,
-        signal: Option<i32>,
+        end: Option<ProcessEnd>,
     },
     /// Stopped by prun (shutdown, or end of a daemon).
     Stopped {
-        exit_code: Option<i32>,
-        signal: Option<i32>,
+        end: Option<ProcessEnd>,
     },
     /// Never started: a dependency cannot meet its condition, or the pipeline stopped.
     Skipped {
@@ -82,7 +126,7 @@ impl State {
             State::Waiting => "waiting",
             State::Running => "running",
             State::Ready => "ready",
-            State::Succeeded { .. } => "succeeded",
+            State::Succeeded(_) => "succeeded",
             State::Failed { .. } => "failed",
             State::Killed { .. } => "killed",
             State::TimedOut { .. } => "timed_out",
@@ -92,47 +136,44 @@ impl State {
         }
     }
 
-    /// Exit code of the process, when it exited normally.
-    pub fn exit_code(&self) -> Option<i32> {
+    /// How the process ended, when it did.
+    pub fn end(&self) -> Option<ProcessEnd> {
         match self {
-            State::Failed { exit_code, .. }
-            | State::TimedOut { exit_code, .. }
-            | State::Stopped { exit_code, .. } => *exit_code,
-            State::Succeeded {
-                downstream_closed: false,
-            } => Some(0),
+            State::Failed { end, .. } | State::TimedOut { end } | State::Stopped { end } => *end,
+            State::Succeeded(Success::Exited(c)) => Some(ProcessEnd::Exited(*c)),
+            State::Succeeded(Success::DownstreamClosed) => {
+                Some(ProcessEnd::Signaled(libc::SIGPIPE))
+            }
+            State::Killed { signal } => Some(ProcessEnd::Signaled(*signal)),
             _ => None,
         }
     }
 
+    /// Exit code of the process, when it exited normally.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.end().and_then(ProcessEnd::code)
+    }
+
     /// Signal that ended the process, if any.
     pub fn signal(&self) -> Option<i32> {
-        match self {
-            State::Failed { signal, .. }
-            | State::TimedOut { signal, .. }
-            | State::Stopped { signal, .. } => *signal,
-            State::Killed { signal } => Some(*signal),
-            State::Succeeded {
-                downstream_closed: true,
-            } => Some(libc::SIGPIPE),
-            _ => None,
-        }
+        self.end().and_then(ProcessEnd::signal)
     }
 
     /// Human text for the table and log notices: `failed (exit 3)`, `killed (SIGKILL)`.
     pub fn describe(&self) -> String {
         match self {
-            State::Succeeded {
-                downstream_closed: true,
-            } => "succeeded (downstream closed)".into(),
+            State::Succeeded(Success::DownstreamClosed) => "succeeded (downstream closed)".into(),
+            State::Succeeded(Success::Exited(c)) if *c != 0 => format!("succeeded (exit {c})"),
             State::Failed {
                 reason: Some(r), ..
             } => format!("failed ({r})"),
             State::Failed {
-                exit_code: Some(c), ..
+                end: Some(ProcessEnd::Exited(c)),
+                ..
             } => format!("failed (exit {c})"),
             State::Failed {
-                signal: Some(s), ..
+                end: Some(ProcessEnd::Signaled(s)),
+                ..
             } => format!("failed ({})", signal_name(*s)),
             State::Killed { signal } => format!("killed ({})", signal_name(*signal)),
             State::TimedOut { .. } => "timed out".into(),
@@ -214,6 +255,18 @@ pub enum Event {
         id: InstanceId,
         line: Vec<u8>,
     },
+    /// Bytes a stage on `stdout: inherit` wrote, passed through because prun's stdout
+    /// is a terminal (on the log channel, ended by [`Event::LogClosed`] like a log).
+    Output {
+        id: InstanceId,
+        bytes: Vec<u8>,
+    },
+    /// An instance's log pipe reached its end (sent after its last [`Event::Log`] line,
+    /// once per run of the instance that had a log pipe): whatever it printed has been
+    /// passed on.
+    LogClosed {
+        id: InstanceId,
+    },
     /// A message from prun itself.
     Notice {
         level: Level,
@@ -291,26 +344,25 @@ mod tests {
     #[test]
     fn state_names_and_codes() {
         assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
-        let s = State::Succeeded {
-            downstream_closed: true,
-        };
+        let s = State::Succeeded(Success::DownstreamClosed);
         assert!(s.is_end());
         assert_eq!(s.signal(), Some(libc::SIGPIPE));
         assert_eq!(s.describe(), "succeeded (downstream closed)");
         assert!(!State::Ready.is_end());
         assert_eq!(
             State::TimedOut {
-                exit_code: None,
-                signal: Some(15)
+                end: Some(ProcessEnd::Signaled(15))
             }
             .name(),
             "timed_out"
         );
         let f = State::Failed {
-            exit_code: Some(3),
-            signal: None,
+            end: Some(ProcessEnd::Exited(3)),
             reason: None,
         };
         assert_eq!(f.describe(), "failed (exit 3)");
+        let ok3 = State::Succeeded(Success::Exited(3));
+        assert_eq!(ok3.exit_code(), Some(3));
+        assert_eq!(ok3.describe(), "succeeded (exit 3)");
     }
 }

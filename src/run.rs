@@ -14,6 +14,8 @@ use crate::plan::Plan;
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub report: Option<PathBuf>,
+    /// `--junit FILE` (`PRUN_JUNIT`): a JUnit XML report, one test case per instance.
+    pub junit: Option<PathBuf>,
     pub log_dir: Option<PathBuf>,
     pub quiet: bool,
     /// `never`, `auto`, `always`
@@ -21,18 +23,47 @@ pub struct RunOptions {
     /// `auto`, `always`, `never`
     pub color: Option<String>,
     pub resume: Option<PathBuf>,
+    /// prun's stdout is a terminal: stages on `stdout: inherit` are passed through
+    /// above the board (see `runtime::Sinks`).
+    pub pass_stdout: bool,
 }
 
 impl RunOptions {
-    /// The part of the options the reporter needs.
-    pub fn report_options(&self) -> crate::report::Options {
+    /// The part of the options the reporter needs, for this plan.
+    pub fn report_options(&self, plan: &Plan) -> crate::report::Options {
+        use crate::plan::Output;
         crate::report::Options {
             report: self.report.clone(),
             log_dir: self.log_dir.clone(),
+            junit: self.junit.clone(),
             quiet: self.quiet,
             progress: self.progress.clone(),
             color: self.color.clone(),
+            log_pipes: plan
+                .stages
+                .iter()
+                .map(|s| {
+                    u32::from(s.stdout == Output::Log || s.stderr == Output::Log)
+                        + u32::from(self.pass_stdout && s.stdout == Output::Inherit)
+                })
+                .collect(),
         }
+    }
+
+    /// The output paths, checked before anything starts (a usage error otherwise):
+    /// `--log-dir` is created and must take a new file; `--report` must be a file
+    /// prun can create or overwrite.
+    pub fn check_outputs(&self) -> Result<(), String> {
+        if let Some(dir) = &self.log_dir {
+            crate::report::check_log_dir(dir)?;
+        }
+        if let Some(path) = &self.report {
+            check_output_file(path).map_err(|e| format!("--report {}: {e}", path.display()))?;
+        }
+        if let Some(path) = &self.junit {
+            check_output_file(path).map_err(|e| format!("--junit {}: {e}", path.display()))?;
+        }
+        Ok(())
     }
 }
 
@@ -42,7 +73,7 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
     // `--resume REPORT.json`: a report that cannot be read is a usage error, found
     // before anything starts.
     let resume = match &opts.resume {
-        Some(path) => match crate::runtime::foreach::load_resume(path) {
+        Some(path) => match crate::report::read_resume(path) {
             Ok(done) => done,
             Err(e) => {
                 eprintln!("prun: --resume: {e}");
@@ -51,24 +82,78 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
         },
         None => HashSet::new(),
     };
-    // Bounded so a stalled terminal cannot make events pile up without end; not larger,
-    // because the channel's slots are allocated and touched up front (8192 slots of an
-    // event cost ~300 page faults, a third of a short run's start-up).
-    let (tx, rx) = crossbeam_channel::bounded(1024);
-    let report_opts = opts.clone();
+    // Log lines are bounded, so a stalled terminal holds back only the stages that log
+    // (as in a shell); not larger, because the channel's slots are allocated and touched
+    // up front (8192 slots of an event cost ~300 page faults, a third of a short run's
+    // start-up). The supervisor's own events are never waited on.
+    if let Err(e) = opts.check_outputs() {
+        eprintln!("prun: {e}");
+        return crate::exit::USAGE;
+    }
+    // The report is a journal from now on (read `--resume` above first: it may be the
+    // same file).
+    let journal = match &opts.report {
+        Some(path) => match crate::report::Journal::create(path, &plan.name) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                eprintln!("prun: --report {}: {e}", path.display());
+                return crate::exit::USAGE;
+            }
+        },
+        None => None,
+    };
+    let (log_tx, log_rx) = crossbeam_channel::bounded(1024);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let report_opts = opts.report_options(&plan);
     let reporter = std::thread::Builder::new()
         .name("prun-report".into())
-        .spawn(move || crate::report::render(rx, &report_opts.report_options()));
-    let code = crate::runtime::supervise_resuming(plan, tx, resume);
-    match reporter {
-        Ok(handle) => match handle.join() {
-            Ok(Ok(())) => code,
-            Ok(Err(e)) => {
-                eprintln!("prun: cannot write the report: {e}");
-                if code == 0 { 1 } else { code }
-            }
-            Err(_) => code,
-        },
-        Err(_) => code,
+        .spawn(move || crate::report::render(rx, log_rx, &report_opts, journal));
+    let sinks = crate::runtime::Sinks {
+        pass_stdout: opts.pass_stdout,
+        events: tx,
+        logs: log_tx,
+    };
+    let code = crate::runtime::supervise_resuming(plan, sinks, resume);
+    // The reporter wrote the report, then gave the terminal a bounded time: joining
+    // it never waits on a stalled terminal.
+    match reporter.map(|h| h.join()) {
+        Ok(Ok(r)) if r.write_failed => crate::exit::with_write_failure(code),
+        _ => code,
     }
+}
+
+/// A path prun can write a file to: not a directory, in an existing directory, and
+/// writable (an existing file is opened for writing without truncating it).
+fn check_output_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Err(Error::new(ErrorKind::IsADirectory, "is a directory")),
+        Ok(_) => {
+            std::fs::OpenOptions::new().append(true).open(path)?;
+            return Ok(());
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no directory {}", parent.display()),
+        ));
+    }
+    nix::unistd::access(
+        parent,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .map_err(|e| {
+        let e = Error::from(e);
+        Error::new(
+            e.kind(),
+            format!("cannot create a file in {}: {e}", parent.display()),
+        )
+    })
 }

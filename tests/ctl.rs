@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use crossbeam_channel::{Receiver, Sender, select};
+use prun::coord::{Coord, HolderId};
 use prun::ctl::{CtlArgs, CtlBroker, CtlServer, create_run_dir, ctl_main, owner_of};
 use prun::plan::{EventPlan, SemaphorePlan};
-use prun::runtime::coord::{Coord, HolderId};
 
 const ARGS_ENV: &str = "PRUN_TEST_CTL_ARGS";
 const SEP: char = '\u{1f}';

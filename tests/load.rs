@@ -7,7 +7,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use proptest::prelude::*;
 
-use prun::model::{LoadOptions, load_source};
+use prun::load::{LoadOptions, load_source};
 
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -212,7 +212,7 @@ proptest! {
         }
         let _ = loaded.file.to_json();
         if let Some(model) = loaded.model {
-            let plan = prun::plan::build::build(model);
+            let plan = prun::load::plan(model);
             let _ = prun::plan::show::render(&plan);
         }
     }

@@ -270,7 +270,7 @@ stages:
     sh: 'prun ctl sem acquire knife; prun ctl event set b_has; prun ctl event wait a_has; prun ctl sem acquire fork; echo ate'
 "#;
     let out = Test::new(yaml).run();
-    out.assert_code(1);
+    out.assert_code(prun::exit::DEADLOCK);
     assert!(out.elapsed < Duration::from_secs(8), "{}", out.context());
     let msg = out.report["deadlock"].as_str().unwrap_or_else(|| {
         panic!("no deadlock in the report\n{}", out.context());
@@ -301,7 +301,7 @@ stages:
     sh: 'echo started'
 "#;
     let out = Test::new(yaml).run();
-    out.assert_code(1);
+    out.assert_code(prun::exit::DEADLOCK);
     assert!(out.elapsed < Duration::from_secs(8), "{}", out.context());
     let msg = out.report["deadlock"].as_str().unwrap_or_default();
     assert!(

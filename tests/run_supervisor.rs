@@ -1,6 +1,6 @@
 //! Supervisor integration tests: real processes, real pipes, real signals.
 //!
-//! Plans are built in Rust (`prun::runtime::testkit`). Runs happen in this process
+//! Plans are built in Rust (`testkit`, beside this file). Runs happen in this process
 //! through `supervise`, except where prun itself must receive a signal (SIGINT,
 //! SIGTERM, SIGKILL): then the test binary re-executes itself as a child prun (see
 //! `child_prun_entry`). Leftover processes are found by a unique argv marker in /proc.
@@ -13,8 +13,10 @@ use prun::plan::{
     Condition, OnFailure, ProbeKind, ReadyProbe, Regex, RestartPolicy, RestartSpec, Template,
 };
 use prun::report::ReportBuilder;
-use prun::runtime::testkit::{PlanBuilder, processes_with_arg, unique_sleep_arg};
+mod testkit;
+use prun::event::{ProcessEnd, Success};
 use prun::runtime::{Event, State, supervise};
+use testkit::{PlanBuilder, processes_with_arg, unique_sleep_arg};
 
 struct Outcome {
     code: i32,
@@ -110,12 +112,7 @@ fn succeeded_failed_and_exit_code_of_first_failure() {
     b.sh("bad", "exit 3").on_failure = OnFailure::Continue;
     b.sh("worse", "sleep 0.3; exit 4").on_failure = OnFailure::Continue;
     let o = run(b);
-    assert_eq!(
-        o.state("ok"),
-        State::Succeeded {
-            downstream_closed: false
-        }
-    );
+    assert_eq!(o.state("ok"), State::Succeeded(Success::Exited(0)));
     assert_eq!(o.state("bad").exit_code(), Some(3));
     assert_eq!(o.state("worse").exit_code(), Some(4));
     assert_eq!(o.code, 3, "the first failure's code");
@@ -182,12 +179,9 @@ fn success_codes_are_respected() {
     let mut b = PlanBuilder::new("t");
     b.sh("three", "exit 3").success_codes = vec![0, 3];
     let o = run(b);
-    assert_eq!(
-        o.state("three"),
-        State::Succeeded {
-            downstream_closed: false
-        }
-    );
+    // The real exit code is kept: succeeded, with exit code 3.
+    assert_eq!(o.state("three"), State::Succeeded(Success::Exited(3)));
+    assert_eq!(o.state("three").exit_code(), Some(3));
     assert_eq!(o.code, 0);
 }
 
@@ -199,12 +193,7 @@ fn on_failure_ignore_keeps_exit_zero_and_counts_as_success() {
     b.after("next", "flaky", Condition::Succeeded);
     let o = run(b);
     assert_eq!(o.state("flaky").exit_code(), Some(2));
-    assert_eq!(
-        o.state("next"),
-        State::Succeeded {
-            downstream_closed: false
-        }
-    );
+    assert_eq!(o.state("next"), State::Succeeded(Success::Exited(0)));
     assert_eq!(o.code, 0);
 }
 
@@ -386,7 +375,7 @@ fn ready_timeout_fails_the_instance() {
         s => panic!("{s:?}"),
     }
     assert!(matches!(o.state("client"), State::Skipped { .. }));
-    assert_ne!(o.code, 0);
+    assert_eq!(o.code, prun::exit::READY_FAILED);
     assert_gone(&marker);
 }
 
@@ -439,12 +428,7 @@ fn restart_on_failure_until_success() {
         max_backoff: ms(20),
     };
     let o = run(b);
-    assert_eq!(
-        o.state("eventually"),
-        State::Succeeded {
-            downstream_closed: false
-        }
-    );
+    assert_eq!(o.state("eventually"), State::Succeeded(Success::Exited(0)));
     assert_eq!(o.code, 0);
     assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 3);
 }
@@ -499,15 +483,13 @@ fn stop_signal_and_stop_cmd() {
     assert_eq!(
         o.state("usr1"),
         State::Stopped {
-            exit_code: Some(0),
-            signal: None
+            end: Some(ProcessEnd::Exited(0))
         }
     );
     assert_eq!(
         o.state("polite"),
         State::Stopped {
-            exit_code: Some(0),
-            signal: None
+            end: Some(ProcessEnd::Exited(0))
         }
     );
     assert!(o.log("usr1").contains(&"got usr1".to_string()));
@@ -531,8 +513,7 @@ fn a_stage_ignoring_sigterm_is_killed_after_its_grace() {
     assert_eq!(
         o.state("stubborn"),
         State::Stopped {
-            exit_code: None,
-            signal: Some(libc::SIGKILL)
+            end: Some(ProcessEnd::Signaled(libc::SIGKILL))
         }
     );
     assert_eq!(o.code, 5);
@@ -553,18 +534,8 @@ fn yes_head_early_close_is_success() {
     b.cmd("head", &["head", "-n", "1"]);
     b.pipe("ys", "yes", "head");
     let o = run(b);
-    assert_eq!(
-        o.state("yes"),
-        State::Succeeded {
-            downstream_closed: true
-        }
-    );
-    assert_eq!(
-        o.state("head"),
-        State::Succeeded {
-            downstream_closed: false
-        }
-    );
+    assert_eq!(o.state("yes"), State::Succeeded(Success::DownstreamClosed));
+    assert_eq!(o.state("head"), State::Succeeded(Success::Exited(0)));
     assert_eq!(o.log("head"), vec!["y"]);
     assert_eq!(o.code, 0);
 }
@@ -597,12 +568,7 @@ fn reader_skipped_means_writer_sees_a_closed_pipe() {
     b.after("cat", "gate", Condition::Succeeded);
     let o = run(b);
     assert!(matches!(o.state("cat"), State::Skipped { .. }));
-    assert_eq!(
-        o.state("yes"),
-        State::Succeeded {
-            downstream_closed: true
-        }
-    );
+    assert_eq!(o.state("yes"), State::Succeeded(Success::DownstreamClosed));
     assert_eq!(o.code, 1);
 }
 

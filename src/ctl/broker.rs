@@ -16,8 +16,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use crate::coord::{Acquire, Coord, HolderId, Ticket, Wait};
 use crate::plan::{EventId, SemId};
-use crate::runtime::coord::{Acquire, Coord, HolderId, Ticket, Wait};
 
 use super::{CtlCommand, CtlReply, CtlRequest};
 
@@ -44,6 +44,8 @@ impl BrokerOutcome {
 struct SemWaiter {
     ticket: Ticket,
     holder: HolderId,
+    /// `SEM HOLD`: the permit will belong to the connection.
+    scoped: bool,
     conn: u64,
     peer_pid: i32,
     deadline: Option<Instant>,
@@ -67,8 +69,11 @@ pub struct CtlBroker {
     sems: Vec<SemWaiter>,
     events: Vec<EventWaiter>,
     /// Last permit granted on each connection, to give back if the server reports
-    /// the `OK` could not be delivered. Dropped when the instance ends.
+    /// the `OK` could not be delivered. Dropped when the connection or its instance
+    /// ends.
     last_grant: HashMap<u64, (HolderId, SemId)>,
+    /// `SEM HOLD` permits, per connection: given back when it closes.
+    held: HashMap<u64, Vec<(HolderId, SemId)>>,
 }
 
 /// "unknown semaphore `lokc` (did you mean `lock`?)"
@@ -152,11 +157,15 @@ impl CtlBroker {
                     return out;
                 }
             },
-            CtlCommand::SemAcquire { ref name, timeout } => match coord.sem_id(name) {
+            CtlCommand::SemAcquire { ref name, timeout }
+            | CtlCommand::SemHold { ref name, timeout } => match coord.sem_id(name) {
                 None => unknown("semaphore", name, coord.sem_names()),
                 Some(s) => match coord.request_ctl(holder, s) {
                     Acquire::Granted => {
                         self.last_grant.insert(req.conn, (holder, s));
+                        if matches!(req.command, CtlCommand::SemHold { .. }) {
+                            self.held.entry(req.conn).or_default().push((holder, s));
+                        }
                         CtlReply::Ok
                     }
                     Acquire::Waiting(ticket) if timeout.is_some_and(|t| t.is_zero()) => {
@@ -167,6 +176,7 @@ impl CtlBroker {
                         self.sems.push(SemWaiter {
                             ticket,
                             holder,
+                            scoped: matches!(req.command, CtlCommand::SemHold { .. }),
                             conn: req.conn,
                             peer_pid: req.peer_pid,
                             deadline: deadline(timeout),
@@ -181,6 +191,12 @@ impl CtlBroker {
                 Some(s) => match coord.release(holder, s) {
                     Ok(started) => {
                         out.start.extend(started);
+                        // A permit this connection held is given back by this release.
+                        if let Some(h) = self.held.get_mut(&req.conn)
+                            && let Some(i) = h.iter().position(|&(_, hs)| hs == s)
+                        {
+                            h.swap_remove(i);
+                        }
                         CtlReply::Ok
                     }
                     Err(e) => CtlReply::Err(e.to_string()),
@@ -216,6 +232,9 @@ impl CtlBroker {
                 if delivered {
                     if let Some(w) = waiter {
                         self.last_grant.insert(w.conn, (g.holder, g.sem));
+                        if w.scoped {
+                            self.held.entry(w.conn).or_default().push((g.holder, g.sem));
+                        }
                     }
                 } else if let Ok(started) = coord.release(g.holder, g.sem) {
                     out.start.extend(started);
@@ -280,6 +299,12 @@ impl CtlBroker {
             start: coord.release_all(holder),
             ..Default::default()
         };
+        // Nothing of an ended instance is kept (its permits were all released above).
+        self.last_grant.retain(|_, (h, _)| *h != holder);
+        self.held.retain(|_, permits| {
+            permits.retain(|(h, _)| *h != holder);
+            !permits.is_empty()
+        });
         self.events.retain(|w| {
             if w.holder == holder {
                 let _ = w
@@ -295,11 +320,24 @@ impl CtlBroker {
 
     fn on_hangup(&mut self, coord: &mut Coord, conn: u64, lost: Option<CtlReply>) -> BrokerOutcome {
         let mut out = BrokerOutcome::default();
+        let last = self.last_grant.remove(&conn);
+        let mut held = self.held.remove(&conn).unwrap_or_default();
         if lost == Some(CtlReply::Ok)
-            && let Some((holder, sem)) = self.last_grant.remove(&conn)
-            && let Ok(started) = coord.release(holder, sem)
+            && let Some((holder, sem)) = last
         {
-            out.start.extend(started);
+            // The undelivered grant is given back once, whether or not it was held.
+            if let Some(i) = held.iter().position(|&p| p == (holder, sem)) {
+                held.swap_remove(i);
+            }
+            if let Ok(started) = coord.release(holder, sem) {
+                out.start.extend(started);
+            }
+        }
+        // `SEM HOLD` permits die with their connection (the process that held them).
+        for (holder, sem) in held {
+            if let Ok(started) = coord.release(holder, sem) {
+                out.start.extend(started);
+            }
         }
         let (gone, kept): (Vec<SemWaiter>, Vec<SemWaiter>) = std::mem::take(&mut self.sems)
             .into_iter()
@@ -324,7 +362,7 @@ impl CtlBroker {
     }
 
     /// Pids of `holder`'s processes parked in a wait without a deadline (for
-    /// [`super::group_is_parked`]): an instance is blocked only if it has some and
+    /// [`crate::procfs::group_is_parked`]): an instance is blocked only if it has some and
     /// everything else in its group is passive.
     pub fn parked_pids(&self, holder: HolderId) -> HashSet<i32> {
         let s = self
@@ -565,6 +603,45 @@ mod tests {
         );
         b.handle(&mut c, r, None, now);
         assert_eq!(c.held_by(40), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn a_held_permit_goes_back_when_its_connection_closes() {
+        let (mut c, mut b) = (coord(), CtlBroker::new());
+        let now = Instant::now();
+        let hold = CtlCommand::SemHold {
+            name: "lock".into(),
+            timeout: None,
+        };
+        let (r, rx) = req(1, hold.clone());
+        b.handle(&mut c, r, Some(10), now);
+        assert_eq!(rx.try_recv(), Ok(CtlReply::Ok));
+        // A second holder waits; the first connection closes (its process died)
+        // while its instance goes on: the permit goes to the waiter at once.
+        let (r, rx2) = req(2, hold);
+        b.handle(&mut c, r, Some(20), now);
+        let (r, _) = req(1, CtlCommand::Hangup { lost: None });
+        b.handle(&mut c, r, None, now);
+        assert!(c.held_by(10).is_empty());
+        assert_eq!(rx2.try_recv(), Ok(CtlReply::Ok));
+        // Released on its own connection: nothing is held any more, nothing kept.
+        let (r, _) = req(2, CtlCommand::SemRelease("lock".into()));
+        b.handle(&mut c, r, Some(20), now);
+        let (r, _) = req(2, CtlCommand::Hangup { lost: None });
+        b.handle(&mut c, r, None, now);
+        assert!(c.held_by(20).is_empty());
+        assert!(b.held.is_empty() && b.last_grant.is_empty());
+    }
+
+    #[test]
+    fn nothing_of_an_ended_instance_is_kept() {
+        let (mut c, mut b) = (coord(), CtlBroker::new());
+        let now = Instant::now();
+        let (r, _rx) = req(1, acquire(None));
+        b.handle(&mut c, r, Some(10), now);
+        assert_eq!(b.last_grant.len(), 1);
+        b.on_instance_end(&mut c, 10);
+        assert!(b.last_grant.is_empty() && b.held.is_empty());
     }
 
     #[test]

@@ -37,19 +37,20 @@
 //! command's status (128+N when killed by signal N; 126/127 when it cannot be run).
 
 pub mod broker;
-pub mod procfs;
+
 pub mod server;
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::procfs::{group_is_parked, owner_of, parent_of, process_group_of};
+pub use crate::rundir::create as create_run_dir;
 pub use broker::{BrokerOutcome, CtlBroker};
-pub use procfs::{group_is_parked, owner_of, parent_of, process_group_of};
-pub use server::{CtlRequest, CtlServer, create_run_dir};
+pub use server::{CtlRequest, CtlServer};
 
 /// Longest request line accepted, newline included.
 pub const MAX_LINE: usize = 4096;
@@ -77,10 +78,18 @@ pub enum CtlCommand {
         timeout: Option<Duration>,
     },
     SemRelease(String),
+    /// `SEM HOLD`: like `SEM ACQUIRE`, but the permit belongs to this connection: it is
+    /// given back when the connection closes (the process that asked died), or by a
+    /// `SEM RELEASE` on the same connection. What `prun ctl sem run` uses.
+    SemHold {
+        name: String,
+        timeout: Option<Duration>,
+    },
     /// Not on the wire: the server reports that the client of connection `conn`
-    /// hung up while waiting for a reply, so its parked request is withdrawn. `lost`
-    /// is the reply that arrived for it but could not be delivered (a lost `OK` to
-    /// `SEM ACQUIRE` means the permit is given back).
+    /// hung up (while waiting for a reply, or between requests), so its parked request
+    /// is withdrawn and its `SEM HOLD` permits given back. `lost` is the reply that
+    /// arrived for it but could not be delivered (a lost `OK` to `SEM ACQUIRE` means
+    /// the permit is given back).
     Hangup {
         lost: Option<CtlReply>,
     },
@@ -124,7 +133,7 @@ impl CtlCommand {
                 .ok_or_else(|| format!("`{}` needs a name", verb.join(" ")))
         };
         let max_words = match verb.as_slice() {
-            ["EVENT", "WAIT"] | ["SEM", "ACQUIRE"] => 4,
+            ["EVENT", "WAIT"] | ["SEM", "ACQUIRE"] | ["SEM", "HOLD"] => 4,
             _ => 3,
         };
         if words.len() > max_words {
@@ -143,9 +152,13 @@ impl CtlCommand {
                 timeout: parse_timeout(words.get(3).copied())?,
             },
             ["SEM", "RELEASE"] => CtlCommand::SemRelease(name()?),
+            ["SEM", "HOLD"] => CtlCommand::SemHold {
+                name: name()?,
+                timeout: parse_timeout(words.get(3).copied())?,
+            },
             _ => {
                 return Err(format!(
-                    "unknown request `{line}` (expected EVENT SET|CLEAR|WAIT|ISSET or SEM ACQUIRE|RELEASE)"
+                    "unknown request `{line}` (expected EVENT SET|CLEAR|WAIT|ISSET or SEM ACQUIRE|HOLD|RELEASE)"
                 ));
             }
         })
@@ -166,6 +179,7 @@ impl CtlCommand {
                 format!("SEM ACQUIRE {name}{}", ms(timeout))
             }
             CtlCommand::SemRelease(n) => format!("SEM RELEASE {n}"),
+            CtlCommand::SemHold { name, timeout } => format!("SEM HOLD {name}{}", ms(timeout)),
             CtlCommand::Hangup { .. } => "HANGUP".to_string(),
         }
     }
@@ -268,39 +282,60 @@ pub enum SemSub {
 }
 
 /// A duration as in the YAML files: `250ms`, `5s`, `2m`; a bare number is seconds.
+/// (prun has one duration parser: [`crate::vocab::parse_duration`].)
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs.min(1e9)));
-        }
-        return Err(format!("invalid duration `{s}`"));
-    }
-    humantime::parse_duration(t).map_err(|e| format!("invalid duration `{s}`: {e}"))
+    crate::vocab::parse_duration(s)
 }
 
 /// Send one request on a fresh connection and read its reply.
 pub fn request(socket: &Path, command: &CtlCommand) -> Result<CtlReply, String> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|e| format!("cannot reach prun at {}: {e}", socket.display()))?;
-    let mut line = command.to_line();
-    line.push('\n');
-    stream
-        .write_all(line.as_bytes())
-        .map_err(|e| format!("cannot send to prun: {e}"))?;
-    let mut reply = String::new();
-    BufReader::new(&stream)
-        .take(MAX_LINE as u64)
-        .read_line(&mut reply)
-        .map_err(|e| format!("cannot read prun's reply: {e}"))?;
-    if reply.is_empty() {
-        return Err("prun closed the connection without a reply".into());
-    }
-    CtlReply::parse(&reply)
-        .ok_or_else(|| format!("garbled reply from prun: {:?}", reply.trim_end()))
+    Session::open(socket)?.ask(command)
 }
 
-use std::io::Read as _;
+/// One connection to the control socket, for requests that belong together (`SEM
+/// HOLD`: the permit lives as long as the connection).
+pub struct Session {
+    stream: UnixStream,
+}
+
+impl Session {
+    pub fn open(socket: &Path) -> Result<Session, String> {
+        let stream = UnixStream::connect(socket)
+            .map_err(|e| format!("cannot reach prun at {}: {e}", socket.display()))?;
+        Ok(Session { stream })
+    }
+
+    /// Send one request and read its reply.
+    pub fn ask(&mut self, command: &CtlCommand) -> Result<CtlReply, String> {
+        let mut line = command.to_line();
+        line.push('\n');
+        self.stream
+            .write_all(line.as_bytes())
+            .map_err(|e| format!("cannot send to prun: {e}"))?;
+        // One byte at a time up to the newline: nothing past the reply is consumed.
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while reply.len() < MAX_LINE {
+            match (&self.stream).read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => {
+                    reply.push(byte[0]);
+                    if byte[0] == b'\n' {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("cannot read prun's reply: {e}")),
+            }
+        }
+        if reply.is_empty() {
+            return Err("prun closed the connection without a reply".into());
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        CtlReply::parse(&reply)
+            .ok_or_else(|| format!("garbled reply from prun: {:?}", reply.trim_end()))
+    }
+}
 
 fn report(reply: Result<CtlReply, String>, what: &str) -> i32 {
     match reply {
@@ -371,14 +406,20 @@ pub fn ctl_main(args: CtlArgs) -> i32 {
     report(request(&socket, &command), &what)
 }
 
-/// `sem run`: acquire, run the command as a child, release, forward its status.
+/// `sem run`: hold a permit on one connection, run the command as a child, release,
+/// forward its status. The permit belongs to this process: if it dies (killed, timed
+/// out), its connection closes and prun gives the permit back at once.
 fn sem_run(socket: &Path, name: &str, timeout: Option<Duration>, cmd: &[OsString]) -> i32 {
-    let acquire = CtlCommand::SemAcquire {
+    let mut session = match Session::open(socket) {
+        Ok(s) => s,
+        Err(e) => return report(Err(e), &format!("waiting for a permit of `{name}`")),
+    };
+    let hold = CtlCommand::SemHold {
         name: name.to_string(),
         timeout,
     };
     let code = report(
-        request(socket, &acquire),
+        session.ask(&hold),
         &format!("waiting for a permit of `{name}`"),
     );
     if code != EXIT_OK {
@@ -386,10 +427,9 @@ fn sem_run(socket: &Path, name: &str, timeout: Option<Duration>, cmd: &[OsString
     }
     let status = run_child(cmd);
     let release = CtlCommand::SemRelease(name.to_string());
-    let released = report(request(socket, &release), &format!("sem release {name}"));
-    if released != EXIT_OK {
-        eprintln!("prun ctl: the permit of `{name}` stays with this instance until it ends");
-    }
+    // Closing the connection gives the permit back too; the explicit release makes
+    // it back before this process exits.
+    let _ = report(session.ask(&release), &format!("sem release {name}"));
     status
 }
 

@@ -11,7 +11,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,37 +35,6 @@ pub struct CtlRequest {
     pub reply: Sender<CtlReply>,
 }
 
-/// Create a private (0700) run directory under `$XDG_RUNTIME_DIR` or the temp dir.
-pub fn create_run_dir() -> std::io::Result<PathBuf> {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    let pid = std::process::id();
-    let mut last_err = None;
-    for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!(
-            "prun-{pid}-{:x}",
-            nanos ^ attempt.wrapping_mul(0x9e37_79b9)
-        ));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {
-                // The umask may have narrowed the mode; it cannot have widened it,
-                // but make it exact so the check in `start` holds.
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-                return Ok(dir);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| std::io::Error::other("cannot create a run directory")))
-}
-
 /// The listening control socket and its accept thread.
 pub struct CtlServer {
     path: PathBuf,
@@ -79,18 +47,9 @@ pub struct CtlServer {
 
 impl CtlServer {
     /// Bind `<run_dir>/ctl.sock` and start accepting. `run_dir` must be a directory
-    /// that only this user can enter (mode 0700), as made by [`create_run_dir`].
+    /// that only this user can enter (mode 0700), as made by [`crate::rundir::create`].
     pub fn start(run_dir: &Path) -> std::io::Result<CtlServer> {
-        let meta = std::fs::metadata(run_dir)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "run directory {} must not be accessible to others (mode 0700)",
-                    run_dir.display()
-                ),
-            ));
-        }
+        crate::rundir::check(run_dir)?;
         let path = run_dir.join("ctl.sock");
         let listener = UnixListener::bind(&path).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
@@ -142,8 +101,13 @@ impl Drop for CtlServer {
     }
 }
 
+/// Most connections served at once (one thread each): a stage that opens connections
+/// without end cannot make prun spawn threads without end.
+pub const MAX_CONNECTIONS: usize = 256;
+
 fn accept_loop(listener: UnixListener, tx: Sender<CtlRequest>, stop: Arc<AtomicBool>) {
     let next_conn = AtomicU64::new(1);
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let my_uid = nix::unistd::geteuid().as_raw();
     loop {
         let accepted = listener.accept();
@@ -164,12 +128,29 @@ fn accept_loop(listener: UnixListener, tx: Sender<CtlRequest>, stop: Arc<AtomicB
             Err(_) => return,
         };
         let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+        if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            let mut stream = stream;
+            write_reply(
+                &mut stream,
+                &CtlReply::Err(format!(
+                    "too many open control connections (at most {MAX_CONNECTIONS}); try again"
+                )),
+            );
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
         let tx = tx.clone();
+        let count = Arc::clone(&open);
         let spawned = std::thread::Builder::new()
             .name(format!("prun-ctl-{conn}"))
-            .spawn(move || serve(stream, conn, my_uid, tx));
+            .spawn(move || {
+                serve(stream, conn, my_uid, &tx);
+                count.fetch_sub(1, Ordering::Relaxed);
+            });
         // If no thread can be made the stream is dropped: the client sees EOF.
-        drop(spawned);
+        if spawned.is_err() {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -181,17 +162,45 @@ fn write_reply(stream: &mut UnixStream, reply: &CtlReply) -> bool {
 
 /// True when the client closed its end (checked while a reply is pending).
 fn peer_gone(stream: &UnixStream) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: stream.as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, recv};
+    // Peek without waiting: 0 bytes is the peer's orderly close.
+    let mut byte = [0u8; 1];
+    match recv(
+        stream.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => true,
+        Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => false,
+        Err(_) => true,
+    }
 }
 
-fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>) {
+/// Serve one connection; when it ends, tell the supervisor (its `SEM HOLD` permits
+/// go back).
+fn serve(stream: UnixStream, conn: u64, my_uid: u32, tx: &Sender<CtlRequest>) {
+    let peer = serve_requests(stream, conn, my_uid, tx);
+    if let Some((pid, uid)) = peer {
+        let (dead_tx, _) = crossbeam_channel::bounded(1);
+        let _ = tx.send(CtlRequest {
+            conn,
+            peer_pid: pid,
+            peer_uid: uid,
+            command: CtlCommand::Hangup { lost: None },
+            reply: dead_tx,
+        });
+    }
+}
+
+/// Answer requests until the client leaves. Returns the peer's (pid, uid) when it
+/// was let in and the connection ended without a hangup already reported.
+fn serve_requests(
+    mut stream: UnixStream,
+    conn: u64,
+    my_uid: u32,
+    tx: &Sender<CtlRequest>,
+) -> Option<(i32, u32)> {
     let cred =
         match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
             Ok(c) => c,
@@ -200,7 +209,7 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
                     &mut stream,
                     &CtlReply::Refused(format!("cannot identify the peer: {e}")),
                 );
-                return;
+                return None;
             }
         };
     if cred.uid() != my_uid {
@@ -208,10 +217,11 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
             &mut stream,
             &CtlReply::Refused(format!("uid {} is not prun's user", cred.uid())),
         );
-        return;
+        return None;
     }
+    let peer = Some((cred.pid(), cred.uid()));
     let Ok(read_half) = stream.try_clone() else {
-        return;
+        return peer;
     };
     let mut reader = BufReader::new(read_half);
     loop {
@@ -220,7 +230,7 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
             .take(MAX_LINE as u64)
             .read_until(b'\n', &mut buf)
         {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return peer,
             Ok(_) => {}
         }
         if buf.last() != Some(&b'\n') {
@@ -231,7 +241,7 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
                 );
             }
             // A line cut by EOF or the size limit: no request follows reliably.
-            return;
+            return peer;
         }
         let command = match std::str::from_utf8(&buf)
             .map_err(|_| "request is not UTF-8".to_string())
@@ -240,7 +250,7 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
             Ok(c) => c,
             Err(m) => {
                 if !write_reply(&mut stream, &CtlReply::Err(m)) {
-                    return;
+                    return peer;
                 }
                 continue;
             }
@@ -255,7 +265,7 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
         };
         if tx.send(request).is_err() {
             write_reply(&mut stream, &CtlReply::Err("prun is shutting down".into()));
-            return;
+            return None;
         }
         let hangup = |lost: Option<CtlReply>| {
             let (dead_tx, _) = crossbeam_channel::bounded(1);
@@ -279,7 +289,7 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
                         // then fails to send and the broker gives the permit back.
                         drop(reply_rx);
                         hangup(None);
-                        return;
+                        return None;
                     }
                 }
             }
@@ -288,10 +298,10 @@ fn serve(mut stream: UnixStream, conn: u64, my_uid: u32, tx: Sender<CtlRequest>)
         // is handed back rather than written into a dead socket.
         if peer_gone(&stream) {
             hangup(Some(reply));
-            return;
+            return None;
         }
         if !write_reply(&mut stream, &reply) {
-            return;
+            return peer;
         }
     }
 }

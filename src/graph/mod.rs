@@ -4,6 +4,7 @@
 //! are about the shape of the whole pipeline, and the same graph is drawn by
 //! `prun graph` as Graphviz dot or Mermaid.
 
+pub mod plan;
 pub mod render;
 
 use petgraph::algo::tarjan_scc;

@@ -7,8 +7,8 @@ use super::{Model, QueueModel, StageSpans};
 use crate::diag::{Diagnostic, did_you_mean, one_of};
 use crate::plan::*;
 use crate::syntax::{
-    AfterSpec, ForeachSpec, IoSpec, PipelineSpec, ProbeSpec, RefName, S, StageSpec, TPiece, Tmpl,
-    TriggerSpec,
+    AfterSpec, EngineSpec, ForeachSpec, HostSpec, IoSpec, PipelineSpec, ProbeSpec, RefName, S,
+    StageSpec, TPiece, Tmpl, TriggerSpec,
 };
 
 pub struct Context<'a> {
@@ -68,16 +68,25 @@ pub fn resolve(
             .collect(),
         events: spec.events.iter().map(|e| e.name.value.clone()).collect(),
         stages: spec.stages.iter().map(|s| s.name.value.clone()).collect(),
+        hosts: spec.hosts.iter().map(|h| h.name.value.clone()).collect(),
     };
 
-    // The pipeline's own env may use params and the process environment.
+    // The pipeline's environment: its `env_file`s, then its `env`, whose values may use
+    // params, the process environment and the variables defined before them.
     let scope = Scope::pipeline();
-    let mut env = Vec::new();
+    let mut env_spans: Vec<(String, crate::syntax::Span)> = Vec::new();
+    for (k, v) in &spec.env_file_vars {
+        set_var(&mut r.pipeline_env, &k.value, Template::value(v.clone()));
+        set_span(&mut env_spans, &k.value, k.span);
+    }
     for (k, t) in &spec.env {
         let t = r.template(t, &scope);
-        env.push((k.value.clone(), t));
+        set_var(&mut r.pipeline_env, &k.value, t);
+        set_span(&mut env_spans, &k.value, k.span);
     }
-    r.pipeline_env = env;
+
+    let host_scope = Scope::once("a host's settings are the same for every instance");
+    let hosts: Vec<HostPlan> = spec.hosts.iter().map(|h| r.host(h, &host_scope)).collect();
 
     let queues = spec
         .queues
@@ -100,6 +109,7 @@ pub fn resolve(
                 .map(|f| f.value)
                 .unwrap_or(Framing::Lines),
             sentinel: q.sentinel.as_ref().map(|s| s.value.clone().into_bytes()),
+            order: q.order.as_ref().map(|o| o.value).unwrap_or_default(),
         })
         .collect();
 
@@ -118,7 +128,7 @@ pub fn resolve(
     let mut stages = Vec::new();
     let mut stage_spans = Vec::new();
     for s in &spec.stages {
-        let (plan, spans) = r.stage(s, defaults, shutdown_timeout, default_signal);
+        let (plan, spans) = r.stage(s, defaults, shutdown_timeout, default_signal, &hosts);
         stages.push(plan);
         stage_spans.push(spans);
     }
@@ -150,10 +160,15 @@ pub fn resolve(
                 initially_set: e.initially_set,
             })
             .collect(),
+        hosts,
         stages,
         stage_spans,
         event_spans: spec.events.iter().map(|e| e.name.span).collect(),
         queue_spans: spec.queues.iter().map(|q| q.name.span).collect(),
+        host_spans: spec.hosts.iter().map(|h| h.name.span).collect(),
+        param_spans: spec.params.iter().map(|(k, _)| k.span).collect(),
+        semaphore_spans: spec.semaphores.iter().map(|(k, _)| k.span).collect(),
+        env_spans,
         shutdown_timeout,
     };
     Some(model)
@@ -163,8 +178,13 @@ pub fn resolve(
 struct Scope {
     foreach: bool,
     fds: Vec<i32>,
-    /// `${stage}`, `${instance}`... (false for foreach sources, which are read once).
+    /// `${stage}`, `${instance}`... (false for values read once, such as foreach
+    /// sources and host settings).
     instance: bool,
+    /// Why per-instance values are not available here (when `instance` is false).
+    once_because: &'static str,
+    /// The dimensions of a `foreach: {matrix}` stage, for `${item.NAME}`.
+    matrix: Vec<String>,
 }
 
 impl Scope {
@@ -173,7 +193,34 @@ impl Scope {
             foreach: true,
             fds: Vec::new(),
             instance: true,
+            once_because: "",
+            matrix: Vec::new(),
         }
+    }
+
+    /// A value computed once, for the whole pipeline or stage.
+    fn once(because: &'static str) -> Scope {
+        Scope {
+            foreach: false,
+            fds: Vec::new(),
+            instance: false,
+            once_because: because,
+            matrix: Vec::new(),
+        }
+    }
+}
+
+fn set_var(env: &mut Vec<(String, Template)>, name: &str, t: Template) {
+    match env.iter_mut().find(|(n, _)| n == name) {
+        Some(slot) => slot.1 = t,
+        None => env.push((name.to_string(), t)),
+    }
+}
+
+fn set_span(spans: &mut Vec<(String, crate::syntax::Span)>, name: &str, span: crate::syntax::Span) {
+    match spans.iter_mut().find(|(n, _)| n == name) {
+        Some(slot) => slot.1 = span,
+        None => spans.push((name.to_string(), span)),
     }
 }
 
@@ -186,6 +233,7 @@ struct Resolver<'d> {
     semaphores: Vec<String>,
     events: Vec<String>,
     stages: Vec<String>,
+    hosts: Vec<String>,
 }
 
 impl Resolver<'_> {
@@ -244,16 +292,17 @@ impl Resolver<'_> {
             RefName::PipelineDir => Some(vec![Piece::Value(self.pipeline_dir.clone())]),
             RefName::RunDir => var(InstanceVar::RunDir),
             RefName::Stage | RefName::Instance | RefName::Replicas if !scope.instance => {
-                self.not_here(
-                    r,
-                    "a foreach source is read once for the whole stage, not per instance",
-                );
+                self.not_here(r, scope.once_because);
                 None
             }
             RefName::Stage => var(InstanceVar::Stage),
             RefName::Instance => var(InstanceVar::Instance),
             RefName::Replicas => var(InstanceVar::Replicas),
-            RefName::Item | RefName::Index if !scope.foreach || !scope.instance => {
+            RefName::Item | RefName::Index if !scope.instance => {
+                self.not_here(r, scope.once_because);
+                None
+            }
+            RefName::Item | RefName::Index if !scope.foreach => {
                 self.not_here(
                     r,
                     "`${item}` and `${index}` exist only in a stage with `foreach`",
@@ -261,6 +310,35 @@ impl Resolver<'_> {
                 None
             }
             RefName::Item => var(InstanceVar::Item),
+            RefName::ItemPart(_) if !scope.instance => {
+                self.not_here(r, scope.once_because);
+                None
+            }
+            RefName::ItemPart(part) => match scope.matrix.iter().position(|d| d == part) {
+                Some(i) => var(InstanceVar::ItemPart(i)),
+                None if scope.matrix.is_empty() => {
+                    self.not_here(
+                        r,
+                        "`${item.NAME}` exists only in a stage with `foreach: {matrix: {NAME: [...]}}`",
+                    );
+                    None
+                }
+                None => {
+                    let help = did_you_mean(part, scope.matrix.iter().map(String::as_str))
+                        .unwrap_or_else(|| {
+                            format!("the matrix dimensions are {}", one_of(&scope.matrix))
+                        });
+                    self.diags.push(
+                        Diagnostic::error(
+                            "unknown-variable",
+                            format!("the matrix has no dimension `{part}`"),
+                        )
+                        .at(r.span, "not a dimension of this stage's matrix")
+                        .help(help),
+                    );
+                    None
+                }
+            },
             RefName::Index => var(InstanceVar::Index),
             RefName::Fd(n) => {
                 if scope.fds.contains(n) {
@@ -280,6 +358,57 @@ impl Resolver<'_> {
         }
     }
 
+    /// A host's settings, interpolated once (params, env, `${pipeline.dir}`).
+    fn host(&mut self, h: &HostSpec, scope: &Scope) -> HostPlan {
+        let vars = InstanceVars::default();
+        let text = |r: &mut Self, t: &Tmpl| r.template(t, scope).render(&vars);
+        let engine = match &h.engine {
+            EngineSpec::Ssh {
+                destination,
+                port,
+                options,
+            } => Engine::Ssh {
+                destination: text(self, destination),
+                port: *port,
+                options: options.iter().map(|o| text(self, o)).collect(),
+            },
+            EngineSpec::Slurm { partition, args } => Engine::Slurm {
+                partition: partition.as_ref().map(|p| text(self, p)),
+                args: args.iter().map(|a| text(self, a)).collect(),
+            },
+        };
+        let slots = match (&h.slots, &engine) {
+            (Some(n), _) => Some(n.value),
+            (None, Engine::Ssh { .. }) => Some(1),
+            (None, Engine::Slurm { .. }) => None,
+        };
+        let written = match &h.engine {
+            EngineSpec::Ssh { destination, .. } => Some(destination),
+            _ => None,
+        };
+        let has_refs =
+            written.is_some_and(|t| t.pieces.iter().any(|p| matches!(p, TPiece::Ref(_))));
+        if let (Engine::Ssh { destination, .. }, Some(written)) = (&engine, written)
+            && ((destination.trim().is_empty() && !has_refs) || destination.starts_with('-'))
+        {
+            let span = written.span;
+            self.diags.push(
+                Diagnostic::error(
+                    "invalid-host",
+                    format!("`{destination}` is not an SSH destination"),
+                )
+                .at(span, "expected user@host or a host name")
+                .help("write `ssh: user@machine` or a Host alias of ~/.ssh/config; options go in `options: [...]`"),
+            );
+        }
+        HostPlan {
+            name: h.name.value.clone(),
+            engine,
+            slots,
+            cwd: h.cwd.as_ref().map(|c| text(self, c)),
+        }
+    }
+
     fn not_here(&mut self, r: &S<RefName>, help: &str) {
         self.diags.push(
             Diagnostic::error(
@@ -296,6 +425,7 @@ impl Resolver<'_> {
             "queue" => &self.queues,
             "stage" => &self.stages,
             "event" => &self.events,
+            "host" => &self.hosts,
             _ => &self.semaphores,
         };
         if let Some(i) = table.iter().position(|n| *n == name.value) {
@@ -318,6 +448,7 @@ impl Resolver<'_> {
                     "queue" => "unknown-queue",
                     "stage" => "unknown-stage",
                     "event" => "unknown-event",
+                    "host" => "unknown-host",
                     _ => "unknown-semaphore",
                 },
                 format!("unknown {kind} `{}`", name.value),
@@ -338,6 +469,7 @@ impl Resolver<'_> {
         d: &StageSpec,
         shutdown_timeout: Duration,
         default_signal: i32,
+        hosts: &[HostPlan],
     ) -> (StagePlan, StageSpans) {
         let name = s.name.value.clone();
         let mut spans = StageSpans {
@@ -350,10 +482,16 @@ impl Resolver<'_> {
         let fds_nums: Vec<i32> = fds_spec
             .map(|f| f.iter().map(|x| x.fd.value).collect())
             .unwrap_or_default();
+        let matrix: Vec<String> = match foreach.map(|f| &f.value) {
+            Some(ForeachSpec::Matrix(dims)) => dims.iter().map(|(n, _)| n.value.clone()).collect(),
+            _ => Vec::new(),
+        };
         let scope = Scope {
             foreach: foreach.is_some(),
             fds: fds_nums,
             instance: true,
+            once_because: "",
+            matrix,
         };
 
         // cmd / sh
@@ -398,11 +536,16 @@ impl Resolver<'_> {
             .as_ref()
             .or(d.cwd.as_ref())
             .map(|t| self.template(t, &scope));
+        // Precedence, lowest first: the pipeline's env_file and env, the stage's
+        // env_file (defaults' then its own), the stage's env (defaults' then its own).
         let mut env: Vec<(String, Template)> = self
             .pipeline_env
             .iter()
             .map(|(k, t)| (k.clone(), t.clone()))
             .collect();
+        for (k, v) in d.env_file_vars.iter().chain(&s.env_file_vars) {
+            set_var(&mut env, &k.value, Template::value(v.clone()));
+        }
         for block in [d.env.as_ref(), s.env.as_ref()].into_iter().flatten() {
             for (k, t) in block {
                 let t = self.template(t, &scope);
@@ -436,13 +579,29 @@ impl Resolver<'_> {
                 ),
             );
         }
+        // Where the instances run (SPEC 3.5).
+        let mut on = Vec::new();
+        for n in s.on.as_ref().or(d.on.as_ref()).into_iter().flatten() {
+            if let Some(id) = self.lookup(n, "host", "hosts")
+                && !on.contains(&id)
+            {
+                on.push(id);
+            }
+        }
+        // A foreach stage on hosts runs as many items at once as they have slots
+        // (unless a host's slots are unlimited: then as many as this machine's CPUs).
+        let on_slots: Option<usize> = if on.is_empty() {
+            None
+        } else {
+            on.iter()
+                .map(|h| hosts.get(*h).and_then(|h| h.slots))
+                .sum::<Option<usize>>()
+        };
         let instances = match foreach {
             Some(f) => {
-                let source_scope = Scope {
-                    foreach: false,
-                    fds: Vec::new(),
-                    instance: false,
-                };
+                let source_scope = Scope::once(
+                    "a foreach source is read once for the whole stage, not per instance",
+                );
                 let source = match &f.value {
                     ForeachSpec::Items(items) => ForeachSource::Items(
                         items
@@ -460,14 +619,30 @@ impl Resolver<'_> {
                     },
                     ForeachSpec::Glob(t) => ForeachSource::Glob(self.template(t, &source_scope)),
                     ForeachSpec::Lines(t) => ForeachSource::Lines(self.template(t, &source_scope)),
-                    ForeachSpec::Queue(q) => {
-                        ForeachSource::Queue(self.queue(q).unwrap_or(usize::MAX))
+                    ForeachSpec::Queue { queue, .. } => {
+                        ForeachSource::Queue(self.queue(queue).unwrap_or(usize::MAX))
                     }
+                    ForeachSpec::Matrix(dims) => ForeachSource::Matrix(
+                        dims.iter()
+                            .map(|(n, values)| {
+                                let values = values
+                                    .iter()
+                                    .map(|t| {
+                                        self.template(t, &source_scope)
+                                            .render(&InstanceVars::default())
+                                    })
+                                    .collect();
+                                (n.value.clone(), values)
+                            })
+                            .collect(),
+                    ),
                 };
                 let parallel = parallel.map(|p| p.value as usize).unwrap_or_else(|| {
-                    std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(1)
+                    on_slots.unwrap_or_else(|| {
+                        std::thread::available_parallelism()
+                            .map(|n| n.get())
+                            .unwrap_or(1)
+                    })
                 });
                 Instances::Foreach { source, parallel }
             }
@@ -613,6 +788,25 @@ impl Resolver<'_> {
             Some(c) => c.value.iter().map(|v| v.value as i32).collect(),
             None => vec![0],
         };
+        let batch = match foreach.map(|f| &f.value) {
+            Some(ForeachSpec::Queue { batch, .. }) => *batch,
+            _ => None,
+        };
+        let halt = s.halt.as_ref().map(|h| Halt {
+            when: h.value.when,
+            fail: h.value.fail,
+            success: h.value.success,
+        });
+        if let (Some(h), None) = (s.halt.as_ref(), foreach) {
+            self.diags.push(
+                Diagnostic::error(
+                    "halt-without-foreach",
+                    format!("`halt` has no meaning on stage `{name}`, which has no `foreach`"),
+                )
+                .at(h.span, "not a foreach stage")
+                .help("`halt` stops a foreach stage's items early; remove it, or give the stage a `foreach`"),
+            );
+        }
         let plan = StagePlan {
             name,
             role: Role::Job,
@@ -645,6 +839,9 @@ impl Resolver<'_> {
                 .map(|o| o.value)
                 .unwrap_or(OnFailure::Stop),
             success_codes,
+            on,
+            batch,
+            halt,
         };
         (plan, spans)
     }

@@ -1,10 +1,11 @@
 //! Rules that look at more than one value: queue ends, framing, deadlock-prone
-//! `after` edges, events nothing sets, programs not on PATH. Cycles are checked by
-//! the graph module, which is called from here so `load` reports everything at once.
+//! `after` edges, events nothing sets, programs not on PATH; and the features the
+//! runtime does not run yet ([`not_yet_supported`]). Cycles are checked by the graph
+//! module; [`crate::load`] runs both so a load reports everything at once.
 
 use crate::diag::Diagnostic;
-use crate::plan::{Condition, Delivery, Endpoint, Framing, Instances, Port};
-use crate::syntax::PipelineSpec;
+use crate::plan::{Condition, Delivery, Endpoint, Framing, Instances, Order, Port};
+use crate::syntax::{ForeachSpec, PipelineSpec};
 
 use super::Model;
 
@@ -155,8 +156,67 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
         }
     }
 
-    crate::graph::check(m, diags);
     check_programs(spec, m, diags);
+}
+
+/// Parts of the format that `validate` and `plan` accept (they are parsed, checked
+/// and carried into the plan) but that the runtime does not run yet: `prun run`
+/// refuses a file that uses one, with one `not-yet-supported` error per use, before
+/// anything starts. Delete a line here when the runtime implements it.
+pub fn not_yet_supported(spec: &PipelineSpec) -> Vec<Diagnostic> {
+    let mut found: Vec<(crate::syntax::Span, &str)> = Vec::new();
+    for h in &spec.hosts {
+        found.push((
+            h.name.span,
+            "`hosts` and `on` (running stages on other machines)",
+        ));
+    }
+    for q in &spec.queues {
+        if let Some(o) = q.order.as_ref().filter(|o| o.value == Order::Writers) {
+            found.push((o.span, "`order: writers`"));
+        }
+    }
+    for s in spec.stages.iter().chain(spec.defaults.as_ref()) {
+        for host in s.on.iter().flatten() {
+            found.push((
+                host.span,
+                "`hosts` and `on` (running stages on other machines)",
+            ));
+        }
+        match s.foreach.as_ref().map(|f| (&f.value, f.span)) {
+            Some((ForeachSpec::Matrix(_), span)) => found.push((span, "`foreach: {matrix}`")),
+            Some((ForeachSpec::Queue { batch: Some(_), .. }, span)) => {
+                found.push((span, "`foreach: {queue, batch}`"))
+            }
+            _ => {}
+        }
+        if let Some(h) = &s.halt {
+            found.push((h.span, "`halt`"));
+        }
+    }
+    // One diagnostic per feature: its first use, the others as related places.
+    let mut grouped: Vec<(&str, Vec<crate::syntax::Span>)> = Vec::new();
+    for (span, what) in found {
+        match grouped.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, spans)) => spans.push(span),
+            None => grouped.push((what, vec![span])),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(what, spans)| {
+            let mut d = Diagnostic::error(
+                "not-yet-supported",
+                format!("`prun run` does not run {what} yet"),
+            )
+            .at(spans[0], "not run yet")
+            .help("`prun validate` and `prun plan` accept it; running it comes with a later version of prun");
+            for s in &spans[1..] {
+                d = d.related(*s, "also used here");
+            }
+            d
+        })
+        .collect()
 }
 
 /// Warn when `cmd[0]` is not an executable that can be found.

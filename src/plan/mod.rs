@@ -6,16 +6,21 @@
 //! only be known when an instance starts (its index, foreach item, run directory,
 //! the `/dev/fd/N` paths) is kept as a [`Template`] and rendered at spawn time.
 
-pub mod build;
+pub mod shell;
 pub mod show;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::vocab::{
+    Condition, Delivery, Framing, HaltWhen, OnFailure, Order, RestartPolicy, Threshold,
+};
+
 pub type StageId = usize;
 pub type QueueId = usize;
 pub type SemId = usize;
 pub type EventId = usize;
+pub type HostId = usize;
 
 /// Everything the runtime needs to run one pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +35,9 @@ pub struct Plan {
     pub queues: Vec<QueuePlan>,
     pub semaphores: Vec<SemaphorePlan>,
     pub events: Vec<EventPlan>,
+    /// Machines other than this one that stages may run on (`hosts:`, SPEC 3.5);
+    /// `HostId` indexes this vector, `StagePlan::on` refers to it.
+    pub hosts: Vec<HostPlan>,
     /// Stages grouped by the wave in which they may first start (informational:
     /// the runtime starts an instance as soon as its conditions hold).
     pub start_waves: Vec<Vec<StageId>>,
@@ -67,6 +75,60 @@ pub struct StagePlan {
     pub restart: RestartSpec,
     pub on_failure: OnFailure,
     pub success_codes: Vec<i32>,
+    /// Where the instances may run (`on:`, SPEC 3.5): hosts from `Plan::hosts`, in the
+    /// order written; an instance goes to the listed host with the most free slots.
+    /// Empty: this machine.
+    pub on: Vec<HostId>,
+    /// `foreach: {queue: Q, batch: N}`: each instance gets a block of N records of Q
+    /// on its stdin (the last block may be shorter) instead of one record as
+    /// `${item}`. `None` for every other stage. (Kept beside the source rather than
+    /// in `ForeachSource::Queue` so that the queue source keeps its shape.)
+    pub batch: Option<usize>,
+    /// `halt:` of a foreach stage (SPEC 3.4): when to stop starting items, or stop the
+    /// running ones too. `None`: every item runs whatever the others do.
+    pub halt: Option<Halt>,
+}
+
+/// `halt: {when, fail, success}` of a foreach stage (GNU parallel `--halt`).
+/// At least one of `fail` and `success` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Halt {
+    pub when: HaltWhen,
+    /// Halt once this many items (or this share of all items) failed.
+    pub fail: Option<Threshold>,
+    /// Halt once this many items (or this share of all items) succeeded.
+    pub success: Option<Threshold>,
+}
+
+/// A machine from `hosts:` (SPEC 3.5). Every setting is already interpolated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPlan {
+    pub name: String,
+    pub engine: Engine,
+    /// How many instances may run there at once; `None` is unlimited
+    /// (default 1 for `ssh`, unlimited for `slurm`).
+    pub slots: Option<usize>,
+    /// Remote working directory; `None`: the remote login directory.
+    pub cwd: Option<String>,
+}
+
+/// How prun reaches a host: it drives the engine's own client, no agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Engine {
+    /// The OpenSSH client: `ssh [-p PORT] OPTIONS... DESTINATION` (BatchMode, no TTY).
+    Ssh {
+        /// `user@host`, `host`, or a Host alias of `~/.ssh/config`.
+        destination: String,
+        port: Option<u16>,
+        /// Extra arguments for `ssh`, before the destination (`[-i, keys/ci]`).
+        options: Vec<String>,
+    },
+    /// One `srun` step per instance.
+    Slurm {
+        partition: Option<String>,
+        /// Extra arguments for `srun` (`[--mem=2G, --time=01:00:00]`).
+        args: Vec<String>,
+    },
 }
 
 /// Derived from wiring, never declared (SPEC 1.1).
@@ -144,6 +206,11 @@ pub enum InstanceVar {
     Fd(i32),
     /// `${run.dir}`
     RunDir,
+    /// `${item.NAME}` in a `foreach: {matrix}` stage: the part of the item for the
+    /// matrix dimension with this index (`ForeachSource::Matrix`, in file order).
+    /// `InstanceVars` does not carry the parts yet (matrix stages are refused by
+    /// `prun run` until the runtime runs them), so it renders as an empty string.
+    ItemPart(usize),
 }
 
 /// Values for the per-instance placeholders.
@@ -156,6 +223,19 @@ pub struct InstanceVars<'a> {
     pub run_dir: &'a str,
 }
 
+/// The value of a per-instance placeholder.
+fn var_value<'a>(var: InstanceVar, vars: &InstanceVars<'a>) -> std::borrow::Cow<'a, str> {
+    match var {
+        InstanceVar::Stage => vars.stage.into(),
+        InstanceVar::Instance | InstanceVar::Index => vars.index.to_string().into(),
+        InstanceVar::Replicas => vars.replicas.to_string().into(),
+        InstanceVar::Item => vars.item.unwrap_or("").into(),
+        InstanceVar::Fd(n) => format!("/dev/fd/{n}").into(),
+        InstanceVar::RunDir => vars.run_dir.into(),
+        InstanceVar::ItemPart(_) => "".into(),
+    }
+}
+
 impl Template {
     pub fn literal(s: impl Into<String>) -> Self {
         Template {
@@ -163,38 +243,39 @@ impl Template {
         }
     }
 
+    /// A value known at load time (a param, an environment value): data, never code.
+    pub fn value(s: impl Into<String>) -> Self {
+        Template {
+            pieces: vec![Piece::Value(s.into())],
+        }
+    }
+
     /// Render for argv, a path or an environment value: no quoting.
     pub fn render(&self, vars: &InstanceVars<'_>) -> String {
-        self.render_with(vars, false)
+        self.render_with(vars)
     }
 
-    /// Render for `sh -c`: every substituted value is shell-quoted.
+    /// Render for `sh -c`: every substituted value is data, never code, whatever
+    /// quoting context it stands in (see [`shell`]).
     pub fn render_shell(&self, vars: &InstanceVars<'_>) -> String {
-        self.render_with(vars, true)
+        let parts: Vec<shell::Part<'_>> = self
+            .pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Literal(s) => shell::Part::Text(s),
+                Piece::Value(v) => shell::Part::Value(v.into()),
+                Piece::Var(var) => shell::Part::Value(var_value(*var, vars)),
+            })
+            .collect();
+        shell::render(&parts)
     }
 
-    fn render_with(&self, vars: &InstanceVars<'_>, quote: bool) -> String {
+    fn render_with(&self, vars: &InstanceVars<'_>) -> String {
         let mut out = String::new();
         for piece in &self.pieces {
-            let value: std::borrow::Cow<'_, str> = match piece {
-                Piece::Literal(s) => {
-                    out.push_str(s);
-                    continue;
-                }
-                Piece::Value(v) => v.into(),
-                Piece::Var(InstanceVar::Stage) => vars.stage.into(),
-                Piece::Var(InstanceVar::Instance) | Piece::Var(InstanceVar::Index) => {
-                    vars.index.to_string().into()
-                }
-                Piece::Var(InstanceVar::Replicas) => vars.replicas.to_string().into(),
-                Piece::Var(InstanceVar::Item) => vars.item.unwrap_or("").into(),
-                Piece::Var(InstanceVar::Fd(n)) => format!("/dev/fd/{n}").into(),
-                Piece::Var(InstanceVar::RunDir) => vars.run_dir.into(),
-            };
-            if quote {
-                out.push_str(&shell_quote(&value));
-            } else {
-                out.push_str(&value);
+            match piece {
+                Piece::Literal(s) | Piece::Value(s) => out.push_str(s),
+                Piece::Var(var) => out.push_str(&var_value(*var, vars)),
             }
         }
         out
@@ -205,7 +286,9 @@ impl Template {
         self.pieces.iter().any(|p| {
             matches!(
                 p,
-                Piece::Var(InstanceVar::Item) | Piece::Var(InstanceVar::Index)
+                Piece::Var(InstanceVar::Item)
+                    | Piece::Var(InstanceVar::Index)
+                    | Piece::Var(InstanceVar::ItemPart(_))
             )
         })
     }
@@ -219,17 +302,7 @@ pub fn shell_quote(s: &str) -> String {
     {
         return s.to_string();
     }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
+    shell::single_quote(s)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -255,8 +328,32 @@ pub enum ForeachSource {
     Glob(Template),
     /// File with one item per line.
     Lines(Template),
-    /// One instance per record of this queue, as records arrive.
+    /// One instance per record of this queue, as records arrive (with
+    /// `StagePlan::batch`, one per block of records).
     Queue(QueueId),
+    /// `{matrix: {NAME: [values...]}}`: one instance per combination, the first
+    /// dimension varying slowest (GNU parallel `::: a b ::: c d`). `${item}` is the
+    /// parts joined by a space; `${item.NAME}` is one part.
+    Matrix(Vec<(String, Vec<String>)>),
+}
+
+/// The items of a matrix as `${item}` renders them: every combination, the first
+/// dimension varying slowest, parts joined by a space.
+pub fn matrix_items(dims: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut items = vec![Vec::<&str>::new()];
+    for (_, values) in dims {
+        items = items
+            .iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |v| {
+                    let mut next = prefix.clone();
+                    next.push(v.as_str());
+                    next
+                })
+            })
+            .collect();
+    }
+    items.into_iter().map(|parts| parts.join(" ")).collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -287,14 +384,6 @@ pub struct FdBinding {
     pub fd: i32,
     pub direction: FdDirection,
     pub queue: QueueId,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition {
-    Started,
-    Ready,
-    Succeeded,
-    Completed,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -346,13 +435,6 @@ pub struct StopSpec {
     pub cmd: Option<Vec<Template>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    Never,
-    OnFailure,
-    Always,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestartSpec {
     pub policy: RestartPolicy,
@@ -381,13 +463,6 @@ impl RestartSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFailure {
-    Stop,
-    Continue,
-    Ignore,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuePlan {
     pub name: String,
@@ -396,33 +471,11 @@ pub struct QueuePlan {
     pub framing: Framing,
     /// The sentinel record without its delimiter.
     pub sentinel: Option<Vec<u8>>,
+    /// `order:` arrival (default) or grouped by writer (SPEC 4.2).
+    pub order: Order,
     pub writers: Vec<Endpoint>,
     pub readers: Vec<Endpoint>,
     pub wiring: Wiring,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Shared,
-    Broadcast,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    Lines,
-    Nul,
-    Bytes,
-}
-
-impl Framing {
-    /// The record delimiter, if any.
-    pub fn delimiter(self) -> Option<u8> {
-        match self {
-            Framing::Lines => Some(b'\n'),
-            Framing::Nul => Some(0),
-            Framing::Bytes => None,
-        }
-    }
 }
 
 /// Where a stage is attached to a queue.
@@ -560,6 +613,18 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn matrix_items_are_the_cross_product_in_order() {
+        let dims = vec![
+            ("size".to_string(), vec!["s".to_string(), "m".to_string()]),
+            (
+                "region".to_string(),
+                vec!["eu".to_string(), "us".to_string()],
+            ),
+        ];
+        assert_eq!(matrix_items(&dims), ["s eu", "s us", "m eu", "m us"]);
     }
 
     #[test]

@@ -28,14 +28,37 @@ pub fn render(p: &Plan) -> String {
             }
             Instances::Replicas { .. } => s.name.clone(),
             Instances::Foreach { source, parallel } => {
-                format!(
-                    "{}.N, one per {} (parallel {parallel})",
-                    s.name,
-                    describe_source(p, source)
-                )
+                let what = match (source, s.batch) {
+                    (ForeachSource::Queue(q), Some(n)) => format!(
+                        "block of {n} records of queue {} (on stdin)",
+                        p.queues.get(*q).map(|q| q.name.as_str()).unwrap_or("?")
+                    ),
+                    _ => describe_source(p, source),
+                };
+                format!("{}.N, one per {what} (parallel {parallel})", s.name)
             }
         };
         let mut extra = Vec::new();
+        if !s.on.is_empty() {
+            let names: Vec<&str> = s.on.iter().map(|h| p.hosts[*h].name.as_str()).collect();
+            extra.push(format!("on {}", names.join(", ")));
+        } else if !p.hosts.is_empty() {
+            extra.push("on this machine".to_string());
+        }
+        if let Some(h) = &s.halt {
+            let mut when = Vec::new();
+            if let Some(t) = h.fail {
+                when.push(format!("{} failed", threshold(t)));
+            }
+            if let Some(t) = h.success {
+                when.push(format!("{} succeeded", threshold(t)));
+            }
+            let how = match h.when {
+                HaltWhen::Soon => "soon",
+                HaltWhen::Now => "now",
+            };
+            extra.push(format!("halt {how} once {}", when.join(" or ")));
+        }
         if s.daemon {
             extra.push("daemon".to_string());
         }
@@ -98,7 +121,7 @@ pub fn render(p: &Plan) -> String {
             let how = match q.wiring {
                 Wiring::Direct => "direct pipe".to_string(),
                 Wiring::Routed => format!(
-                    "routed, {}, {}, capacity {}{}",
+                    "routed, {}, {}, capacity {}{}{}",
                     match q.delivery {
                         Delivery::Shared => "shared",
                         Delivery::Broadcast => "broadcast",
@@ -112,7 +135,11 @@ pub fn render(p: &Plan) -> String {
                     q.sentinel
                         .as_ref()
                         .map(|s| format!(", sentinel {:?}", String::from_utf8_lossy(s)))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    match q.order {
+                        Order::Arrival => "",
+                        Order::Writers => ", order writers",
+                    }
                 ),
             };
             let _ = writeln!(
@@ -122,6 +149,48 @@ pub fn render(p: &Plan) -> String {
                 ends(&q.writers),
                 ends(&q.readers)
             );
+        }
+    }
+    if !p.hosts.is_empty() {
+        let _ = writeln!(o, "\nhosts:");
+        for h in &p.hosts {
+            let engine = match &h.engine {
+                Engine::Ssh {
+                    destination,
+                    port,
+                    options,
+                } => {
+                    let mut e = format!("ssh {destination}");
+                    if let Some(port) = port {
+                        e.push_str(&format!(" port {port}"));
+                    }
+                    if !options.is_empty() {
+                        e.push_str(&format!(" options {}", options.join(" ")));
+                    }
+                    e
+                }
+                Engine::Slurm { partition, args } => {
+                    let mut e = "slurm".to_string();
+                    if let Some(part) = partition {
+                        e.push_str(&format!(" partition {part}"));
+                    }
+                    if !args.is_empty() {
+                        e.push_str(&format!(" args {}", args.join(" ")));
+                    }
+                    e
+                }
+            };
+            let slots = match h.slots {
+                Some(1) => "1 slot".to_string(),
+                Some(n) => format!("{n} slots"),
+                None => "unlimited slots".to_string(),
+            };
+            let cwd = h
+                .cwd
+                .as_ref()
+                .map(|c| format!(", cwd {c}"))
+                .unwrap_or_default();
+            let _ = writeln!(o, "  {}: {engine}, {slots}{cwd}", h.name);
         }
     }
     if !p.semaphores.is_empty() {
@@ -170,6 +239,22 @@ fn describe_source(p: &Plan, s: &ForeachSource) -> String {
             "record of queue {}",
             p.queues.get(*q).map(|q| q.name.as_str()).unwrap_or("?")
         ),
+        ForeachSource::Matrix(dims) => {
+            let total: usize = dims.iter().map(|(_, v)| v.len()).product();
+            let names: Vec<String> = dims
+                .iter()
+                .map(|(n, v)| format!("{n} ({})", v.len()))
+                .collect();
+            format!("combination of {} (of {total})", names.join(" × "))
+        }
+    }
+}
+
+fn threshold(t: Threshold) -> String {
+    match t {
+        Threshold::Count(1) => "1 item".to_string(),
+        Threshold::Count(n) => format!("{n} items"),
+        Threshold::Percent(p) => format!("{p}% of the items"),
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::event::{Event, InstanceInfo, RunStatus, State, signal_name};
+use crate::event::{Event, InstanceInfo, RunStatus, State, Success, signal_name};
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Report {
@@ -221,6 +221,25 @@ impl ReportBuilder {
         });
     }
 
+    /// The name of an instance by id.
+    pub fn name_of(&self, id: usize) -> Option<&str> {
+        self.index
+            .get(&id)
+            .and_then(|&i| self.instances.get(i))
+            .map(|r| r.info.name.as_str())
+    }
+
+    /// A log or report file could not be written: a run that succeeded fails with
+    /// [`crate::exit::WRITE_FAILED`] (an earlier failure keeps its code).
+    pub fn fail_with_write_error(&mut self) {
+        if let Some((status, code, _)) = &mut self.status {
+            *code = crate::exit::with_write_failure(*code);
+            if *status == RunStatus::Succeeded {
+                *status = RunStatus::Failed;
+            }
+        }
+    }
+
     /// Current state of an instance by name (for the status board and tests).
     pub fn state_of(&self, name: &str) -> Option<&State> {
         self.instances
@@ -233,6 +252,21 @@ impl ReportBuilder {
         self.instances.iter().map(|r| (&r.info, &r.state))
     }
 
+    /// One instance's entry of the report, as it stands now.
+    pub fn instance_report(&self, id: usize) -> Option<InstanceReport> {
+        self.index
+            .get(&id)
+            .and_then(|&i| self.instances.get(i))
+            .map(instance_report)
+    }
+
+    /// Instance ids in the order of the report's `instances`.
+    pub fn ordered_ids(&self) -> Vec<usize> {
+        let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
+        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
+        records.into_iter().map(|r| r.info.id).collect()
+    }
+
     pub fn report(&self) -> Report {
         let (status, exit_code, duration) =
             self.status
@@ -241,33 +275,7 @@ impl ReportBuilder {
         // the run goes on, but read best in their source order.
         let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
         records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
-        let instances = records
-            .into_iter()
-            .map(|r| InstanceReport {
-                name: r.info.name.clone(),
-                stage: r.info.stage_name.clone(),
-                index: r.info.index as u64,
-                item: r.info.item.clone(),
-                pid: r.pid,
-                state: end_state(&r.state),
-                exit_code: r.state.exit_code(),
-                signal: r.state.signal().map(signal_name),
-                restarts: r.restarts,
-                started_ms: r.started.map(|d| d.as_millis() as u64),
-                duration_ms: match (r.started, r.ended) {
-                    (Some(s), Some(e)) => Some(e.saturating_sub(s).as_millis() as u64),
-                    _ => None,
-                },
-                records_in: r.records_in,
-                records_out: r.records_out,
-                detail: r.state.describe(),
-                downstream_closed: r.state
-                    == State::Succeeded {
-                        downstream_closed: true,
-                    },
-                resumed: r.info.resumed,
-            })
-            .collect();
+        let instances = records.into_iter().map(instance_report).collect();
         Report {
             pipeline: self.pipeline.clone(),
             status: match status {
@@ -281,6 +289,30 @@ impl ReportBuilder {
             queues: self.queues.clone(),
             deadlock: self.deadlock.clone(),
         }
+    }
+}
+
+fn instance_report(r: &InstanceRecord) -> InstanceReport {
+    InstanceReport {
+        name: r.info.name.clone(),
+        stage: r.info.stage_name.clone(),
+        index: r.info.index as u64,
+        item: r.info.item.clone(),
+        pid: r.pid,
+        state: end_state(&r.state),
+        exit_code: r.state.exit_code(),
+        signal: r.state.signal().map(signal_name),
+        restarts: r.restarts,
+        started_ms: r.started.map(|d| d.as_millis() as u64),
+        duration_ms: match (r.started, r.ended) {
+            (Some(s), Some(e)) => Some(e.saturating_sub(s).as_millis() as u64),
+            _ => None,
+        },
+        records_in: r.records_in,
+        records_out: r.records_out,
+        detail: r.state.describe(),
+        downstream_closed: r.state == State::Succeeded(Success::DownstreamClosed),
+        resumed: r.info.resumed,
     }
 }
 
@@ -332,13 +364,7 @@ mod tests {
             restarts: 0,
         };
         b.apply(&changed(0, State::Running, 12));
-        b.apply(&changed(
-            0,
-            State::Succeeded {
-                downstream_closed: false,
-            },
-            912,
-        ));
+        b.apply(&changed(0, State::Succeeded(Success::Exited(0)), 912));
         b.apply(&changed(1, State::Running, 10));
         b.apply(&changed(
             1,

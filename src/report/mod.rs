@@ -4,20 +4,53 @@
 //! into prefixed log lines on stderr (and `--log-dir` files), notices, the live
 //! status board, the final table, and the `--report` JSON file. Nothing here knows
 //! about processes: a test can feed it events.
+//!
+//! Files: `term` (lines and notices, batching), `order` (a stage's last lines before
+//! prun's notice of its end), `sanitize` (control bytes), `board` (the live board),
+//! `screen` (the one thread that writes to the terminal), `table` (the final table),
+//! `json` (the report's shape), `lines` (the last lines of each instance), `logdir`.
+//!
+//! The reporter never blocks on the terminal: when the terminal does not keep up, it
+//! stops taking log lines (the stages that log then wait, as in a shell) but keeps
+//! taking the supervisor's events; after an interrupt it takes the log lines again and
+//! counts those it cannot show. At the end the report file is written first, then the
+//! terminal gets a bounded time.
 
+mod board;
+mod journal;
 mod json;
+mod junit;
+mod lines;
+mod logdir;
+mod order;
+mod sanitize;
+mod screen;
+mod table;
 mod term;
 
-use std::io;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Select};
 
+pub use journal::{Journal, RESUME_CAP, read_resume};
 pub use json::{
     EndState, InstanceReport, QueueReport, Report, ReportBuilder, ReportStatus, report_schema,
 };
-pub use term::{Terminal, TerminalOptions, format_table};
+pub use logdir::check_dir as check_log_dir;
+pub use sanitize::clean_line;
+pub use table::format_table;
+pub use term::{Terminal, TerminalOptions};
 
-use crate::event::Event;
+use crate::event::{Event, Level, ShutdownCause, State};
+use lines::LineStore;
+use logdir::LogDir;
+use screen::Screen;
+
+/// Bytes queued for the terminal beyond which no more log lines are taken.
+const BACKLOG: usize = 1 << 20;
+/// At the end, the terminal gets this long without progress, and this long in all.
+const EXIT_STALL: Duration = Duration::from_millis(60);
+const EXIT_CAP: Duration = Duration::from_secs(2);
 
 /// What the reporter was asked to do (from `prun run`'s options).
 #[derive(Debug, Clone, Default)]
@@ -29,29 +62,229 @@ pub struct Options {
     pub progress: Option<String>,
     /// `auto`, `always`, `never`
     pub color: Option<String>,
+    /// `--junit FILE`: a JUnit XML report at the end.
+    pub junit: Option<std::path::PathBuf>,
+    /// By stage id: the pipes prun reads per run of an instance (its log, a passed
+    /// through stdout), each ended with `LogClosed`.
+    pub log_pipes: Vec<u32>,
 }
 
-/// Consume events until the run's `Finished` event (or the channel closes), render
-/// them, and write the JSON report if asked.
-pub fn render(events: Receiver<Event>, opts: &Options) -> io::Result<()> {
-    let mut builder = ReportBuilder::new();
-    let mut terminal = Terminal::new(TerminalOptions::from_run_options(opts));
-    for event in events.iter() {
-        builder.apply(&event);
-        terminal.on_event(&event, &builder);
-        if matches!(event, Event::Finished { .. }) {
-            break;
+/// How the reporter ended: `write_failed` when a log or report file could not be
+/// written (already reported on the terminal; the run fails, see
+/// [`crate::exit::with_write_failure`]).
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub write_failed: bool,
+}
+
+struct Reporter {
+    builder: ReportBuilder,
+    terminal: Terminal,
+    screen: Screen,
+    lines: LineStore,
+    log_dir: Option<LogDir>,
+    journal: Option<Journal>,
+    junit: Option<std::path::PathBuf>,
+    write_failed: bool,
+    /// prun was interrupted: log lines are taken even when the terminal stalls.
+    interrupted: bool,
+}
+
+impl Reporter {
+    fn apply(&mut self, event: &Event, now: Instant) {
+        match event {
+            Event::Log { id, line } => {
+                self.lines.push(*id, line);
+                if let Some(dir) = &mut self.log_dir {
+                    let name = self.builder.name_of(*id).unwrap_or("unknown");
+                    if let Some(e) = dir.write(*id, name, line) {
+                        self.write_error(e);
+                    }
+                }
+                let show = !(self.interrupted && self.screen.pending() > BACKLOG);
+                self.terminal.log_line(*id, line, show);
+                return;
+            }
+            Event::LogClosed { id } => {
+                if let Some(dir) = &mut self.log_dir {
+                    dir.close(*id);
+                }
+            }
+            Event::ShutdownStarted {
+                cause: ShutdownCause::Signal(_),
+            } => self.interrupted = true,
+            _ => {}
+        }
+        self.builder.apply(event);
+        if let Event::StateChanged { id, state, .. } = event
+            && state.is_end()
+        {
+            if let Some(j) = &mut self.journal
+                && let Some(entry) = self.builder.instance_report(*id)
+                && let Err(e) = j.append(&entry)
+            {
+                let path = j.path().display().to_string();
+                self.write_error(format!("cannot write the report journal {path}: {e}"));
+            }
+            let failed = matches!(
+                state,
+                State::Failed { .. }
+                    | State::Killed { .. }
+                    | State::TimedOut { .. }
+                    | State::CouldNotStart { .. }
+            );
+            self.lines.ended(*id, failed);
+        }
+        self.terminal
+            .on_event(event, &self.builder, &self.lines, now);
+    }
+
+    fn write_error(&mut self, message: String) {
+        self.write_failed = true;
+        self.terminal.prun_line(Level::Error, &message);
+    }
+}
+
+/// Consume events until the run's `Finished` event (or the channels close), render
+/// them, and write the JSON report if asked (`journal`, made by [`Journal::create`]
+/// before the run starts). `events` carries the supervisor's events, `logs` the
+/// stages' log lines (see `runtime::Sinks`).
+pub fn render(
+    events: Receiver<Event>,
+    logs: Receiver<Event>,
+    opts: &Options,
+    journal: Option<Journal>,
+) -> Rendered {
+    let screen = Screen::start();
+    let mut r = Reporter {
+        builder: ReportBuilder::new(),
+        terminal: Terminal::new(
+            TerminalOptions::from_run_options(opts),
+            screen.clone(),
+            opts.log_pipes.clone(),
+        ),
+        screen: screen.clone(),
+        lines: LineStore::default(),
+        log_dir: opts.log_dir.clone().map(LogDir::new),
+        journal,
+        junit: opts.junit.clone(),
+        write_failed: false,
+        interrupted: false,
+    };
+    let mut logs_open = true;
+    let mut events_open = true;
+    let mut next_tick = Instant::now();
+    while events_open {
+        let now = Instant::now();
+        let backed_up = screen.pending() > BACKLOG;
+        let take_logs = logs_open && (!backed_up || r.interrupted);
+        // Held notices are released only while no log line waits for us.
+        if !backed_up && logs.is_empty() {
+            r.terminal.release_expired(&r.lines, now);
+        }
+        if r.terminal.has_board() && !backed_up && now >= next_tick {
+            r.terminal.tick();
+            next_tick = now + Duration::from_millis(100);
+        }
+        r.terminal
+            .flush(now, events.is_empty() && (!take_logs || logs.is_empty()));
+        let mut wake = r.terminal.next_wakeup(now);
+        if backed_up {
+            let poll = now + Duration::from_millis(10);
+            wake = Some(wake.map_or(poll, |w| w.min(poll)));
+        }
+        // The supervisor's events first: an instance is announced on `events` before
+        // its process can write a line on `logs`, so its name is known by then.
+        let next = match events.try_recv() {
+            Ok(e) => Some(e),
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                let mut sel = Select::new();
+                let ev = sel.recv(&events);
+                let lg = take_logs.then(|| sel.recv(&logs));
+                let oper = match wake {
+                    Some(at) => match sel.select_deadline(at) {
+                        Ok(op) => op,
+                        Err(_) => continue,
+                    },
+                    None => sel.select(),
+                };
+                let index = oper.index();
+                if index == ev {
+                    oper.recv(&events).ok()
+                } else if Some(index) == lg {
+                    match oper.recv(&logs) {
+                        Ok(e) => r.apply(&e, now),
+                        Err(_) => logs_open = false,
+                    }
+                    continue;
+                } else {
+                    continue;
+                }
+            }
+            Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+        };
+        match next {
+            Some(finished @ Event::Finished { .. }) => {
+                // Every drain sent its last line before the supervisor finished: pass
+                // on what is still queued, then the end.
+                let now = Instant::now();
+                while let Ok(e) = logs.try_recv() {
+                    r.apply(&e, now);
+                }
+                r.apply(&finished, now);
+                break;
+            }
+            Some(e) => r.apply(&e, now),
+            None => events_open = false,
         }
     }
-    let report = builder.report();
-    terminal.finish(&report);
-    if let Some(path) = &opts.report {
-        let mut text = serde_json::to_string_pretty(&report).map_err(io::Error::other)?;
-        text.push('\n');
-        std::fs::write(path, text)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    finish(r)
+}
+
+/// The report file first, then the table, then a bounded time for the terminal.
+fn finish(mut r: Reporter) -> Rendered {
+    if r.write_failed {
+        r.builder.fail_with_write_error();
     }
-    Ok(())
+    let mut report = r.builder.report();
+    if let Some(path) = &r.junit {
+        let ids = r.builder.ordered_ids();
+        let lines = &r.lines;
+        let tail = |n: usize| {
+            ids.get(n)
+                .map(|&id| {
+                    lines
+                        .tail(id, junit::FAILURE_LINES)
+                        .into_iter()
+                        .map(<[u8]>::to_vec)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if let Err(e) = junit::write(path, &report, tail) {
+            let msg = format!("cannot write the JUnit report {}: {e}", path.display());
+            r.write_error(msg);
+            report.exit_code = crate::exit::with_write_failure(report.exit_code);
+            if report.status == ReportStatus::Succeeded {
+                report.status = ReportStatus::Failed;
+            }
+        }
+    }
+    if let Some(journal) = r.journal.take() {
+        let path = journal.path().to_path_buf();
+        if let Err(e) = journal.finish(&report) {
+            r.write_error(format!("cannot write the report {}: {e}", path.display()));
+            report.exit_code = crate::exit::with_write_failure(report.exit_code);
+            if report.status == ReportStatus::Succeeded {
+                report.status = ReportStatus::Failed;
+            }
+        }
+    }
+    r.terminal.finish(&report, &r.lines);
+    r.screen.finish(EXIT_STALL, EXIT_CAP);
+    Rendered {
+        write_failed: r.write_failed,
+    }
 }
 
 /// The report's JSON Schema as pretty-printed text (`prun schema report`).

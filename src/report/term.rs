@@ -1,34 +1,42 @@
-//! Terminal rendering: prefixed log lines, prun's notices, the live status board and
-//! the final table, all on stderr (stdout stays for `stdout: inherit`).
+//! Terminal rendering: prefixed log lines, prun's notices, the live board and the final
+//! table, all on stderr (stdout stays for `stdout: inherit`), all through the
+//! [`Screen`] writer so nothing here ever blocks on the terminal.
 //!
-//! Every line is written with one `write_all` on a locked stderr, so lines of
-//! different instances never interleave mid-line, whatever their length.
+//! Lines are whole (the drains cut only at `\n`) and cleaned ([`sanitize`]); prun's
+//! lines about an instance wait for its log to close ([`Order`]), so a stage's last
+//! words come before prun's notice of its end. Output is batched: with a board, log
+//! lines are written above it at most every [`BOARD_BATCH`] in one synchronized update
+//! instead of one redraw per line.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::{self, IsTerminal};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use super::json::{EndState, InstanceReport, Report, ReportBuilder};
-
-/// foreach stages with more items than this show their succeeded items as one row.
-const COLLAPSE_ABOVE: usize = 20;
 use super::Options;
-use crate::event::signal_name;
-use crate::event::{Event, InstanceId, Level, ShutdownCause, State};
+use super::board::Board;
+use super::json::{Report, ReportBuilder};
+use super::lines::LineStore;
+use super::order::{Held, Order};
+use super::sanitize::clean_line;
+use super::screen::{Screen, Stream};
+use super::table::format_table;
+use crate::event::{Event, InstanceId, Level, ShutdownCause, State, signal_name};
 
 const PALETTE: [&str; 10] = ["36", "33", "32", "35", "34", "96", "93", "92", "95", "94"];
+
+/// With a board, log lines are written above it at most this often.
+const BOARD_BATCH: Duration = Duration::from_millis(40);
+/// Bytes batched before they are handed on whatever the time.
+const BATCH_BYTES: usize = 64 * 1024;
+/// Lines of a failed instance shown with its failure under `--quiet`.
+pub const QUIET_TAIL: usize = 20;
 
 #[derive(Debug, Clone, Default)]
 pub struct TerminalOptions {
     pub color: bool,
     pub quiet: bool,
     pub progress: bool,
-    pub log_dir: Option<PathBuf>,
 }
 
 impl TerminalOptions {
@@ -50,114 +58,138 @@ impl TerminalOptions {
             color,
             quiet: opts.quiet,
             progress,
-            log_dir: opts.log_dir.clone(),
         }
     }
+}
+
+struct Name {
+    name: String,
+    stage: usize,
+    item: Option<String>,
 }
 
 pub struct Terminal {
     opts: TerminalOptions,
-    names: HashMap<InstanceId, (String, usize)>,
+    screen: Screen,
+    names: HashMap<InstanceId, Name>,
+    /// By stage: pipes read per run (each ends with `LogClosed`).
+    log_pipes: Vec<u32>,
     width: usize,
-    logs: HashMap<InstanceId, Option<File>>,
     board: Option<Board>,
+    /// stderr bytes not yet handed to the screen.
+    out: Vec<u8>,
+    last_flush: Instant,
+    order: Order,
+    /// Log lines not shown because the terminal stalled after an interrupt.
+    pub hidden: u64,
+    /// Passed-through `stdout: inherit` output: each instance's unfinished line.
+    partial: HashMap<InstanceId, (Vec<u8>, Instant)>,
+    /// stdout and stderr are the same terminal.
+    same_tty: bool,
+    /// The terminal's cursor is after a passed-through partial line.
+    dangling: bool,
 }
 
-/// The live status board: one line per stage (a spinner with state counts, or a
-/// progress bar with done/total, failures and ETA for a foreach stage whose items are
-/// known). Counts are kept incrementally, so a foreach of thousands of items costs
-/// O(1) per state change.
-struct Board {
-    multi: MultiProgress,
-    bars: Vec<StageBar>,
-    /// Instance → (bar index, its current state name).
-    last: HashMap<InstanceId, (usize, &'static str)>,
-    /// Queue name → (its line, last count, when it was seen).
-    queues: HashMap<String, (ProgressBar, u64, Instant)>,
-}
+/// A passed-through partial line is shown after this long without its end (a prompt),
+/// when there is no board to draw under it.
+const PARTIAL_IDLE: Duration = Duration::from_millis(200);
 
-struct StageBar {
-    stage: String,
-    bar: ProgressBar,
-    /// Known number of items (foreach), for a progress bar.
-    total: Option<u64>,
-    counts: Vec<(&'static str, usize)>,
+/// stdout and stderr are the same terminal (one screen for both).
+fn same_terminal() -> bool {
+    use std::os::fd::AsFd;
+    let rdev = |fd: std::os::fd::BorrowedFd<'_>| {
+        nix::sys::stat::fstat(fd)
+            .ok()
+            .filter(|s| (s.st_mode & libc::S_IFMT) == libc::S_IFCHR)
+            .map(|s| s.st_rdev)
+    };
+    let (out, err) = (io::stdout(), io::stderr());
+    io::stdout().is_terminal()
+        && io::stderr().is_terminal()
+        && rdev(out.as_fd()).is_some()
+        && rdev(out.as_fd()) == rdev(err.as_fd())
 }
 
 impl Terminal {
-    pub fn new(opts: TerminalOptions) -> Terminal {
+    pub fn new(opts: TerminalOptions, screen: Screen, log_pipes: Vec<u32>) -> Terminal {
         Terminal {
             opts,
+            screen,
             names: HashMap::new(),
+            log_pipes,
             width: 4,
-            logs: HashMap::new(),
             board: None,
+            out: Vec::new(),
+            last_flush: Instant::now(),
+            order: Order::default(),
+            hidden: 0,
+            partial: HashMap::new(),
+            same_tty: same_terminal(),
+            dangling: false,
         }
     }
 
-    pub fn on_event(&mut self, event: &Event, state: &ReportBuilder) {
+    pub fn on_event(
+        &mut self,
+        event: &Event,
+        state: &ReportBuilder,
+        lines: &LineStore,
+        now: Instant,
+    ) {
         match event {
             Event::PipelineStarted { instances, .. } => {
                 for i in instances {
-                    self.names.insert(i.id, (i.name.clone(), i.stage));
-                    self.width = self.width.max(i.name.chars().count());
-                }
-                if let Some(dir) = &self.opts.log_dir
-                    && let Err(e) = std::fs::create_dir_all(dir)
-                {
-                    self.prun_line(Level::Error, &format!("--log-dir {}: {e}", dir.display()));
-                    self.opts.log_dir = None;
+                    self.add_name(i.id, &i.name, i.stage, i.item.clone());
                 }
                 if self.opts.progress {
-                    self.board = Some(Board::new(state));
+                    let mut board = Board::new(self.screen.clone(), self.opts.color);
+                    for i in instances {
+                        board.add_instance(i.id, i.stage, &i.stage_name);
+                    }
+                    self.board = Some(board);
                 }
             }
             Event::InstanceAdded(i) => {
-                self.names.insert(i.id, (i.name.clone(), i.stage));
-                self.width = self.width.max(i.name.chars().count());
+                self.add_name(i.id, &i.name, i.stage, i.item.clone());
                 if let Some(b) = &mut self.board {
-                    b.add_instance(i.id, &i.stage_name);
+                    b.add_instance(i.id, i.stage, &i.stage_name);
                 }
             }
             Event::BatchStarted {
-                stage_name, total, ..
+                stage,
+                stage_name,
+                total,
+                ..
             } => {
                 if let Some(b) = &mut self.board {
-                    b.batch_started(stage_name, *total);
+                    b.batch_started(*stage, stage_name, *total);
                 }
             }
             Event::Deadlock { message } => self.prun_line(Level::Error, message),
-            Event::QueueProgress { name, records, .. } => {
+            Event::QueueProgress {
+                queue,
+                name,
+                records,
+            } => {
                 if let Some(b) = &mut self.board {
-                    b.queue_progress(name, *records);
+                    b.queue_progress(*queue, name, *records, now);
                 }
             }
-            Event::Log { id, line } => self.log_line(*id, line),
-            Event::StateChanged { id, state: s, .. } => {
-                let name = self.name(*id);
-                match s {
-                    State::Failed { .. }
-                    | State::Killed { .. }
-                    | State::TimedOut { .. }
-                    | State::CouldNotStart { .. } => {
-                        self.prun_line(Level::Error, &format!("{name} {}", s.describe()))
-                    }
-                    State::Succeeded { .. } | State::Stopped { .. } | State::Skipped { .. } => {
-                        self.prun_line(Level::Info, &format!("{name} {}", s.describe()))
-                    }
-                    _ => {}
-                }
-                if let Some(b) = &mut self.board {
-                    b.state_changed(*id, s.name());
+            Event::Output { id, bytes } => self.output(*id, bytes, now),
+            Event::LogClosed { id } => {
+                self.output_end(*id);
+                for held in self.order.closed(*id) {
+                    self.render_held(held, lines);
                 }
             }
+            Event::StateChanged { id, state: s, .. } => self.state_changed(*id, s, lines, now),
             Event::Restarting { id, attempt, delay } => {
-                let name = self.name(*id);
                 let msg = format!(
-                    "{name} restarting in {} (restart {attempt})",
+                    "{} restarting in {} (restart {attempt})",
+                    self.name(*id),
                     humantime::format_duration(*delay)
                 );
-                self.prun_line(Level::Info, &msg);
+                self.instance_line(*id, Held::Notice(Level::Info, msg), lines);
             }
             Event::Notice { level, message } => self.prun_line(*level, message),
             Event::ShutdownStarted { cause } => {
@@ -182,53 +214,187 @@ impl Terminal {
         }
     }
 
+    fn add_name(&mut self, id: InstanceId, name: &str, stage: usize, item: Option<String>) {
+        self.width = self.width.max(name.chars().count());
+        self.names.insert(
+            id,
+            Name {
+                name: name.to_string(),
+                stage,
+                item,
+            },
+        );
+    }
+
+    fn state_changed(&mut self, id: InstanceId, s: &State, lines: &LineStore, now: Instant) {
+        let (stage, item) = match self.names.get(&id) {
+            Some(n) => (n.stage, n.item.clone()),
+            None => (usize::MAX, None),
+        };
+        if *s == State::Running {
+            for _ in 0..self.log_pipes.get(stage).copied().unwrap_or(0) {
+                self.order.started(id);
+            }
+        }
+        if let Some(b) = &mut self.board {
+            b.state_changed(id, s.name(), item.as_deref(), now);
+        }
+        if !s.is_end() {
+            return;
+        }
+        self.order.ended(id, now);
+        let name = self.name(id);
+        let failure = matches!(
+            s,
+            State::Failed { .. }
+                | State::Killed { .. }
+                | State::TimedOut { .. }
+                | State::CouldNotStart { .. }
+        );
+        let level = if failure { Level::Error } else { Level::Info };
+        if failure && self.opts.quiet {
+            self.instance_line(id, Held::Tail(id), lines);
+        }
+        self.instance_line(
+            id,
+            Held::Notice(level, format!("{name} {}", s.describe())),
+            lines,
+        );
+    }
+
+    /// A line about an instance: now, or after its log closed.
+    fn instance_line(&mut self, id: InstanceId, item: Held, lines: &LineStore) {
+        if let Some(item) = self.order.hold(id, item) {
+            self.render_held(item, lines);
+        }
+    }
+
+    fn render_held(&mut self, held: Held, lines: &LineStore) {
+        match held {
+            Held::Notice(level, msg) => self.prun_line(level, &msg),
+            Held::Tail(id) => {
+                for line in lines.tail(id, QUIET_TAIL) {
+                    self.format_log_line(id, line);
+                }
+            }
+        }
+    }
+
+    /// Output of a stage on `stdout: inherit`, passed through: whole lines, above the
+    /// board (cleaned like log lines) or as they are when there is none.
+    fn output(&mut self, id: InstanceId, bytes: &[u8], now: Instant) {
+        let (buf, at) = self.partial.entry(id).or_insert_with(|| (Vec::new(), now));
+        buf.extend_from_slice(bytes);
+        *at = now;
+        if let Some(pos) = memchr::memrchr(b'\n', buf) {
+            let whole: Vec<u8> = buf.drain(..=pos).collect();
+            if buf.is_empty() {
+                self.partial.remove(&id);
+            }
+            self.emit_stdout(&whole);
+        }
+    }
+
+    /// The end of a passed-through stream: its unfinished line, as it is.
+    fn output_end(&mut self, id: InstanceId) {
+        if let Some((rest, _)) = self.partial.remove(&id)
+            && !rest.is_empty()
+        {
+            self.emit_stdout(&rest);
+        }
+    }
+
+    fn emit_stdout(&mut self, bytes: &[u8]) {
+        if self.board.is_some() && self.same_tty {
+            // One screen: the lines go above the board, in the same update as the log
+            // lines; a line left unfinished is ended there (it cannot stay under the
+            // board).
+            for line in bytes.split_inclusive(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                let text = clean_line(line, self.opts.color);
+                self.out.extend_from_slice(text.as_bytes());
+                self.out.push(b'\n');
+            }
+            return;
+        }
+        // Its own stream, in order with what prun wrote before it.
+        if !self.out.is_empty() {
+            self.screen
+                .push(Stream::Stderr, std::mem::take(&mut self.out));
+        }
+        self.screen.push(Stream::Stdout, bytes.to_vec());
+        if self.same_tty {
+            self.dangling = !bytes.ends_with(b"\n");
+        }
+    }
+
+    /// Before a line of prun's on the screen a passed-through partial line shares.
+    fn new_line_if_dangling(&mut self) {
+        if self.dangling {
+            self.out.push(b'\n');
+            self.dangling = false;
+        }
+    }
+
+    /// Lines whose wait for a log ran out (only while no log line is waiting).
+    pub fn release_expired(&mut self, lines: &LineStore, now: Instant) {
+        if self.board.is_none() {
+            let idle: Vec<InstanceId> = self
+                .partial
+                .iter()
+                .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= PARTIAL_IDLE)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in idle {
+                self.output_end(id);
+            }
+        }
+        for held in self.order.expired(now) {
+            self.render_held(held, lines);
+        }
+    }
+
     fn name(&self, id: InstanceId) -> String {
         self.names
             .get(&id)
-            .map(|(n, _)| n.clone())
+            .map(|n| n.name.clone())
             .unwrap_or_else(|| format!("#{id}"))
     }
 
-    fn log_line(&mut self, id: InstanceId, line: &[u8]) {
-        if let Some(dir) = &self.opts.log_dir {
-            let name = self.name(id);
-            let file = self.logs.entry(id).or_insert_with(|| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join(format!("{name}.log")))
-                    .ok()
-            });
-            if let Some(f) = file {
-                let mut buf = Vec::with_capacity(line.len() + 1);
-                buf.extend_from_slice(line);
-                buf.push(b'\n');
-                let _ = f.write_all(&buf);
-            }
-        }
+    /// A stage's log line: shown unless `--quiet`, or unless `show` is false (the
+    /// terminal stalled after an interrupt: counted instead).
+    pub fn log_line(&mut self, id: InstanceId, line: &[u8], show: bool) {
         if self.opts.quiet {
             return;
         }
-        let (name, stage) = self
-            .names
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| (format!("#{id}"), 0));
-        let text = String::from_utf8_lossy(line);
-        let text = text.strip_suffix('\r').unwrap_or(&text);
-        let mut out = String::with_capacity(text.len() + self.width + 16);
-        if self.opts.color {
-            let c = PALETTE[stage % PALETTE.len()];
-            let _ = write!(out, "\x1b[{c}m{name:<w$} │\x1b[0m ", w = self.width);
-        } else {
-            let _ = write!(out, "{name:<w$} │ ", w = self.width);
+        if !show {
+            self.hidden += 1;
+            return;
         }
-        out.push_str(text);
-        out.push('\n');
-        self.write_stderr(out.as_bytes());
+        self.format_log_line(id, line);
     }
 
-    fn prun_line(&self, level: Level, message: &str) {
+    fn format_log_line(&mut self, id: InstanceId, line: &[u8]) {
+        self.new_line_if_dangling();
+        let (name, stage) = match self.names.get(&id) {
+            Some(n) => (n.name.as_str(), n.stage),
+            None => ("?", 0),
+        };
+        let text = clean_line(line, self.opts.color);
+        let w = self.width;
+        let mut out = String::with_capacity(text.len() + w + 16);
+        if self.opts.color {
+            let c = PALETTE[stage % PALETTE.len()];
+            let _ = write!(out, "\x1b[{c}m{name:<w$} │\x1b[0m ");
+        } else {
+            let _ = write!(out, "{name:<w$} │ ");
+        }
+        out.push_str(&text);
+        out.push('\n');
+        self.out.extend_from_slice(out.as_bytes());
+    }
+
+    pub fn prun_line(&mut self, level: Level, message: &str) {
         if self.opts.quiet && level == Level::Info {
             return;
         }
@@ -237,6 +403,8 @@ impl Terminal {
             Level::Warning => "warning: ",
             Level::Error => "error: ",
         };
+        let w = self.width;
+        self.new_line_if_dangling();
         let line = if self.opts.color {
             let c = match level {
                 Level::Info => "2",
@@ -245,351 +413,98 @@ impl Terminal {
             };
             format!(
                 "\x1b[1m{:<w$} │\x1b[0m \x1b[{c}m{tag}{message}\x1b[0m\n",
-                "prun",
-                w = self.width
+                "prun"
             )
         } else {
-            format!("{:<w$} │ {tag}{message}\n", "prun", w = self.width)
+            format!("{:<w$} │ {tag}{message}\n", "prun")
         };
-        self.write_stderr(line.as_bytes());
+        self.out.extend_from_slice(line.as_bytes());
     }
 
-    fn write_stderr(&self, bytes: &[u8]) {
-        let write = || {
-            let mut err = io::stderr().lock();
-            let _ = err.write_all(bytes);
-        };
-        match &self.board {
-            Some(b) => b.multi.suspend(write),
-            None => write(),
+    /// Hand batched lines to the screen: at once without a board (when nothing else is
+    /// waiting: `idle`), above the board at most every [`BOARD_BATCH`].
+    pub fn flush(&mut self, now: Instant, idle: bool) {
+        if self.out.is_empty() {
+            return;
+        }
+        let big = self.out.len() >= BATCH_BYTES;
+        match &mut self.board {
+            Some(b) => {
+                if big || (idle && now.saturating_duration_since(self.last_flush) >= BOARD_BATCH) {
+                    b.above(&std::mem::take(&mut self.out));
+                    self.last_flush = now;
+                }
+            }
+            None => {
+                if big || idle {
+                    self.screen
+                        .push(Stream::Stderr, std::mem::take(&mut self.out));
+                    self.last_flush = now;
+                }
+            }
         }
     }
 
-    /// After the last event: clear the board, print the table.
-    pub fn finish(&mut self, report: &Report) {
-        if let Some(b) = self.board.take() {
-            for sb in &b.bars {
-                sb.bar.finish_and_clear();
+    /// When the reporter must wake up for this terminal: a batch to write, a notice
+    /// whose grace runs out, a board tick.
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let mut next = self.order.next_expiry();
+        if self.board.is_none()
+            && let Some(at) = self
+                .partial
+                .values()
+                .map(|(_, at)| *at + PARTIAL_IDLE)
+                .min()
+        {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        if self.board.is_some() {
+            let tick = now + Duration::from_millis(100);
+            next = Some(next.map_or(tick, |n| n.min(tick)));
+            if !self.out.is_empty() {
+                let batch = self.last_flush + BOARD_BATCH;
+                next = Some(next.map_or(batch, |n| n.min(batch)));
             }
-            for (bar, _, _) in b.queues.values() {
-                bar.finish_and_clear();
+        }
+        next
+    }
+
+    pub fn has_board(&self) -> bool {
+        self.board.is_some()
+    }
+
+    pub fn tick(&mut self) {
+        if let Some(b) = &mut self.board {
+            b.tick();
+        }
+    }
+
+    /// After the last event: every held line, the board cleared, the table.
+    pub fn finish(&mut self, report: &Report, lines: &LineStore) {
+        let ids: Vec<InstanceId> = self.partial.keys().copied().collect();
+        for id in ids {
+            self.output_end(id);
+        }
+        for held in self.order.take_all() {
+            self.render_held(held, lines);
+        }
+        if self.hidden > 0 {
+            let n = self.hidden;
+            self.prun_line(
+                Level::Warning,
+                &format!("{n} log lines not shown: the terminal did not keep up"),
+            );
+        }
+        let out = std::mem::take(&mut self.out);
+        if let Some(mut b) = self.board.take() {
+            if !out.is_empty() {
+                b.above(&out);
             }
-            let _ = b.multi.clear();
+            b.clear();
+        } else {
+            self.screen.push(Stream::Stderr, out);
         }
         let table = format_table(report, self.opts.color);
-        let mut err = io::stderr().lock();
-        let _ = err.write_all(table.as_bytes());
-    }
-}
-
-impl Board {
-    fn new(state: &ReportBuilder) -> Board {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let mut board = Board {
-            multi,
-            bars: Vec::new(),
-            last: HashMap::new(),
-            queues: HashMap::new(),
-        };
-        for (info, _) in state.instance_names() {
-            board.add_instance(info.id, &info.stage_name);
-        }
-        board
-    }
-
-    fn bar_of(&mut self, stage: &str) -> usize {
-        if let Some(i) = self.bars.iter().position(|b| b.stage == stage) {
-            return i;
-        }
-        let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        let bar = self.multi.add(ProgressBar::new_spinner().with_style(style));
-        bar.set_prefix(stage.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        self.bars.push(StageBar {
-            stage: stage.to_string(),
-            bar,
-            total: None,
-            counts: Vec::new(),
-        });
-        self.bars.len() - 1
-    }
-
-    fn add_instance(&mut self, id: InstanceId, stage: &str) {
-        let b = self.bar_of(stage);
-        self.last.insert(id, (b, "waiting"));
-        bump(&mut self.bars[b].counts, "waiting", 1);
-        self.redraw(b);
-    }
-
-    /// A foreach stage with a known total becomes a progress bar.
-    fn batch_started(&mut self, stage: &str, total: Option<usize>) {
-        let b = self.bar_of(stage);
-        if let Some(n) = total {
-            let sb = &mut self.bars[b];
-            sb.total = Some(n as u64);
-            let style = ProgressStyle::with_template(
-                "{spinner} {prefix:.bold} [{bar:30}] {pos}/{len} {msg} · ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            sb.bar.set_style(style);
-            sb.bar.set_length(n as u64);
-            sb.bar.reset_eta();
-        }
-        self.redraw(b);
-    }
-
-    fn state_changed(&mut self, id: InstanceId, state: &'static str) {
-        let Some((b, old)) = self.last.get(&id).copied() else {
-            return;
-        };
-        bump(&mut self.bars[b].counts, old, -1);
-        bump(&mut self.bars[b].counts, state, 1);
-        self.last.insert(id, (b, state));
-        self.redraw(b);
-    }
-
-    /// A line per routed queue: records so far and records/s since the last sample.
-    fn queue_progress(&mut self, name: &str, records: u64) {
-        let now = Instant::now();
-        let multi = &self.multi;
-        let (bar, last, at) = self.queues.entry(name.to_string()).or_insert_with(|| {
-            let style = ProgressStyle::with_template("  queue {prefix:.bold} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner());
-            let bar = multi.add(ProgressBar::new_spinner().with_style(style));
-            bar.set_prefix(name.to_string());
-            (bar, 0, now)
-        });
-        let secs = now.saturating_duration_since(*at).as_secs_f64();
-        let rate = if secs > 0.0 {
-            (records.saturating_sub(*last)) as f64 / secs
-        } else {
-            0.0
-        };
-        bar.set_message(format!("{records} records · {rate:.0}/s"));
-        *last = records;
-        *at = now;
-    }
-
-    fn redraw(&self, b: usize) {
-        let sb = &self.bars[b];
-        let count = |k: &str| {
-            sb.counts
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map_or(0, |(_, c)| *c)
-        };
-        if sb.total.is_some() {
-            let done: usize = sb
-                .counts
-                .iter()
-                .filter(|(n, _)| !matches!(*n, "waiting" | "running" | "ready"))
-                .map(|(_, c)| c)
-                .sum();
-            sb.bar.set_position(done as u64);
-            let failed: usize = ["failed", "killed", "timed_out", "could_not_start"]
-                .iter()
-                .map(|k| count(k))
-                .sum();
-            let running = count("running") + count("ready");
-            sb.bar
-                .set_message(format!("{running} running · {failed} failed"));
-        } else {
-            let msg: Vec<String> = sb
-                .counts
-                .iter()
-                .filter(|(_, c)| *c > 0)
-                .map(|(k, c)| format!("{c} {}", k.replace('_', " ")))
-                .collect();
-            sb.bar.set_message(msg.join(" · "));
-        }
-    }
-}
-
-fn bump(counts: &mut Vec<(&'static str, usize)>, key: &'static str, delta: isize) {
-    match counts.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, c)) => *c = c.saturating_add_signed(delta),
-        None if delta > 0 => counts.push((key, delta as usize)),
-        None => {}
-    }
-}
-
-/// The final table: instance, pid, end state, exit code or signal, duration,
-/// records in/out, restarts.
-pub fn format_table(report: &Report, color: bool) -> String {
-    let header = [
-        "instance", "pid", "state", "exit", "duration", "in", "out", "restarts",
-    ];
-    let dash = || "-".to_string();
-    // A big foreach stage would bury the interesting rows: its succeeded (and
-    // resumed) items are summed up in one row; every other item keeps its own.
-    let mut batch_size: HashMap<&str, usize> = HashMap::new();
-    for i in &report.instances {
-        if i.item.is_some() {
-            *batch_size.entry(i.stage.as_str()).or_default() += 1;
-        }
-    }
-    let collapsed = |i: &InstanceReport| {
-        i.item.is_some()
-            && batch_size.get(i.stage.as_str()).copied().unwrap_or(0) > COLLAPSE_ABOVE
-            && (i.state == EndState::Succeeded || i.resumed)
-    };
-    let mut summary_rows: Vec<(usize, [String; 8])> = Vec::new();
-    let mut summarized: Vec<&str> = Vec::new();
-    for (pos, i) in report.instances.iter().enumerate() {
-        if !collapsed(i) || summarized.contains(&i.stage.as_str()) {
-            continue;
-        }
-        summarized.push(i.stage.as_str());
-        let same = || {
-            report
-                .instances
-                .iter()
-                .filter(|j| j.stage == i.stage && collapsed(j))
-        };
-        let ok = same().filter(|j| !j.resumed).count();
-        let resumed = same().filter(|j| j.resumed).count();
-        let mut state = format!("{ok} items succeeded");
-        if resumed > 0 {
-            let _ = write!(state, ", {resumed} resumed");
-        }
-        let total_ms: u64 = same().filter_map(|j| j.duration_ms).sum();
-        let records_in: Option<u64> = same().map(|j| j.records_in).sum();
-        let records_out: Option<u64> = same().map(|j| j.records_out).sum();
-        let restarts: u32 = same().map(|j| j.restarts).sum();
-        summary_rows.push((
-            pos,
-            [
-                format!("{}.*", i.stage),
-                dash(),
-                state,
-                dash(),
-                format!("Σ {}", format_ms(total_ms)),
-                records_in.map_or_else(dash, |n| n.to_string()),
-                records_out.map_or_else(dash, |n| n.to_string()),
-                restarts.to_string(),
-            ],
-        ));
-    }
-    let rows: Vec<[String; 8]> = report
-        .instances
-        .iter()
-        .enumerate()
-        .filter_map(|(pos, i)| {
-            if collapsed(i) {
-                return summary_rows
-                    .iter()
-                    .find(|(p, _)| *p == pos)
-                    .map(|(_, r)| r.clone());
-            }
-            Some([
-                i.name.clone(),
-                i.pid.map_or_else(dash, |p| p.to_string()),
-                i.detail.clone(),
-                match (&i.exit_code, &i.signal) {
-                    (Some(c), _) => c.to_string(),
-                    (None, Some(s)) => s.clone(),
-                    _ => dash(),
-                },
-                i.duration_ms.map_or_else(dash, format_ms),
-                i.records_in.map_or_else(dash, |n| n.to_string()),
-                i.records_out.map_or_else(dash, |n| n.to_string()),
-                i.restarts.to_string(),
-            ])
-        })
-        .collect();
-    let mut widths = header.map(|h| h.chars().count());
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r.iter()) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: &[String]| {
-        let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths.iter()).enumerate() {
-            if i > 0 {
-                l.push_str("  ");
-            }
-            let _ = write!(l, "{cell:<w$}");
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    if color {
-        out.push_str("\x1b[1m");
-        line(&mut out, &head);
-        out.insert_str(out.len() - 1, "\x1b[0m");
-    } else {
-        line(&mut out, &head);
-    }
-    for r in &rows {
-        line(&mut out, r);
-    }
-    let status = match report.status {
-        super::ReportStatus::Succeeded => "succeeded",
-        super::ReportStatus::Failed => "failed",
-        super::ReportStatus::Interrupted => "interrupted",
-    };
-    let _ = writeln!(
-        out,
-        "{}: {status} in {} (exit {})",
-        report.pipeline,
-        format_ms(report.duration_ms),
-        report.exit_code
-    );
-    out
-}
-
-fn format_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::ReportStatus;
-    use super::*;
-
-    #[test]
-    fn table_lists_every_instance() {
-        let report = Report {
-            pipeline: "baozi".into(),
-            status: ReportStatus::Failed,
-            exit_code: 3,
-            duration_ms: 1500,
-            instances: vec![InstanceReport {
-                name: "eater.1".into(),
-                stage: "eater".into(),
-                index: 1,
-                item: None,
-                pid: Some(42),
-                state: EndState::Failed,
-                exit_code: Some(3),
-                signal: None,
-                restarts: 0,
-                started_ms: Some(1),
-                duration_ms: Some(900),
-                records_in: None,
-                records_out: Some(0),
-                detail: "failed (exit 3)".into(),
-                downstream_closed: false,
-                resumed: false,
-            }],
-            queues: vec![],
-            deadlock: None,
-        };
-        let t = format_table(&report, false);
-        assert!(t.starts_with("instance  pid  state"), "{t}");
-        assert!(
-            t.contains("eater.1   42   failed (exit 3)  3     900ms"),
-            "{t}"
-        );
-        assert!(t.ends_with("baozi: failed in 1.5s (exit 3)\n"), "{t}");
+        self.screen.push(Stream::Stderr, table.into_bytes());
     }
 }

@@ -6,24 +6,22 @@
 //! passed on in pieces so memory stays bounded). The thread also matches lines against
 //! the instance's `ready: {line}` probe and `sets: {line}` triggers and tells the
 //! supervisor, which decides what a match means.
+//!
+//! [`start_passthrough`] drains the stdout of a stage on `stdout: inherit` when prun's
+//! stdout is a terminal: raw chunks, not lines (the reporter passes them on as they
+//! are, above the board), ended with `LogClosed` like a log.
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
 
 use crossbeam_channel::Sender;
 
-use super::supervisor::Msg;
+pub use super::msg::LineAction;
+use super::msg::Msg;
 use crate::event::{Event, InstanceId};
 
 /// A line longer than this is passed on in pieces of this size.
 pub const MAX_LINE: usize = 16 << 20;
-
-/// What a matching line means to the supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineAction {
-    Ready,
-    SetEvent(usize),
-}
 
 pub struct LineMatcher {
     pub regex: regex::Regex,
@@ -50,6 +48,38 @@ pub fn start(
                 sup: sup.clone(),
             };
             drain.run(std::fs::File::from(fd));
+            let _ = drain.events.send(Event::LogClosed { id });
+            let _ = sup.send(Msg::DrainDone);
+        })
+        .map(|_| ())
+}
+
+/// Start passing through `fd` (the read end of a `stdout: inherit` stage's pipe).
+pub fn start_passthrough(
+    fd: OwnedFd,
+    id: InstanceId,
+    events: Sender<Event>,
+    sup: Sender<Msg>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("prun-out-{id}"))
+        .spawn(move || {
+            let mut file = std::fs::File::from(fd);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let bytes = buf[..n].to_vec();
+                        if events.send(Event::Output { id, bytes }).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = events.send(Event::LogClosed { id });
             let _ = sup.send(Msg::DrainDone);
         })
         .map(|_| ())

@@ -41,6 +41,7 @@ pub fn expand(
         ForeachSource::Queue(_) => {
             Err("a `foreach: {queue}` source is fed by its queue, it has no items to expand".into())
         }
+        ForeachSource::Matrix(dims) => Ok(crate::plan::matrix_items(dims)),
     }
 }
 

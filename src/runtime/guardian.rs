@@ -1,28 +1,41 @@
-//! The guardian: kills every stage process group when prun dies, even by SIGKILL.
+//! The guardian: kills every stage process group when prun dies, even by SIGKILL, and
+//! removes the run directory prun left behind.
 //!
 //! Why a separate process and not PR_SET_PDEATHSIG on each stage: PDEATHSIG only
 //! reaches the direct child, not the rest of its process group, and it fires when the
 //! *thread* that forked exits. The guardian is forked once per run; it reads group ids
 //! from a pipe whose only write ends live in prun (O_CLOEXEC, so exec'd stages never
 //! hold one). When prun dies, the pipe reports EOF and the guardian SIGKILLs every
-//! group it was told about, then exits.
+//! group (and process) it was told about, then removes the run directory with
+//! `rm -rf` (exec'd: the guardian itself may only make async-signal-safe calls).
 //!
 //! The registration race is closed by construction: a stage registers *its own*
 //! process group from inside the forked child, before `exec` (see `spawn`). Until it
 //! execs, the child holds a copy of the write end, so the guardian cannot see EOF
 //! before the registration is in the pipe.
 //!
-//! Protocol: lines `+PGID` (register) and `-PGID` (the group is gone; forget it so a
-//! recycled id is never killed).
+//! Protocol, one line each: `+PGID` (register a group), `-PGID` (the group is gone;
+//! forget it so a recycled id is never killed), `*PID` / `/PID` (the same for one
+//! process: a descendant that moved into prun's own group, which the guardian must not
+//! kill as a group), `.` (prun ends normally and removes the run directory itself).
+//! If the guardian dies, prun starts a new one and registers everything again.
 //!
-//! The child runs only async-signal-safe calls (read, kill, dup2, close_range, _exit)
-//! on memory that needs no allocation, because prun is multi-threaded when it forks.
+//! The child runs only async-signal-safe calls (read, kill, dup2, close_range, execve,
+//! _exit) on memory prepared before the fork, because prun is multi-threaded.
 
+use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
-/// Most groups the guardian remembers at once (one per running instance).
+/// Most groups (and single processes) the guardian remembers at once.
 const MAX_GROUPS: usize = 8192;
+
+/// `rm -rf -- DIR`, prepared before the fork.
+struct Remover {
+    argv: [CString; 4],
+}
 
 pub struct Guardian {
     pid: i32,
@@ -30,8 +43,18 @@ pub struct Guardian {
 }
 
 impl Guardian {
-    /// Fork the guardian.
-    pub fn start() -> io::Result<Guardian> {
+    /// Fork the guardian; `run_dir` is removed if prun dies without saying it ended.
+    pub fn start(run_dir: Option<&Path>) -> io::Result<Guardian> {
+        let remover = run_dir.and_then(|d| {
+            Some(Remover {
+                argv: [
+                    CString::new("rm").ok()?,
+                    CString::new("-rf").ok()?,
+                    CString::new("--").ok()?,
+                    CString::new(d.as_os_str().as_bytes()).ok()?,
+                ],
+            })
+        });
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let read_fd = read.as_raw_fd();
         // SAFETY: the child only calls async-signal-safe functions and never returns.
@@ -41,7 +64,7 @@ impl Guardian {
         }
         if pid == 0 {
             // SAFETY: in the forked child; see `guardian_main`.
-            unsafe { guardian_main(read_fd) }
+            unsafe { guardian_main(read_fd, remover.as_ref()) }
         }
         drop(read);
         Ok(Guardian {
@@ -70,6 +93,16 @@ impl Guardian {
         self.send(&format!("-{pgid}\n"));
     }
 
+    /// Register one process (a descendant in prun's own group).
+    pub fn adopt_process(&mut self, pid: i32) {
+        self.send(&format!("*{pid}\n"));
+    }
+
+    /// The process is gone: forget it.
+    pub fn forget_process(&mut self, pid: i32) {
+        self.send(&format!("/{pid}\n"));
+    }
+
     fn send(&mut self, msg: &str) {
         if let Some(w) = self.write.as_mut() {
             // A dead guardian only costs the SIGKILL safety net; the run goes on.
@@ -77,9 +110,10 @@ impl Guardian {
         }
     }
 
-    /// Close the pipe: the guardian kills what is still registered and exits.
-    /// Returns its pid so the caller reaps it.
+    /// Close the pipe: the guardian kills what is still registered and exits; prun
+    /// removes the run directory itself. Returns its pid so the caller reaps it.
     pub fn finish(&mut self) -> i32 {
+        self.send(".\n");
         self.write = None;
         self.pid
     }
@@ -89,7 +123,9 @@ impl Guardian {
 ///
 /// # Safety
 /// Must only be called in a freshly forked child; never returns.
-unsafe fn guardian_main(read_fd: RawFd) -> ! {
+unsafe fn guardian_main(read_fd: RawFd, remover: Option<&Remover>) -> ! {
+    // SAFETY: only async-signal-safe system calls, on the stack and on `remover`
+    // (prepared before the fork); the process never returns from here.
     unsafe {
         // Own group, so a Ctrl-C aimed at prun's foreground group does not reach it.
         libc::setpgid(0, 0);
@@ -99,6 +135,9 @@ unsafe fn guardian_main(read_fd: RawFd) -> ! {
             libc::SIGHUP,
             libc::SIGQUIT,
             libc::SIGPIPE,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
         ] {
             libc::signal(sig, libc::SIG_IGN);
         }
@@ -116,8 +155,10 @@ unsafe fn guardian_main(read_fd: RawFd) -> ! {
         // open by the guardian, or readers would miss their EOF).
         libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
 
-        let mut groups = [0i32; MAX_GROUPS];
+        // Registered ids: a group (> 0) or a single process (stored negated).
+        let mut ids = [0i32; MAX_GROUPS];
         let mut count = 0usize;
+        let mut ended_normally = false;
         let mut buf = [0u8; 4096];
         let mut op: u8 = 0;
         let mut value: i64 = 0;
@@ -134,25 +175,27 @@ unsafe fn guardian_main(read_fd: RawFd) -> ! {
             }
             for &b in &buf[..n as usize] {
                 match b {
-                    b'+' | b'-' => {
+                    b'+' | b'-' | b'*' | b'/' => {
                         op = b;
                         value = 0;
                     }
+                    b'.' => ended_normally = true,
                     b'0'..=b'9' => {
                         value = value.saturating_mul(10).saturating_add((b - b'0') as i64)
                     }
                     b'\n' => {
-                        let pg = value as i32;
-                        if pg > 1 {
-                            if op == b'+' {
+                        let v = value as i32;
+                        if v > 1 {
+                            let id = if matches!(op, b'*' | b'/') { -v } else { v };
+                            if matches!(op, b'+' | b'*') {
                                 if count < MAX_GROUPS {
-                                    groups[count] = pg;
+                                    ids[count] = id;
                                     count += 1;
                                 }
-                            } else if op == b'-'
-                                && let Some(i) = groups[..count].iter().position(|&g| g == pg)
+                            } else if matches!(op, b'-' | b'/')
+                                && let Some(i) = ids[..count].iter().position(|&g| g == id)
                             {
-                                groups[i] = groups[count - 1];
+                                ids[i] = ids[count - 1];
                                 count -= 1;
                             }
                         }
@@ -163,8 +206,23 @@ unsafe fn guardian_main(read_fd: RawFd) -> ! {
                 }
             }
         }
-        for &pg in &groups[..count] {
-            libc::kill(-pg, libc::SIGKILL);
+        for &id in &ids[..count] {
+            // A group g is stored as g: kill(-g) signals the group. A single process p
+            // is stored as -p: kill(p) signals that process alone.
+            libc::kill(-id, libc::SIGKILL);
+        }
+        if !ended_normally && let Some(r) = remover {
+            let argv = [
+                r.argv[0].as_ptr(),
+                r.argv[1].as_ptr(),
+                r.argv[2].as_ptr(),
+                r.argv[3].as_ptr(),
+                std::ptr::null(),
+            ];
+            let envp = [std::ptr::null()];
+            for path in [c"/bin/rm", c"/usr/bin/rm"] {
+                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            }
         }
         libc::_exit(0)
     }

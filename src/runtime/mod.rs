@@ -4,24 +4,25 @@
 //! supervises and stops them, and emits [`Event`]s. It never prints: the `report`
 //! module renders the events.
 //!
-//! Layout: `spawn` (a command as data → a process), `guardian` (kills every group if
-//! prun is SIGKILLed), `drain` (log pipes → lines), `supervisor` (the one loop that
-//! owns all children and waits; with `batch` for foreach stages and `coordinate` for
-//! `prun ctl` and deadlocks), `event` (what it tells the world), `router` (queues),
-//! `coord` (semaphores and events as data), `foreach` (item sources, `--resume`).
+//! Layout: `spawn` (a command as data → a process), `place` (where an instance runs),
+//! `opener` (files opened off the loop), `guardian` (kills every group if prun is
+//! SIGKILLed), `drain` (log pipes → lines), `msg` (what threads tell the loop),
+//! `supervisor` (the one loop that owns all children and waits, in rooms), `router`
+//! (queues), `foreach` (item sources, `--resume`). The vocabulary it reports in is
+//! [`crate::event`]; semaphores and events as data are [`crate::coord`].
 
-pub mod coord;
 mod drain;
-
 pub mod foreach;
 mod guardian;
+mod msg;
+pub mod opener;
+pub mod place;
 pub mod router;
+mod scanner;
 pub mod spawn;
 mod supervisor;
-pub mod testkit;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_channel::Sender;
@@ -30,7 +31,8 @@ pub use crate::event::{Event, InstanceId, InstanceInfo, Level, RunStatus, Shutdo
 pub use supervisor::children_of;
 
 use crate::plan::Plan;
-use supervisor::{Msg, Supervisor};
+use msg::Msg;
+use supervisor::Supervisor;
 
 static EXCLUSIVE: Mutex<()> = Mutex::new(());
 
@@ -44,25 +46,44 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Run the plan, sending every [`Event`] to `events`; returns prun's exit code.
-/// Handles SIGINT, SIGTERM and SIGHUP for the duration of the run.
-pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
-    supervise_resuming(plan, events, HashSet::new())
+/// Where a run's events go: the supervisor's own on `events`, which is never waited on
+/// (an unbounded channel: the loop must not block on a stalled terminal), and the
+/// stages' log lines on `logs`, which may be bounded: a drain thread that cannot hand a
+/// line on stops reading, and only that stage blocks on its own output, as in a shell.
+/// Each log pipe ends with [`Event::LogClosed`] on `logs`, after its last line.
+///
+/// `pass_stdout`: prun's stdout is a terminal, and the stages on `stdout: inherit` write
+/// into a pipe that prun reads ([`Event::Output`] on `logs`, then `LogClosed`), so
+/// their output is passed through above the status board and never splits a line;
+/// otherwise they get prun's stdout itself (zero copy: `prun p.yaml > out`).
+#[derive(Clone)]
+pub struct Sinks {
+    pub events: Sender<Event>,
+    pub logs: Sender<Event>,
+    pub pass_stdout: bool,
 }
 
-/// [`supervise`], skipping the foreach items in `resume` (`(stage, item)` pairs that
-/// succeeded in an earlier report, from [`foreach::load_resume`]).
-pub fn supervise_resuming(
-    plan: Plan,
-    events: Sender<Event>,
-    resume: HashSet<(String, String)>,
-) -> i32 {
+/// Run the plan, sending every [`Event`] (log lines too) to `events`; returns prun's
+/// exit code. Handles SIGINT, SIGTERM and SIGHUP for the duration of the run.
+pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
+    let sinks = Sinks {
+        pass_stdout: false,
+        logs: events.clone(),
+        events,
+    };
+    supervise_resuming(plan, sinks, HashSet::new())
+}
+
+/// [`supervise`] with separate sinks, skipping the foreach items in `resume` (`(stage,
+/// item)` pairs that succeeded in an earlier report, from [`foreach::load_resume`]).
+pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, String)>) -> i32 {
+    let events = sinks.events.clone();
     let _lock = exclusive();
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // prun reaps every orphaned descendant (SPEC 5.4).
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
 
-    let run_dir = match make_run_dir() {
+    let run_dir = match crate::rundir::create() {
         Ok(d) => d,
         Err(e) => {
             let _ = events.send(Event::Notice {
@@ -78,8 +99,9 @@ pub fn supervise_resuming(
         }
     };
 
-    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD]);
+    use signal_hook::consts::{SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGTERM, SIGTSTP};
+    let signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGTSTP, SIGCONT]);
     let (signal_handle, signal_thread) = match signals {
         Ok(mut signals) => {
             let handle = signals.handle();
@@ -109,7 +131,7 @@ pub fn supervise_resuming(
         }
     };
 
-    let sup = Supervisor::new(plan, events, msg_tx, msg_rx, run_dir.clone()).with_resume(resume);
+    let sup = Supervisor::new(plan, sinks, msg_tx, msg_rx, run_dir.clone()).with_resume(resume);
     let code = sup.run();
 
     if let Some(h) = signal_handle {
@@ -120,27 +142,4 @@ pub fn supervise_resuming(
     }
     let _ = std::fs::remove_dir_all(&run_dir);
     code
-}
-
-/// A private (0700) directory for this run: `${run.dir}`, the control socket.
-fn make_run_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    let pid = std::process::id();
-    for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!("prun-{pid}-{nanos:x}{attempt}"));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("no free run directory name"))
 }

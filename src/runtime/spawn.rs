@@ -17,6 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+
 use super::guardian::format_registration;
 
 /// Where one of the child's standard descriptors comes from.
@@ -40,6 +42,13 @@ pub struct SpawnSpec {
     pub stderr: ChildFd,
     /// Extra descriptors: (number in the child, ≥ 3; descriptor in prun).
     pub extra_fds: Vec<(i32, OwnedFd)>,
+    /// Signal the child gets when the thread that spawned it ends (`PR_SET_PDEATHSIG`):
+    /// for engine clients (`ssh`, `srun`), so they die with prun even when nothing else
+    /// is left to kill them. Spawn these only from a thread that lives as long as prun.
+    pub pdeathsig: Option<i32>,
+    /// A terminal (prun's controlling one) whose foreground process group the child's
+    /// new group becomes before exec, so it can read it (SPEC 5.3).
+    pub foreground: Option<RawFd>,
 }
 
 impl SpawnSpec {
@@ -54,6 +63,8 @@ impl SpawnSpec {
             stdout: ChildFd::Null,
             stderr: ChildFd::Null,
             extra_fds: Vec::new(),
+            pdeathsig: None,
+            foreground: None,
         }
     }
 }
@@ -78,19 +89,17 @@ pub fn spawn(spec: SpawnSpec, guardian: Option<RawFd>) -> io::Result<i32> {
     let prepared = Prepared::new(&spec, guardian)?;
     // The child's stack: it runs a handful of syscalls, no recursion.
     let mut stack = vec![0u8; 64 * 1024];
-    // SAFETY: the stack grows down from its end; align it as the ABI requires.
-    let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
-    let top = ((top as usize) & !15) as *mut libc::c_void;
+    // The stack grows down from its end; align it as the ABI requires.
+    let top = ((stack.as_mut_ptr_range().end as usize) & !15) as *mut libc::c_void;
 
     // Block every signal so no handler of prun runs in the child (which shares
     // prun's memory) before it has reset the dispositions; restored right after.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: plain signal-mask calls on valid sigset_t values.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+    let mut old = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
     // SAFETY: `child_main` only makes async-signal-safe system calls on `prepared`,
     // which outlives the child's use of it: with CLONE_VFORK this call returns only
     // once the child has exec'd or exited.
@@ -103,8 +112,7 @@ pub fn spawn(spec: SpawnSpec, guardian: Option<RawFd>) -> io::Result<i32> {
         )
     };
     let clone_error = io::Error::last_os_error();
-    // SAFETY: restoring the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     drop(stack);
     if pid < 0 {
         return Err(clone_error);
@@ -113,9 +121,7 @@ pub fn spawn(spec: SpawnSpec, guardian: Option<RawFd>) -> io::Result<i32> {
     if failed != 0 {
         // The child has exited already (vfork semantics): reap it here, so the
         // supervisor's waitpid(-1) never sees a pid it does not know.
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         return Err(io::Error::from_raw_os_error(failed));
     }
     drop(spec.extra_fds);
@@ -137,6 +143,9 @@ struct Prepared {
     staged: std::cell::UnsafeCell<Vec<RawFd>>,
     high: i32,
     guardian: Option<RawFd>,
+    foreground: Option<RawFd>,
+    /// (signal, prun's pid): PR_SET_PDEATHSIG, then exit if prun is already gone.
+    pdeathsig: Option<(i32, i32)>,
     /// Keeps `/dev/null` open for `ChildFd::Null` until the child has exec'd (the
     /// other sources belong to the `SpawnSpec`, alive until `spawn` returns).
     _null: Option<OwnedFd>,
@@ -221,6 +230,8 @@ impl Prepared {
             fds,
             high,
             guardian,
+            pdeathsig: spec.pdeathsig.map(|sig| (sig, std::process::id() as i32)),
+            foreground: spec.foreground,
             _null: null,
             error: AtomicI32::new(0),
         };
@@ -289,6 +300,22 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::setpgid(0, 0) != 0 {
             return fail(p);
+        }
+        // Every signal is still blocked here, so taking the terminal from the
+        // background does not stop the child with SIGTTOU.
+        if let Some(tty) = p.foreground
+            && libc::tcsetpgrp(tty, libc::getpid()) != 0
+        {
+            return fail(p);
+        }
+        if let Some((sig, prun)) = p.pdeathsig {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
+                return fail(p);
+            }
+            // prun died before the prctl took effect: nobody would send the signal
+            if libc::getppid() != prun {
+                libc::_exit(127);
+            }
         }
         if let Some(gfd) = p.guardian {
             let mut buf = [0u8; 16];
@@ -365,6 +392,21 @@ mod tests {
         // SAFETY: plain waitpid on our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         status
+    }
+
+    #[test]
+    fn pdeathsig_fires_when_the_spawning_thread_ends() {
+        let _lock = crate::runtime::exclusive();
+        let pid = std::thread::spawn(|| {
+            let mut spec = SpawnSpec::new(vec!["sleep".into(), "100".into()]);
+            spec.pdeathsig = Some(libc::SIGKILL);
+            spawn(spec, None).unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = wait(pid);
+        assert!(libc::WIFSIGNALED(status), "{status:#x}");
+        assert_eq!(libc::WTERMSIG(status), libc::SIGKILL);
     }
 
     #[test]

@@ -10,77 +10,45 @@ use std::time::Duration;
 use super::node::{Kind, Node, Span};
 use super::*;
 use crate::diag::{Diagnostic, did_you_mean, one_of};
-use crate::plan::{Condition, Delivery, Framing, OnFailure, RestartPolicy};
+use crate::vocab::{
+    Condition, Delivery, Framing, HaltWhen, OnFailure, Order, RestartPolicy, Threshold,
+};
 
-pub const TOP_KEYS: &[&str] = &[
-    "version",
-    "name",
-    "description",
-    "params",
-    "env",
-    "queues",
-    "semaphores",
-    "events",
-    "defaults",
-    "shutdown",
-    "stages",
-];
-pub const STAGE_KEYS: &[&str] = &[
-    "cmd",
-    "sh",
-    "cwd",
-    "env",
-    "replicas",
-    "foreach",
-    "parallel",
-    "stdin",
-    "stdout",
-    "stderr",
-    "fds",
-    "after",
-    "waits",
-    "sets",
-    "semaphore",
-    "ready",
-    "daemon",
-    "timeout",
-    "stop",
-    "restart",
-    "on_failure",
-    "success_codes",
-];
-/// Keys of a stage that make no sense for every stage at once.
-pub const NOT_IN_DEFAULTS: &[&str] = &["cmd", "sh", "foreach"];
-pub const QUEUE_KEYS: &[&str] = &["capacity", "delivery", "framing", "sentinel"];
-pub const SHUTDOWN_KEYS: &[&str] = &["timeout", "signal"];
-pub const EVENT_KEYS: &[&str] = &["initially"];
-pub const READY_KEYS: &[&str] = &["line", "file", "delay", "tcp", "cmd", "interval", "timeout"];
-pub const STOP_KEYS: &[&str] = &["signal", "timeout", "cmd"];
-pub const RESTART_KEYS: &[&str] = &["policy", "max", "backoff", "max_backoff"];
-pub const FOREACH_KEYS: &[&str] = &["items", "range", "glob", "lines", "queue"];
-pub const RANGE_KEYS: &[&str] = &["from", "to", "step"];
-pub const FILE_KEYS: &[&str] = &["file", "append"];
-pub const FD_KEYS: &[&str] = &["read", "write"];
+pub use super::keys::NOT_IN_DEFAULTS;
+use super::keys::{self, Block};
 
-/// Decode a whole file. Returns the spec (when the document had the right overall
-/// shape) and every diagnostic found.
+/// Decode a whole pipeline file. Returns the spec (when the document had the right
+/// overall shape) and every diagnostic found.
 pub fn decode(src: &str) -> (Option<PipelineSpec>, Vec<Diagnostic>) {
+    decode_at(src, 0, false)
+}
+
+/// Decode a file whose first byte has the global offset `base` (see
+/// [`crate::diag::Span`]); `included`: a file named by another's `include`, which may
+/// only hold the mergeable sections.
+pub fn decode_at(
+    src: &str,
+    base: usize,
+    included: bool,
+) -> (Option<PipelineSpec>, Vec<Diagnostic>) {
     let mut d = Decoder {
         src,
+        base,
         diags: Vec::new(),
     };
-    let root = match node::parse(src) {
+    let mut root = match node::parse(src) {
         Ok(n) => n,
         Err(e) => {
-            d.diags.push(syntax_error(src, &e));
+            d.diags.push(syntax_error(src, base, &e));
             return (None, d.diags);
         }
     };
-    let spec = d.pipeline(&root);
+    root.shift(base);
+    let spec = d.pipeline(&root, included);
     (spec, d.diags)
 }
 
-fn syntax_error(src: &str, e: &serde_saphyr::Error) -> Diagnostic {
+fn syntax_error(src: &str, base: usize, e: &serde_saphyr::Error) -> Diagnostic {
     let text = e.without_snippet().to_string();
     let message = match text.rfind(" at line ") {
         Some(i) => text[..i].to_string(),
@@ -88,7 +56,7 @@ fn syntax_error(src: &str, e: &serde_saphyr::Error) -> Diagnostic {
     };
     let span = e.location().map(|l| {
         let offset = offset_of(src, l.line() as usize, l.column() as usize);
-        Span::new(offset, usize::from(offset < src.len()))
+        Span::new(base + offset, usize::from(offset < src.len()))
     });
     let mut diag = Diagnostic::error("yaml-syntax", format!("invalid YAML: {message}")).help(
         if message.contains("tab") {
@@ -123,6 +91,8 @@ fn offset_of(src: &str, line: usize, column: usize) -> usize {
 
 pub struct Decoder<'a> {
     src: &'a str,
+    /// Global offset of `src`'s first byte.
+    base: usize,
     pub diags: Vec<Diagnostic>,
 }
 
@@ -157,9 +127,8 @@ impl<'n> Fields<'n> {
 
 impl<'a> Decoder<'a> {
     fn raw(&self, span: Span) -> &'a str {
-        self.src
-            .get(span.offset..span.offset + span.len)
-            .unwrap_or("")
+        let start = span.offset.saturating_sub(self.base);
+        self.src.get(start..start + span.len).unwrap_or("")
     }
 
     fn push(&mut self, d: Diagnostic) {
@@ -225,7 +194,12 @@ impl<'a> Decoder<'a> {
     }
 
     /// A map whose keys must be among `allowed` (keys starting with `x-` are ignored).
-    pub fn fields<'n>(
+    pub fn fields<'n>(&mut self, node: &'n Node, what: &str, block: &Block) -> Option<Fields<'n>> {
+        self.fields_of(node, what, &block.names())
+    }
+
+    /// Like [`Decoder::fields`], for a subset of a block's keys.
+    pub fn fields_of<'n>(
         &mut self,
         node: &'n Node,
         what: &str,
@@ -351,17 +325,9 @@ impl<'a> Decoder<'a> {
     pub fn duration(&mut self, node: &Node, what: &str) -> Option<S<Duration>> {
         let parsed = match &node.kind {
             Kind::Int(i) if *i >= 0 => u64::try_from(*i).ok().map(Duration::from_secs),
-            Kind::Float(f) if f.is_finite() && *f >= 0.0 && *f < 1e12 => {
-                Some(Duration::from_secs_f64(*f))
-            }
-            Kind::Str(s) => humantime::parse_duration(s.trim()).ok().or_else(|| {
-                s.trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e12)
-                    .map(Duration::from_secs_f64)
-            }),
-            Kind::Int(_) | Kind::Float(_) => None,
+            Kind::Float(f) => crate::vocab::seconds(*f),
+            Kind::Str(s) => crate::vocab::parse_duration(s).ok(),
+            Kind::Int(_) => None,
             _ => {
                 self.type_error(node, what, "a duration such as `250ms`, `5s`, `2m` or `1h`");
                 return None;
@@ -514,17 +480,25 @@ impl<'a> Decoder<'a> {
 
     // ----- the document -----
 
-    fn pipeline(&mut self, root: &Node) -> Option<PipelineSpec> {
+    fn pipeline(&mut self, root: &Node, included: bool) -> Option<PipelineSpec> {
         if root.kind == Kind::Null {
+            if included {
+                // An empty included file contributes nothing; that is not an error.
+                return Some(PipelineSpec::default());
+            }
             self.push(
                 Diagnostic::error("empty-file", "the pipeline file is empty")
                     .help("a pipeline needs at least `version: 1` and a `stages` map"),
             );
             return None;
         }
-        let f = self.fields(root, "the pipeline", TOP_KEYS)?;
+        let f = if included {
+            self.included_fields(root)?
+        } else {
+            self.fields(root, "the pipeline", &keys::TOP)?
+        };
         let mut p = PipelineSpec {
-            stages_span: Span::new(0, 0),
+            stages_span: Span::new(self.base, 0),
             ..Default::default()
         };
         match f.get("version") {
@@ -543,11 +517,26 @@ impl<'a> Decoder<'a> {
                     p.version = Some(n);
                 }
             }
+            None if included => {}
             None => self.push(
                 Diagnostic::error("missing-key", "missing required key `version`")
-                    .at(Span::new(0, 0), "the pipeline starts here")
+                    .at(Span::new(self.base, 0), "the pipeline starts here")
                     .help("add `version: 1` at the top of the file"),
             ),
+        }
+        if let Some(v) = f.get("include") {
+            p.include = self.paths(v, "`include`");
+        }
+        if let Some(v) = f.get("env_file") {
+            p.env_file = self.env_files(v, "the pipeline's `env_file`");
+        }
+        if let Some(v) = f.get("hosts") {
+            for (k, _, v) in self.map(v, "`hosts`").unwrap_or_default() {
+                self.declared_name(&k, "host");
+                if let Some(h) = self.host(k, v) {
+                    p.hosts.push(h);
+                }
+            }
         }
         if let Some(v) = f.get("name") {
             p.name = self.scalar_text(v, "`name`");
@@ -601,7 +590,7 @@ impl<'a> Decoder<'a> {
             p.defaults = self.stage(name, v, true);
         }
         if let Some(v) = f.get("shutdown")
-            && let Some(sf) = self.fields(v, "`shutdown`", SHUTDOWN_KEYS)
+            && let Some(sf) = self.fields(v, "`shutdown`", &keys::SHUTDOWN)
         {
             {
                 if let Some(t) = sf.get("timeout") {
@@ -630,9 +619,10 @@ impl<'a> Decoder<'a> {
                     }
                 }
             }
+            None if included => {}
             None => self.push(
                 Diagnostic::error("missing-key", "missing required key `stages`")
-                    .at(Span::new(0, 0), "the pipeline starts here")
+                    .at(Span::new(self.base, 0), "the pipeline starts here")
                     .help("add a `stages:` map with at least one stage"),
             ),
         }
@@ -670,7 +660,7 @@ impl<'a> Decoder<'a> {
                     .help("`null`, `inherit` and `log` are stream modes in `stdin`/`stdout`/`stderr`; rename the queue"),
             );
         }
-        let f = self.fields(node, &what, QUEUE_KEYS)?;
+        let f = self.fields(node, &what, &keys::QUEUE)?;
         let capacity = f
             .get("capacity")
             .and_then(|v| self.int_in(v, &format!("the capacity of {what}"), 1, 1 << 32));
@@ -693,6 +683,13 @@ impl<'a> Decoder<'a> {
                     ("nul", Framing::Nul),
                     ("bytes", Framing::Bytes),
                 ],
+            )
+        });
+        let order = f.get("order").and_then(|v| {
+            self.keyword(
+                v,
+                "queue order",
+                &[("arrival", Order::Arrival), ("writers", Order::Writers)],
             )
         });
         let sentinel = f
@@ -723,6 +720,7 @@ impl<'a> Decoder<'a> {
             delivery,
             framing,
             sentinel,
+            order,
         })
     }
 
@@ -757,7 +755,7 @@ impl<'a> Decoder<'a> {
                 for (k, _, v) in self.map(node, "`events`").unwrap_or_default() {
                     self.declared_name(&k, "event");
                     let mut initially_set = false;
-                    if let Some(f) = self.fields(v, &format!("event `{}`", k.value), EVENT_KEYS)
+                    if let Some(f) = self.fields(v, &format!("event `{}`", k.value), &keys::EVENT)
                         && let Some(i) = f.get("initially")
                         && let Some(s) =
                             self.keyword(i, "initial state", &[("set", true), ("clear", false)])
@@ -780,7 +778,7 @@ impl<'a> Decoder<'a> {
         } else {
             format!("stage `{}`", name.value)
         };
-        let f = self.fields(node, &what, STAGE_KEYS)?;
+        let f = self.fields(node, &what, &keys::STAGE)?;
         let mut s = StageSpec {
             name,
             has_cmd_key: f.has("cmd"),
@@ -796,7 +794,7 @@ impl<'a> Decoder<'a> {
                             format!("`{k}` cannot be set in `defaults`"),
                         )
                         .at(span, "not allowed here")
-                        .help("`cmd`, `sh` and `foreach` belong to each stage"),
+                        .help("`cmd`, `sh`, `foreach` and `halt` belong to each stage"),
                     );
                 }
             }
@@ -872,6 +870,15 @@ impl<'a> Decoder<'a> {
                     ("ignore", OnFailure::Ignore),
                 ],
             );
+        }
+        if let Some(v) = f.get("env_file") {
+            s.env_file = Some(self.env_files(v, &format!("`env_file` of {what}")));
+        }
+        if let Some(v) = f.get("on") {
+            s.on = Some(self.names(v, "a host name in `on`"));
+        }
+        if let Some(v) = f.get("halt") {
+            s.halt = self.halt(v, &what);
         }
         if let Some(v) = f.get("success_codes") {
             let items = self.list_or_one(v);
@@ -959,7 +966,11 @@ impl<'a> Decoder<'a> {
                 let f = self.fields(
                     node,
                     what,
-                    if is_stdin { &FILE_KEYS[..1] } else { FILE_KEYS },
+                    if is_stdin {
+                        &keys::FILE_IN
+                    } else {
+                        &keys::FILE_OUT
+                    },
                 )?;
                 let Some(path) = f.get("file") else {
                     self.push(
@@ -1006,7 +1017,7 @@ impl<'a> Decoder<'a> {
                     continue;
                 }
             };
-            let Some(f) = self.fields(v, &format!("descriptor {fd} of {what}"), FD_KEYS) else {
+            let Some(f) = self.fields(v, &format!("descriptor {fd} of {what}"), &keys::FD) else {
                 continue;
             };
             let (read, write) = (f.get("read"), f.get("write"));
@@ -1095,9 +1106,11 @@ impl<'a> Decoder<'a> {
         {
             let trig = match &v.kind {
                 Kind::Map(_) => {
-                    let Some(f) =
-                        self.fields(v, &format!("the trigger of event `{}`", k.value), &["line"])
-                    else {
+                    let Some(f) = self.fields(
+                        v,
+                        &format!("the trigger of event `{}`", k.value),
+                        &keys::LINE_TRIGGER,
+                    ) else {
                         continue;
                     };
                     match f.get("line") {
@@ -1128,8 +1141,29 @@ impl<'a> Decoder<'a> {
 
     fn foreach(&mut self, node: &Node, what: &str) -> Option<S<ForeachSpec>> {
         let w = format!("`foreach` of {what}");
-        let f = self.fields(node, &w, FOREACH_KEYS)?;
-        let present: Vec<&str> = f.present().collect();
+        let f = self.fields(node, &w, &keys::FOREACH)?;
+        let present: Vec<&str> = f.present().filter(|k| *k != "batch").collect();
+        let batch = match f.get("batch") {
+            Some(b) => {
+                let n = self.int_in(b, "`foreach.batch`", 1, 100_000_000)?;
+                if !f.has("queue") {
+                    self.push(
+                        Diagnostic::error(
+                            "invalid-foreach",
+                            "`batch` only applies to `foreach: {queue}`",
+                        )
+                        .at(
+                            f.key_span("batch").unwrap_or(b.span),
+                            "no queue to cut into blocks",
+                        )
+                        .help("write `foreach: {queue: Q, batch: 1000}`, or remove `batch`"),
+                    );
+                    return None;
+                }
+                Some(n.value as usize)
+            }
+            None => None,
+        };
         if present.len() != 1 {
             self.push(
                 Diagnostic::error("invalid-foreach", format!("{w} needs exactly one source"))
@@ -1141,7 +1175,7 @@ impl<'a> Decoder<'a> {
                             format!("found {}", one_of(&present))
                         },
                     )
-                    .help("use one of `items`, `range`, `glob`, `lines` or `queue`"),
+                    .help("use one of `items`, `range`, `glob`, `lines`, `queue` or `matrix`"),
             );
             return None;
         }
@@ -1161,7 +1195,7 @@ impl<'a> Decoder<'a> {
                 )
             }
             "range" => {
-                let rf = self.fields(v, "`foreach.range`", RANGE_KEYS)?;
+                let rf = self.fields(v, "`foreach.range`", &keys::RANGE)?;
                 let get = |d: &mut Self, k: &str| -> Option<S<i128>> {
                     rf.get(k).and_then(|n| {
                         d.int_in(
@@ -1224,14 +1258,328 @@ impl<'a> Decoder<'a> {
             }
             "glob" => ForeachSpec::Glob(self.tmpl(v, "`foreach.glob`")?),
             "lines" => ForeachSpec::Lines(self.tmpl(v, "`foreach.lines`")?),
-            _ => ForeachSpec::Queue(self.string(v, "`foreach.queue`")?),
+            "matrix" => ForeachSpec::Matrix(self.matrix(v)?),
+            _ => ForeachSpec::Queue {
+                queue: self.string(v, "`foreach.queue`")?,
+                batch,
+            },
         };
         Some(S::new(spec, node.span))
     }
 
+    /// `matrix: {NAME: [values...]}`: named dimensions, each a non-empty list.
+    fn matrix(&mut self, node: &Node) -> Option<Vec<(S<String>, Vec<Tmpl>)>> {
+        let entries = self.map(node, "`foreach.matrix`")?;
+        if entries.is_empty() {
+            self.push(
+                Diagnostic::error("invalid-foreach", "`foreach.matrix` has no dimension")
+                    .at(node.span, "empty matrix")
+                    .help("write `matrix: {size: [s, m], region: [eu, us]}`"),
+            );
+            return None;
+        }
+        let mut dims = Vec::new();
+        let mut total: u128 = 1;
+        for (k, _, v) in entries {
+            self.declared_name(&k, "matrix dimension");
+            let Kind::Seq(items) = &v.kind else {
+                self.type_error(v, &format!("matrix dimension `{}`", k.value), "a list");
+                continue;
+            };
+            if items.is_empty() {
+                self.push(
+                    Diagnostic::error(
+                        "invalid-foreach",
+                        format!("matrix dimension `{}` is empty", k.value),
+                    )
+                    .at(v.span, "no values")
+                    .help(
+                        "a cross product with an empty list has no items; list at least one value",
+                    ),
+                );
+                continue;
+            }
+            total = total.saturating_mul(items.len() as u128);
+            let values: Vec<Tmpl> = items
+                .iter()
+                .filter_map(|i| self.tmpl(i, "a matrix value"))
+                .collect();
+            dims.push((k, values));
+        }
+        if total > 10_000_000 {
+            self.push(
+                Diagnostic::error(
+                    "out-of-range",
+                    format!("`foreach.matrix` has {total} items"),
+                )
+                .at(node.span, "too many items")
+                .help("a foreach runs one process per item; keep it under 10,000,000 items"),
+            );
+            return None;
+        }
+        Some(dims)
+    }
+
+    /// `halt: {when: soon|now, fail: N|"N%", success: N|"N%"}`.
+    fn halt(&mut self, node: &Node, what: &str) -> Option<S<HaltSpec>> {
+        let w = format!("`halt` of {what}");
+        let f = self.fields(node, &w, &keys::HALT)?;
+        let when = match f.get("when") {
+            Some(v) => {
+                self.keyword(
+                    v,
+                    "`halt.when`",
+                    &[("soon", HaltWhen::Soon), ("now", HaltWhen::Now)],
+                )?
+                .value
+            }
+            None => HaltWhen::Soon,
+        };
+        let fail = match f.get("fail") {
+            Some(v) => Some(self.threshold(v, "`halt.fail`")?),
+            None => None,
+        };
+        let success = match f.get("success") {
+            Some(v) => Some(self.threshold(v, "`halt.success`")?),
+            None => None,
+        };
+        if fail.is_none() && success.is_none() {
+            self.push(
+                Diagnostic::error("invalid-halt", format!("{w} needs `fail` or `success`"))
+                    .at(node.span, "no threshold")
+                    .help("write `halt: {when: soon, fail: 1}` (stop after the first failure) or a share such as `fail: \"10%\"`"),
+            );
+            return None;
+        }
+        Some(S::new(
+            HaltSpec {
+                when,
+                fail,
+                success,
+            },
+            node.span,
+        ))
+    }
+
+    /// A halt threshold: a whole number ≥ 1, or `"N%"` with 0 < N ≤ 100.
+    fn threshold(&mut self, node: &Node, what: &str) -> Option<Threshold> {
+        let bad = |d: &mut Self| {
+            d.push(
+                Diagnostic::error("invalid-halt", format!("{what} must be a count or a percentage"))
+                    .at(node.span, "expected N or \"N%\"")
+                    .help("write a number of items (`3`) or a share of all the items in quotes (`\"10%\"`, above 0 and at most 100)"),
+            );
+            None
+        };
+        match &node.kind {
+            Kind::Int(n) if *n >= 1 && *n <= u64::MAX as i128 => Some(Threshold::Count(*n as u64)),
+            Kind::Str(s) => match s.trim().strip_suffix('%').map(|p| p.trim().parse::<f64>()) {
+                Some(Ok(p)) if p > 0.0 && p <= 100.0 => Some(Threshold::Percent(p)),
+                _ => bad(self),
+            },
+            _ => bad(self),
+        }
+    }
+
+    /// A host of `hosts:` (SPEC 3.5): exactly one of `ssh` and `slurm`.
+    fn host(&mut self, name: S<String>, node: &Node) -> Option<HostSpec> {
+        let what = format!("host `{}`", name.value);
+        let f = self.fields(node, &what, &keys::HOST)?;
+        let engine = match (f.get("ssh"), f.get("slurm")) {
+            (Some(dest), None) => {
+                let destination = self.tmpl(dest, &format!("`ssh` of {what}"))?;
+                let port = match f.get("port") {
+                    Some(p) => Some(
+                        self.int_in(p, &format!("`port` of {what}"), 1, 65535)?
+                            .value as u16,
+                    ),
+                    None => None,
+                };
+                let options = match f.get("options") {
+                    Some(o) => self.tmpl_list(o, &format!("`options` of {what}"))?,
+                    None => Vec::new(),
+                };
+                EngineSpec::Ssh {
+                    destination,
+                    port,
+                    options,
+                }
+            }
+            (None, Some(sl)) => {
+                for key in ["port", "options"] {
+                    if let Some(span) = f.key_span(key) {
+                        self.push(
+                            Diagnostic::error(
+                                "invalid-host",
+                                format!("`{key}` of {what} only applies to `ssh`"),
+                            )
+                            .at(span, "not used by slurm")
+                            .help("pass options to `srun` with `slurm: {args: [...]}`"),
+                        );
+                    }
+                }
+                let sf = self.fields(sl, &format!("`slurm` of {what}"), &keys::SLURM)?;
+                let partition = match sf.get("partition") {
+                    Some(p) => Some(self.tmpl(p, "`slurm.partition`")?),
+                    None => None,
+                };
+                let args = match sf.get("args") {
+                    Some(a) => self.tmpl_list(a, "`slurm.args`")?,
+                    None => Vec::new(),
+                };
+                EngineSpec::Slurm { partition, args }
+            }
+            (s, _) => {
+                self.push(
+                    Diagnostic::error(
+                        "invalid-host",
+                        format!("{what} needs exactly one of `ssh` and `slurm`"),
+                    )
+                    .at(
+                        name.span,
+                        if s.is_some() {
+                            "both engines"
+                        } else {
+                            "no engine"
+                        },
+                    )
+                    .help("write `{ssh: user@machine}` or `{slurm: {partition: batch}}`"),
+                );
+                return None;
+            }
+        };
+        let slots = match f.get("slots") {
+            Some(v) => Some(S::new(
+                self.int_in(v, &format!("`slots` of {what}"), 1, 100_000)?
+                    .value as usize,
+                v.span,
+            )),
+            None => None,
+        };
+        let cwd = match f.get("cwd") {
+            Some(v) => Some(self.tmpl(v, &format!("`cwd` of {what}"))?),
+            None => None,
+        };
+        Some(HostSpec {
+            name,
+            engine,
+            slots,
+            cwd,
+        })
+    }
+
+    /// A list of strings with interpolation (arguments for a client).
+    fn tmpl_list(&mut self, node: &Node, what: &str) -> Option<Vec<Tmpl>> {
+        let Kind::Seq(items) = &node.kind else {
+            self.type_error(node, what, "a list of strings");
+            return None;
+        };
+        let out: Vec<Tmpl> = items
+            .iter()
+            .filter_map(|i| self.tmpl(i, &format!("an element of {what}")))
+            .collect();
+        (out.len() == items.len()).then_some(out)
+    }
+
+    /// `include: [a.yaml, ...]` (or one path).
+    fn paths(&mut self, node: &Node, what: &str) -> Vec<S<String>> {
+        let items = self.list_or_one(node);
+        items
+            .into_iter()
+            .filter_map(|n| self.string(n, &format!("a path in {what}")))
+            .collect()
+    }
+
+    /// `env_file: .env`, a list, or `{path, required}` entries.
+    fn env_files(&mut self, node: &Node, what: &str) -> Vec<EnvFileSpec> {
+        let mut out = Vec::new();
+        for item in self.list_or_one(node) {
+            match &item.kind {
+                Kind::Map(_) => {
+                    let Some(f) = self.fields(item, what, &keys::ENV_FILE) else {
+                        continue;
+                    };
+                    let Some(path) = f.get("path") else {
+                        self.push(
+                            Diagnostic::error(
+                                "missing-key",
+                                format!("an entry of {what} needs `path`"),
+                            )
+                            .at(item.span, "no `path` here")
+                            .help("write `{path: .env, required: false}`"),
+                        );
+                        continue;
+                    };
+                    let Some(path) = self.string(path, "`env_file.path`") else {
+                        continue;
+                    };
+                    let required = match f.get("required") {
+                        Some(r) => match self.boolean(r, "`env_file.required`") {
+                            Some(b) => b.value,
+                            None => continue,
+                        },
+                        None => true,
+                    };
+                    out.push(EnvFileSpec { path, required });
+                }
+                _ => {
+                    if let Some(path) = self.string(item, &format!("a path in {what}")) {
+                        out.push(EnvFileSpec {
+                            path,
+                            required: true,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The top-level keys of an included file: the mergeable sections only.
+    fn included_fields<'n>(&mut self, root: &'n Node) -> Option<Fields<'n>> {
+        let entries = self.map(root, "an included file")?;
+        let allowed = keys::INCLUDED.names();
+        let mut fields = Fields {
+            entries: Vec::new(),
+        };
+        for (key, knode, v) in entries {
+            if key.value.starts_with("x-") {
+                continue;
+            }
+            if let Some(a) = allowed.iter().find(|a| **a == key.value) {
+                fields.entries.push((a, knode, v));
+            } else if keys::TOP.get(&key.value).is_some() {
+                self.push(
+                    Diagnostic::error(
+                        "not-in-include",
+                        format!("`{}` cannot be set in an included file", key.value),
+                    )
+                    .at(key.span, "only in the main pipeline file")
+                    .help("an included file contributes `params`, `env`, `hosts`, `queues`, `semaphores`, `events` and `stages`; set this in the file that includes it"),
+                );
+            } else {
+                let help = did_you_mean(&key.value, allowed.iter().copied()).unwrap_or_else(|| {
+                    format!(
+                        "an included file accepts {}; keys starting with `x-` are ignored",
+                        one_of(&allowed)
+                    )
+                });
+                self.push(
+                    Diagnostic::error(
+                        "unknown-key",
+                        format!("unknown key `{}` in an included file", key.value),
+                    )
+                    .at(key.span, "unknown key")
+                    .help(help),
+                );
+            }
+        }
+        Some(fields)
+    }
+
     fn ready(&mut self, node: &Node, what: &str) -> Option<S<ReadySpec>> {
         let w = format!("`ready` of {what}");
-        let f = self.fields(node, &w, READY_KEYS)?;
+        let f = self.fields(node, &w, &keys::READY)?;
         let kinds: Vec<&str> = f
             .present()
             .filter(|k| !matches!(*k, "timeout" | "interval"))
@@ -1300,7 +1648,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn stop(&mut self, node: &Node, what: &str) -> Option<S<StopSpec>> {
-        let f = self.fields(node, &format!("`stop` of {what}"), STOP_KEYS)?;
+        let f = self.fields(node, &format!("`stop` of {what}"), &keys::STOP)?;
         let mut s = StopSpec::default();
         if let Some(v) = f.get("signal") {
             s.signal = Some(self.signal(v, "`stop.signal`")?.value);
@@ -1332,7 +1680,7 @@ impl<'a> Decoder<'a> {
                 node.span,
             ));
         }
-        let f = self.fields(node, &format!("`restart` of {what}"), RESTART_KEYS)?;
+        let f = self.fields(node, &format!("`restart` of {what}"), &keys::RESTART)?;
         let policy = match f.get("policy") {
             Some(p) => self.keyword(p, "restart policy", &policies)?.value,
             None => RestartPolicy::OnFailure,

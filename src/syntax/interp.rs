@@ -107,6 +107,14 @@ fn parse_name(inner: &str) -> Result<RefName, String> {
         }
         return Err(format!("`{name}` is not a valid environment variable name"));
     }
+    if let Some(part) = inner_trim.strip_prefix("item.") {
+        if valid_ident(part) {
+            return Ok(RefName::ItemPart(part.to_string()));
+        }
+        return Err(format!(
+            "`{part}` is not a valid matrix dimension name: use `[a-z][a-z0-9_-]*`"
+        ));
+    }
     if let Some(n) = inner_trim.strip_prefix("fd.") {
         return match n.parse::<i32>() {
             Ok(n) if n >= 3 => Ok(RefName::Fd(n)),
@@ -114,11 +122,11 @@ fn parse_name(inner: &str) -> Result<RefName, String> {
         };
     }
     let mut known: Vec<&str> = SIMPLE.iter().map(|(n, _)| *n).collect();
-    known.extend(["params.NAME", "env.NAME", "fd.N"]);
+    known.extend(["params.NAME", "env.NAME", "fd.N", "item.NAME"]);
     Err(
         did_you_mean(inner_trim, known.iter().copied()).unwrap_or_else(|| {
             "known names: ${params.NAME}, ${env.NAME}, ${env.NAME:-default}, ${stage}, \
-         ${instance}, ${replicas}, ${item}, ${index}, ${fd.N}, ${pipeline.dir}, \
+         ${instance}, ${replicas}, ${item}, ${item.NAME}, ${index}, ${fd.N}, ${pipeline.dir}, \
          ${run.dir}; write `$${` for a literal `${`"
                 .to_string()
         }),

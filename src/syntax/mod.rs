@@ -6,7 +6,10 @@
 //! `stdout` is only a string with a span until the `model` checks it.
 
 pub mod decode;
+pub mod envfile;
+pub mod files;
 pub mod interp;
+pub mod keys;
 pub mod node;
 pub mod schema;
 
@@ -14,7 +17,9 @@ use std::time::Duration;
 
 pub use node::Span;
 
-use crate::plan::{Condition, Delivery, Framing, OnFailure, RestartPolicy};
+use crate::vocab::{
+    Condition, Delivery, Framing, HaltWhen, OnFailure, Order, RestartPolicy, Threshold,
+};
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,8 +39,16 @@ pub struct PipelineSpec {
     pub version: Option<S<i128>>,
     pub name: Option<S<String>>,
     pub description: Option<S<String>>,
+    /// `include:` paths as written (relative to this file).
+    pub include: Vec<S<String>>,
     pub params: Vec<(S<String>, S<String>)>,
     pub env: Vec<(S<String>, Tmpl)>,
+    /// `env_file:` at the top level, as written.
+    pub env_file: Vec<EnvFileSpec>,
+    /// Variables read from the top-level `env_file`s, in file order (filled by
+    /// [`files`], which reads them).
+    pub env_file_vars: Vec<(S<String>, String)>,
+    pub hosts: Vec<HostSpec>,
     pub queues: Vec<QueueSpec>,
     pub semaphores: Vec<(S<String>, S<i128>)>,
     pub events: Vec<EventSpec>,
@@ -54,6 +67,45 @@ pub struct QueueSpec {
     pub delivery: Option<S<Delivery>>,
     pub framing: Option<S<Framing>>,
     pub sentinel: Option<S<String>>,
+    pub order: Option<S<Order>>,
+}
+
+/// `env_file: PATH` or `{path: PATH, required: false}`.
+#[derive(Debug, Clone)]
+pub struct EnvFileSpec {
+    /// As written, relative to the file that declares it.
+    pub path: S<String>,
+    pub required: bool,
+}
+
+/// A host of `hosts:` (SPEC 3.5).
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    pub name: S<String>,
+    pub engine: EngineSpec,
+    pub slots: Option<S<usize>>,
+    pub cwd: Option<Tmpl>,
+}
+
+#[derive(Debug, Clone)]
+pub enum EngineSpec {
+    Ssh {
+        destination: Tmpl,
+        port: Option<u16>,
+        options: Vec<Tmpl>,
+    },
+    Slurm {
+        partition: Option<Tmpl>,
+        args: Vec<Tmpl>,
+    },
+}
+
+/// `halt:` of a foreach stage.
+#[derive(Debug, Clone)]
+pub struct HaltSpec {
+    pub when: HaltWhen,
+    pub fail: Option<Threshold>,
+    pub success: Option<Threshold>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +140,11 @@ pub struct StageSpec {
     pub restart: Option<S<RestartSpec>>,
     pub on_failure: Option<S<OnFailure>>,
     pub success_codes: Option<S<Vec<S<i128>>>>,
+    pub env_file: Option<Vec<EnvFileSpec>>,
+    /// Variables read from this stage's `env_file`s (filled by [`files`]).
+    pub env_file_vars: Vec<(S<String>, String)>,
+    pub on: Option<Vec<S<String>>>,
+    pub halt: Option<S<HaltSpec>>,
     /// Whether `cmd`/`sh` were written at all (even with a value that failed to decode),
     /// so a bad `cmd` is not also reported as a missing one.
     pub has_cmd_key: bool,
@@ -124,6 +181,8 @@ pub enum RefName {
     Instance,
     Replicas,
     Item,
+    /// `${item.NAME}`: one part of a matrix item.
+    ItemPart(String),
     Index,
     Fd(i32),
     PipelineDir,
@@ -155,10 +214,19 @@ pub struct AfterSpec {
 #[derive(Debug, Clone)]
 pub enum ForeachSpec {
     Items(Vec<Tmpl>),
-    Range { from: i64, to: i64, step: S<i64> },
+    Range {
+        from: i64,
+        to: i64,
+        step: S<i64>,
+    },
     Glob(Tmpl),
     Lines(Tmpl),
-    Queue(S<String>),
+    Queue {
+        queue: S<String>,
+        batch: Option<usize>,
+    },
+    /// Dimensions in file order, each with its values.
+    Matrix(Vec<(S<String>, Vec<Tmpl>)>),
 }
 
 #[derive(Debug, Clone)]

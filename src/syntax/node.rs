@@ -10,24 +10,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-/// Byte range in the source text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span {
-    pub offset: usize,
-    pub len: usize,
-}
-
-impl Span {
-    pub fn new(offset: usize, len: usize) -> Span {
-        Span { offset, len }
-    }
-}
-
-impl From<Span> for miette::SourceSpan {
-    fn from(s: Span) -> Self {
-        (s.offset, s.len).into()
-    }
-}
+pub use crate::diag::Span;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -63,6 +46,23 @@ impl Kind {
 }
 
 impl Node {
+    /// Move every span of the tree by `base` bytes (a file's own offsets to the global
+    /// offsets of a load that reads several files).
+    pub fn shift(&mut self, base: usize) {
+        if base == 0 {
+            return;
+        }
+        self.span = self.span.shifted(base);
+        match &mut self.kind {
+            Kind::Seq(items) => items.iter_mut().for_each(|n| n.shift(base)),
+            Kind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+                k.shift(base);
+                v.shift(base);
+            }),
+            _ => {}
+        }
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {
             Kind::Str(s) => Some(s),

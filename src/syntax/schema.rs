@@ -20,10 +20,13 @@ pub struct PipelineFile {
     /// Pipeline name (defaults to the file name).
     name: Option<String>,
     description: Option<String>,
+    include: Option<OneOrManyPaths>,
     /// Values for `${params.NAME}`, overridable with `--set NAME=VALUE`.
     params: Option<BTreeMap<Name, Scalar>>,
     /// Environment for every stage; values may use interpolation.
     env: Option<BTreeMap<String, Scalar>>,
+    env_file: Option<EnvFile>,
+    hosts: Option<BTreeMap<Name, Host>>,
     queues: Option<BTreeMap<Name, Option<Queue>>>,
     /// Counting semaphores: name → number of permits (1 = a lock).
     semaphores: Option<BTreeMap<Name, Count>>,
@@ -76,6 +79,100 @@ struct Queue {
     framing: Option<Framing>,
     /// End-of-stream record sent to every reader (e.g. "None").
     sentinel: Option<Scalar>,
+    order: Option<QueueOrder>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum QueueOrder {
+    /// Records as they arrive.
+    Arrival,
+    /// Grouped by writer, in writer order.
+    Writers,
+}
+
+/// One path or a list of paths.
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum OneOrManyPaths {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A dotenv file, a list of them, or `{path, required}` entries.
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EnvFile {
+    One(EnvFileItem),
+    Many(Vec<EnvFileItem>),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EnvFileItem {
+    Path(String),
+    Entry(EnvFileEntry),
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct EnvFileEntry {
+    path: String,
+    required: Option<bool>,
+}
+
+/// A machine that stages may run on: exactly one of `ssh` and `slurm`.
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Host {
+    ssh: Option<String>,
+    #[schemars(range(min = 1, max = 65535))]
+    port: Option<u32>,
+    options: Option<Vec<String>>,
+    slurm: Option<Slurm>,
+    #[schemars(range(min = 1))]
+    slots: Option<u32>,
+    cwd: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Slurm {
+    partition: Option<String>,
+    args: Option<Vec<String>>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Halt {
+    when: Option<HaltWhen>,
+    fail: Option<Threshold>,
+    success: Option<Threshold>,
+}
+
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum HaltWhen {
+    Soon,
+    Now,
+}
+
+/// A number of items, or a share of all the items such as `"10%"`.
+#[derive(JsonSchema, Serialize)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Threshold {
+    Count(#[schemars(range(min = 1))] u64),
+    Percent(#[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$"))] String),
 }
 
 #[derive(JsonSchema, Serialize)]
@@ -156,6 +253,7 @@ macro_rules! stage_fields {
             cwd: Option<String>,
             /// Extra environment variables.
             env: Option<BTreeMap<String, Scalar>>,
+            env_file: Option<EnvFile>,
             /// N identical instances `stage.0 … stage.N-1`.
             #[schemars(range(min = 1))]
             replicas: Option<u32>,
@@ -174,6 +272,7 @@ macro_rules! stage_fields {
             sets: Option<BTreeMap<Name, Trigger>>,
             /// Semaphores each running instance holds one permit of.
             semaphore: Option<OneOrMany>,
+            on: Option<OneOrMany>,
             ready: Option<Ready>,
             /// A service: the pipeline does not wait for it and stops it at the end.
             daemon: Option<bool>,
@@ -197,6 +296,7 @@ stage_fields! {
         sh: Option<String>,
         /// One instance per item.
         foreach: Option<Foreach>,
+        halt: Option<Halt>,
     }
 }
 
@@ -313,15 +413,20 @@ struct LineMatch {
     line: String,
 }
 
+/// Exactly one source: `items`, `range`, `glob`, `lines`, `queue` (with an optional
+/// `batch`) or `matrix`.
 #[derive(JsonSchema, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
-enum Foreach {
-    Items(Vec<Scalar>),
-    Range(Range),
-    Glob(String),
-    Lines(String),
-    Queue(Name),
+struct Foreach {
+    items: Option<Vec<Scalar>>,
+    range: Option<Range>,
+    glob: Option<String>,
+    lines: Option<String>,
+    queue: Option<Name>,
+    #[schemars(range(min = 1))]
+    batch: Option<u32>,
+    matrix: Option<BTreeMap<Name, Vec<Scalar>>>,
 }
 
 #[derive(JsonSchema, Serialize)]
@@ -396,12 +501,42 @@ enum OnFailure {
     Ignore,
 }
 
-/// The schema as a JSON value, with `x-` keys allowed wherever unknown keys are not.
+/// The schema as a JSON value, with `x-` keys allowed wherever unknown keys are not,
+/// and each key's description and default taken from [`super::keys`].
 pub fn pipeline_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(PipelineFile);
     let mut value = serde_json::to_value(&schema).unwrap_or_default();
     allow_x_keys(&mut value);
+    describe_keys(&mut value);
     value
+}
+
+/// Set every property's `description` (and `default`) from the key table.
+fn describe_keys(schema: &mut serde_json::Value) {
+    for block in super::keys::ALL {
+        for def in block.schema {
+            let target = if def.is_empty() {
+                Some(&mut *schema)
+            } else {
+                schema.get_mut("$defs").and_then(|d| d.get_mut(*def))
+            };
+            let Some(props) = target
+                .and_then(|t| t.get_mut("properties"))
+                .and_then(|p| p.as_object_mut())
+            else {
+                continue;
+            };
+            for key in block.keys {
+                if let Some(prop) = props.get_mut(key.name).and_then(|p| p.as_object_mut()) {
+                    prop.insert("description".into(), key.doc.into());
+                    if let Ok(default) = serde_json::from_str::<serde_json::Value>(key.json_default)
+                    {
+                        prop.insert("default".into(), default);
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub fn pipeline_schema_json() -> String {
@@ -431,7 +566,7 @@ fn allow_x_keys(v: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syntax::decode::*;
+    use crate::syntax::keys;
 
     fn props<'a>(schema: &'a serde_json::Value, def: &str) -> Vec<&'a str> {
         let obj = if def.is_empty() {
@@ -441,7 +576,7 @@ mod tests {
         };
         let mut keys: Vec<&str> = obj["properties"]
             .as_object()
-            .unwrap()
+            .unwrap_or_else(|| panic!("{def} has no properties"))
             .keys()
             .map(String::as_str)
             .collect();
@@ -449,29 +584,31 @@ mod tests {
         keys
     }
 
-    fn sorted(keys: &[&'static str]) -> Vec<&'static str> {
-        let mut k = keys.to_vec();
-        k.sort();
-        k
-    }
-
+    /// Every block of the key table is exactly the properties of its schema
+    /// definitions, and each property carries the table's description.
     #[test]
-    fn schema_keys_match_the_decoder() {
+    fn schema_keys_match_the_key_table() {
         let s = pipeline_schema();
-        assert_eq!(props(&s, ""), sorted(TOP_KEYS));
-        assert_eq!(props(&s, "Stage"), sorted(STAGE_KEYS));
-        let defaults: Vec<&str> = STAGE_KEYS
-            .iter()
-            .copied()
-            .filter(|k| !NOT_IN_DEFAULTS.contains(k))
-            .collect();
-        assert_eq!(props(&s, "Defaults"), sorted(&defaults));
-        assert_eq!(props(&s, "Queue"), sorted(QUEUE_KEYS));
-        assert_eq!(props(&s, "Shutdown"), sorted(SHUTDOWN_KEYS));
-        assert_eq!(props(&s, "Ready"), sorted(READY_KEYS));
-        assert_eq!(props(&s, "Stop"), sorted(STOP_KEYS));
-        assert_eq!(props(&s, "RestartFull"), sorted(RESTART_KEYS));
-        assert_eq!(props(&s, "Range"), sorted(RANGE_KEYS));
-        assert_eq!(props(&s, "FileOut"), sorted(FILE_KEYS));
+        for block in keys::ALL {
+            for def in block.schema {
+                let mut expected: Vec<&str> = block
+                    .names()
+                    .into_iter()
+                    .filter(|k| *def != "Defaults" || !keys::NOT_IN_DEFAULTS.contains(k))
+                    .collect();
+                expected.sort();
+                assert_eq!(props(&s, def), expected, "block {} vs {def}", block.name);
+                let obj = if def.is_empty() {
+                    &s
+                } else {
+                    &s["$defs"][*def]
+                };
+                for key in block.keys {
+                    if let Some(p) = obj["properties"].get(key.name) {
+                        assert_eq!(p["description"], key.doc, "{def}.{}", key.name);
+                    }
+                }
+            }
+        }
     }
 }

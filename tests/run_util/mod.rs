@@ -18,8 +18,12 @@ use serde_json::Value;
 /// Far above what any test needs: a hang fails the test instead of blocking CI.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// The binary under test: this build's, or `PRUN_TEST_EXE` (to check that a new test
+/// fails on an older build).
 pub fn prun_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_prun"))
+    std::env::var_os("PRUN_TEST_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_prun")))
 }
 
 pub struct Test {

@@ -33,7 +33,8 @@ use std::collections::VecDeque;
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
-use super::{Inst, Supervisor};
+use super::Supervisor;
+use super::instance::Inst;
 use crate::event::{Event, InstanceId, InstanceInfo, Level, State};
 use crate::plan::{ForeachSource, Instances, StagePlan};
 
@@ -158,13 +159,13 @@ impl Supervisor {
             }
             if !self.batches[st].as_ref().is_some_and(|b| b.started) {
                 match self.after_check(st) {
-                    super::Check::Wait => continue,
-                    super::Check::Skip(reason) => {
+                    super::start::Check::Wait => continue,
+                    super::start::Check::Skip(reason) => {
                         self.abandon_batch(st, State::Skipped { reason });
                         changed = true;
                         continue;
                     }
-                    super::Check::Go => {
+                    super::start::Check::Go => {
                         self.start_batch(st);
                         changed = true;
                         if !self.batch_open(st) {
@@ -343,10 +344,11 @@ impl Supervisor {
             resumed,
         };
         self.insts.push(Inst::new(info.clone()));
+        self.live.insert(id);
         self.by_stage[st].push(id);
         self.emit(Event::InstanceAdded(info));
         if resumed {
-            self.set_state(
+            self.end(
                 id,
                 State::Skipped {
                     reason: "resumed: succeeded in the earlier report".into(),
@@ -378,6 +380,7 @@ impl Supervisor {
             resumed: false,
         };
         self.insts.push(Inst::new(info.clone()));
+        self.live.insert(id);
         self.by_stage[st].push(id);
         self.emit(Event::InstanceAdded(info));
         match state {
@@ -385,7 +388,7 @@ impl Supervisor {
                 self.insts[id].start_error_code = 1;
                 self.finish_run(id, state);
             }
-            other => self.set_state(id, other),
+            other => self.end(id, other),
         }
     }
 
@@ -425,7 +428,7 @@ impl Supervisor {
             }
             for (index, item) in rest {
                 let id = self.add_item_instance(st, index, item, false);
-                self.set_state(
+                self.end(
                     id,
                     State::Skipped {
                         reason: reason.to_string(),

@@ -1,20 +1,20 @@
 //! The supervisor's side of coordination: the `prun ctl` socket and deadlocks.
 //!
-//! The loop owns the [`Coord`](crate::runtime::coord::Coord) (semaphores, events) and
+//! The loop owns the [`Coord`](crate::coord::Coord) (semaphores, events) and
 //! the [`CtlBroker`](crate::ctl::CtlBroker) (parked `prun ctl` waits); nothing else
 //! touches them, so no lock is needed. This file:
 //! - starts the [`CtlServer`] in the private run directory (`PRUN_CTL` is exported
 //!   to every instance) and answers its requests: the peer pid (from `SO_PEERCRED`)
 //!   is mapped to an instance through the live instances' process groups and their
-//!   ancestry ([`crate::ctl::owner_of`]); any other process is refused;
+//!   ancestry ([`crate::procfs::owner_of`]); any other process is refused;
 //! - finds deadlocks: when instances wait (to start, or parked in a `prun ctl` wait
 //!   without a timeout) for events or permits that nothing still able to act can
 //!   give, the run fails with a message naming who waits for what and who holds
-//!   what ([`Coord::find_deadlock`](crate::runtime::coord::Coord::find_deadlock)).
+//!   what ([`Coord::find_deadlock`](crate::coord::Coord::find_deadlock)).
 //!
 //! Deadlock decisions: a running instance counts as blocked only when every process
 //! of its group is parked in a ctl wait, a zombie, or waiting for a child
-//! ([`crate::ctl::group_is_parked`]); the verdict must hold for [`DEADLOCK_GRACE`]
+//! ([`crate::procfs::group_is_parked`]); the verdict must hold for [`DEADLOCK_GRACE`]
 //! (checked every [`DEADLOCK_PERIOD`]) before the run is failed, so a wait that is
 //! being answered, or a record in transit, is never mistaken for a deadlock. Then
 //! the stuck instances that never started are `skipped (deadlock)`, the message is
@@ -24,10 +24,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{Permit, State, Supervisor};
+use super::Supervisor;
+use super::instance::{Life, Permit};
+use crate::coord::{Party, Wait};
 use crate::ctl::{BrokerOutcome, CtlCommand, CtlRequest, CtlServer};
+use crate::event::State;
 use crate::event::{Event, InstanceId, Level, ShutdownCause};
-use crate::runtime::coord::{Party, Wait};
 
 /// How long a deadlock must persist before the run is failed.
 pub(super) const DEADLOCK_GRACE: Duration = Duration::from_secs(1);
@@ -61,18 +63,23 @@ impl Supervisor {
     }
 
     /// The instance a process belongs to: a live instance whose process group holds
-    /// the process or one of its ancestors.
+    /// the process or one of its ancestors — its own group, or the group of a
+    /// `ready: {cmd}` probe or `stop: {cmd}` prun runs for it (those are processes of
+    /// the pipeline too, SPEC 6).
     fn owner_of_pid(&self, pid: i32) -> Option<InstanceId> {
         let groups: HashMap<i32, InstanceId> = self
-            .insts
+            .live
             .iter()
-            .enumerate()
-            .filter_map(|(id, i)| i.pid.map(|p| (p, id)))
+            .filter_map(|&id| self.insts[id].pid().map(|p| (p, id)))
+            .chain(self.owners.iter().filter_map(|(&p, o)| match o {
+                super::Owner::Probe(id, _) | super::Owner::StopCmd(id) => Some((p, *id)),
+                _ => None,
+            }))
             .collect();
         if groups.is_empty() {
             return None;
         }
-        crate::ctl::owner_of(pid, |pgid| groups.get(&pgid).copied())
+        crate::procfs::owner_of(pid, |pgid| groups.get(&pgid).copied())
     }
 
     /// Answer `TIMEOUT` to ctl waits whose deadline passed.
@@ -88,9 +95,9 @@ impl Supervisor {
     pub(super) fn apply_outcome(&mut self, out: BrokerOutcome) {
         for holder in out.start {
             if let Some(i) = self.insts.get_mut(holder as usize)
-                && i.permit == Permit::Requested
+                && i.permit() == Permit::Requested
             {
-                i.permit = Permit::Held;
+                i.set_permit(Permit::Held);
             }
         }
         // Events set or cleared through ctl need nothing here: `schedule` checks the
@@ -103,16 +110,14 @@ impl Supervisor {
     /// if nothing is stuck even then, nothing is).
     fn parties(&self, verify: bool) -> Vec<Party> {
         let mut parties = Vec::new();
-        for (id, inst) in self.insts.iter().enumerate() {
-            if inst.is_final() {
-                continue;
-            }
+        for &id in &self.live {
+            let inst = &self.insts[id];
             let holder = id as u64;
             let name = inst.info.name.clone();
-            if let Some(pgid) = inst.pid {
+            if let Some(pgid) = inst.pid() {
                 let parked = self.broker.parked_pids(holder);
-                let blocked =
-                    !parked.is_empty() && (!verify || crate::ctl::group_is_parked(pgid, &parked));
+                let blocked = !parked.is_empty()
+                    && (!verify || crate::procfs::group_is_parked(pgid, &parked));
                 parties.push(Party {
                     holder,
                     name,
@@ -125,7 +130,7 @@ impl Supervisor {
                 });
                 continue;
             }
-            if inst.restart_at.is_some() || inst.pending_pipe.is_some() {
+            if inst.pending() || matches!(inst.life, Life::Starting { .. }) {
                 parties.push(Party {
                     holder,
                     name,
@@ -145,7 +150,7 @@ impl Supervisor {
                 .collect();
             for &(dep, cond) in &stage.after {
                 for &d in &self.by_stage[dep] {
-                    if matches!(self.condition(d, cond), super::Cond::Pending) {
+                    if matches!(self.condition(d, cond), super::start::Cond::Pending) {
                         waits.push(Wait::Instance(d as u64));
                     }
                 }
@@ -162,9 +167,7 @@ impl Supervisor {
 
     /// Look for a deadlock (module doc); fail the run when one persists.
     pub(super) fn check_deadlock(&mut self, now: Instant) {
-        let waiting = self.insts.iter().any(|i| {
-            i.state == State::Waiting && i.restart_at.is_none() && i.pending_pipe.is_none()
-        });
+        let waiting = self.live.iter().any(|&id| self.insts[id].startable());
         if !waiting && self.broker.parked() == 0 {
             self.deadlock_seen = None;
             return;
@@ -187,12 +190,15 @@ impl Supervisor {
             None => {
                 // Belt and braces: nothing runs, nothing is scheduled, nothing can
                 // create an instance, yet instances wait. Never hang.
-                let active = self
-                    .insts
+                let active = self.live.iter().any(|&id| {
+                    let i = &self.insts[id];
+                    !i.startable() && !i.is_final()
+                });
+                let stuck: Vec<InstanceId> = self
+                    .live
                     .iter()
-                    .any(|i| i.pid.is_some() || i.restart_at.is_some() || i.pending_pipe.is_some());
-                let stuck: Vec<InstanceId> = (0..self.insts.len())
-                    .filter(|&i| self.insts[i].state == State::Waiting)
+                    .copied()
+                    .filter(|&id| self.insts[id].startable())
                     .collect();
                 if active || stuck.is_empty() || self.any_batch_open() {
                     self.deadlock_seen = None;
@@ -225,12 +231,9 @@ impl Supervisor {
         self.emit(Event::Deadlock { message });
         for h in stuck_ids {
             let id = h as usize;
-            if id < self.insts.len()
-                && self.insts[id].pid.is_none()
-                && self.insts[id].state == State::Waiting
-            {
+            if id < self.insts.len() && self.insts[id].startable() {
                 self.release_permits(id);
-                self.set_state(
+                self.end(
                     id,
                     State::Skipped {
                         reason: "deadlock".into(),
@@ -238,7 +241,7 @@ impl Supervisor {
                 );
             }
         }
-        self.first_failure.get_or_insert(1);
+        self.first_failure.get_or_insert(crate::exit::DEADLOCK);
         self.begin_shutdown(ShutdownCause::Deadlock);
     }
 }

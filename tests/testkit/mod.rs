@@ -5,11 +5,13 @@
 //! derived the way SPEC 5.2 describes it (writers before readers, dependents before
 //! their dependencies), simply enough for test pipelines.
 
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::plan::RestartSpec;
-use crate::plan::{
+use prun::plan::RestartSpec;
+use prun::plan::{
     CommandTemplate, Condition, Delivery, Endpoint, Framing, Input, Instances, OnFailure, Output,
     Plan, Port, QueuePlan, Role, StagePlan, StopSpec, Template, Wiring,
 };
@@ -45,6 +47,9 @@ pub fn stage(name: &str, command: CommandTemplate) -> StagePlan {
         restart: RestartSpec::never(),
         on_failure: OnFailure::Stop,
         success_codes: vec![0],
+        on: Vec::new(),
+        batch: None,
+        halt: None,
     }
 }
 
@@ -64,6 +69,7 @@ impl PlanBuilder {
                 queues: Vec::new(),
                 semaphores: Vec::new(),
                 events: Vec::new(),
+                hosts: Vec::new(),
                 start_waves: Vec::new(),
                 stop_order: Vec::new(),
                 shutdown_timeout: Duration::from_secs(10),
@@ -116,6 +122,7 @@ impl PlanBuilder {
             delivery: Delivery::Shared,
             framing: Framing::Lines,
             sentinel: None,
+            order: prun::plan::Order::Arrival,
             writers: vec![Endpoint {
                 stage: w,
                 port: Port::Stdout,
@@ -194,12 +201,12 @@ pub fn unique_sleep_arg() -> String {
 
 /// Pids of live (non-zombie) processes whose argv contains `marker`.
 pub fn processes_with_arg(marker: &str) -> Vec<i32> {
-    crate::procfs::pids()
+    prun::procfs::pids()
         .into_iter()
         .filter(|pid| {
             let path: PathBuf = ["/proc", &pid.to_string(), "cmdline"].iter().collect();
             std::fs::read(&path).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes()))
         })
-        .filter(|&pid| crate::procfs::stat(pid).is_some_and(|s| s.state != 'Z'))
+        .filter(|&pid| prun::procfs::stat(pid).is_some_and(|s| s.state != 'Z'))
         .collect()
 }

@@ -1,10 +1,11 @@
-//! From a validated model to a plan: roles, wiring, start waves and drain order.
+//! From a validated model to a plan: roles, wiring, start waves and drain order (the
+//! last two are layers of the dependency graph).
 
 use petgraph::algo::{condensation, toposort};
 use petgraph::graph::DiGraph;
 
-use super::*;
 use crate::model::Model;
+use crate::plan::*;
 
 pub fn build(m: Model) -> Plan {
     let (writers, readers) = m.endpoints();
@@ -41,6 +42,7 @@ pub fn build(m: Model) -> Plan {
                 delivery: q.delivery,
                 framing: q.framing,
                 sentinel: q.sentinel,
+                order: q.order,
                 writers: w.clone(),
                 readers: r.clone(),
                 wiring: if direct {
@@ -62,6 +64,7 @@ pub fn build(m: Model) -> Plan {
         queues,
         semaphores: m.semaphores,
         events: m.events,
+        hosts: m.hosts,
         start_waves,
         stop_order,
         shutdown_timeout: m.shutdown_timeout,

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::diag::{FileDiagnostics, Severity};
-use crate::model::{LoadOptions, Model, load};
+use crate::load::{LoadOptions, load};
+use crate::model::Model;
 use crate::plan::Plan;
 
 /// Exit codes shared by every command.
@@ -68,6 +69,9 @@ pub struct RunArgs {
     /// Write the final report as JSON
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write a JUnit XML report (one test case per instance)
+    #[arg(long, value_name = "FILE", env = "PRUN_JUNIT")]
+    pub junit: Option<PathBuf>,
     /// Also write every instance's raw output to DIR/<instance>.log
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
@@ -229,12 +233,13 @@ fn use_color(when: When, stream_is_tty: bool) -> bool {
 
 /// Load a file for `run`/`plan`/`graph`: print diagnostics (warnings too) on stderr;
 /// `None` means invalid (exit 2, nothing started).
-fn load_for_run(f: &FileArgs, color: When) -> Option<Model> {
+fn load_for_run(f: &FileArgs, color: When, for_run: bool) -> Option<Model> {
     let loaded = load(
         &f.file,
         &LoadOptions {
             sets: f.set.clone(),
             start_dir: None,
+            for_run,
         },
     );
     let color = use_color(color, std::io::stderr().is_terminal());
@@ -250,10 +255,10 @@ fn print_human(file: &FileDiagnostics, color: bool) {
 }
 
 fn run(a: RunArgs) -> i32 {
-    let Some(model) = load_for_run(&a.file, a.color) else {
+    let Some(model) = load_for_run(&a.file, a.color, !a.dry_run) else {
         return exit::USAGE;
     };
-    let plan = crate::plan::build::build(model);
+    let plan = crate::load::plan(model);
     if a.dry_run {
         emit(&crate::plan::show::render(&plan));
         return exit::OK;
@@ -264,27 +269,27 @@ fn run(a: RunArgs) -> i32 {
     };
     let opts = crate::run::RunOptions {
         report: a.report,
+        junit: a.junit,
         log_dir: a.log_dir,
         quiet: a.quiet,
         progress: Some(progress.as_str().to_string()),
         color: Some(a.color.as_str().to_string()),
         resume: a.resume,
+        pass_stdout: std::io::stdout().is_terminal(),
     };
     crate::run::run(plan, &opts)
 }
 
 /// True when a stage uses the terminal directly, so `--progress auto` gives the live
 /// board up (`always` forces it): it reads it (`stdin: inherit`), or writes to it past
-/// prun (`stderr: inherit`, which is the board's terminal whenever there is a board, or
-/// `stdout: inherit` while prun's stdout is a terminal). prun never sees those bytes, so
-/// the board would be drawn over them.
-fn shares_terminal(plan: &Plan, stdout_is_tty: bool) -> bool {
+/// prun (`stderr: inherit`: prun never sees those bytes, so the board would be drawn
+/// over them). `stdout: inherit` does not: on a terminal prun reads that output and
+/// passes it through above the board (`RunOptions::pass_stdout`).
+fn shares_terminal(plan: &Plan, _stdout_is_tty: bool) -> bool {
     use crate::plan::{Input, Output};
-    plan.stages.iter().any(|s| {
-        matches!(s.stdin, Input::Inherit)
-            || matches!(s.stderr, Output::Inherit)
-            || (stdout_is_tty && matches!(s.stdout, Output::Inherit))
-    })
+    plan.stages
+        .iter()
+        .any(|s| matches!(s.stdin, Input::Inherit) || matches!(s.stderr, Output::Inherit))
 }
 
 fn validate(a: ValidateArgs) -> i32 {
@@ -298,6 +303,7 @@ fn validate(a: ValidateArgs) -> i32 {
             &LoadOptions {
                 sets: a.set.clone(),
                 start_dir: None,
+                for_run: false,
             },
         );
         if a.strict {
@@ -350,16 +356,16 @@ fn plural_warnings(n: usize) -> String {
 }
 
 fn plan_cmd(f: &FileArgs) -> i32 {
-    let Some(model) = load_for_run(f, When::Auto) else {
+    let Some(model) = load_for_run(f, When::Auto, false) else {
         return exit::USAGE;
     };
-    let plan: Plan = crate::plan::build::build(model);
+    let plan: Plan = crate::load::plan(model);
     emit(&crate::plan::show::render(&plan));
     exit::OK
 }
 
 fn graph_cmd(a: GraphArgs) -> i32 {
-    let Some(model) = load_for_run(&a.file, When::Auto) else {
+    let Some(model) = load_for_run(&a.file, When::Auto, false) else {
         return exit::USAGE;
     };
     let out = match a.format {
@@ -392,10 +398,10 @@ mod tests {
     fn plan_of(yaml: &str) -> Plan {
         let path = std::path::Path::new("t.yaml");
         let options = LoadOptions::default();
-        let model = crate::model::load_source("t.yaml", path, yaml.to_string(), &options)
+        let model = crate::load::load_source("t.yaml", path, yaml.to_string(), &options)
             .model
             .expect("valid pipeline");
-        crate::plan::build::build(model)
+        crate::load::plan(model)
     }
 
     #[test]
@@ -406,9 +412,9 @@ mod tests {
         assert!(shares_terminal(&reads, false));
         let errs = plan_of("version: 1\nstages:\n  a: {cmd: [true], stderr: inherit}\n");
         assert!(shares_terminal(&errs, false));
-        // stdout: inherit only meets the board when prun's stdout is the terminal too.
+        // stdout: inherit is passed through above the board on a terminal.
         let outs = plan_of("version: 1\nstages:\n  a: {cmd: [true], stdout: inherit}\n");
-        assert!(shares_terminal(&outs, true));
+        assert!(!shares_terminal(&outs, true));
         assert!(!shares_terminal(&outs, false));
     }
 }
