@@ -220,20 +220,27 @@ fn run_case(c: &Case) {
         .collect();
     let writer = write_all(ww, data);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let wait = |done: &dyn Fn() -> bool, what: &str| {
-        while !done() {
-            assert!(
-                Instant::now() < deadline,
-                "{what} did not end: {c:?} {:?}",
-                router.stats()
-            );
-            std::thread::sleep(Duration::from_millis(5));
+    // As the supervisor does: close the writers once the writer ended, and the readers
+    // once no reader instance can come any more (the writer may block until then, when
+    // every member is gone: it sees EPIPE once the readers are closed).
+    let (mut writers_closed, mut readers_closed) = (false, false);
+    while !(writers_closed && readers_closed) {
+        if !writers_closed && writer.is_finished() {
+            router.close_writers();
+            writers_closed = true;
         }
-    };
-    wait(&|| writer.is_finished(), "the writer");
+        if !readers_closed && lives.iter().all(|l| l.is_finished()) {
+            router.close_readers();
+            readers_closed = true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer or the readers did not end: {c:?} {:?}",
+            router.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     writer.join().unwrap();
-    router.close_writers();
-    wait(&|| lives.iter().all(|l| l.is_finished()), "the readers");
     let outs: Vec<Vec<Vec<u8>>> = lives.into_iter().map(|l| l.join().unwrap()).collect();
     wait_drained(&rx, 60);
     let st = router.stats();

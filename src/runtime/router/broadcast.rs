@@ -147,8 +147,19 @@ impl Engine {
         }
         let m = self.stream.members.remove(&key).expect("present");
         self.stats.discarded += self.stream.held(&m, 0);
-        self.trim_stream();
+        self.after_member_left();
         self.strand_if_no_reader();
+    }
+
+    /// A member left and what it held was counted: drop what nobody else holds. When it
+    /// was the last member, the whole queue goes (counted with it), so that what is
+    /// kept from now on for readers still to come is counted only once.
+    fn after_member_left(&mut self) {
+        if self.stream.members.is_empty() {
+            self.clear_queue();
+        } else {
+            self.trim_stream();
+        }
     }
 
     /// A broadcast member waits for a process of it to join.
@@ -255,7 +266,7 @@ impl Engine {
         }
         let m = self.stream.members.remove(&key).expect("present");
         self.stats.in_flight_at_failure += records + self.stream.held(&m, 0);
-        self.trim_stream();
+        self.after_member_left();
     }
 
     /// The restart awaited for dead reader `id` will not come: its member ends.

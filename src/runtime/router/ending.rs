@@ -23,13 +23,18 @@ impl Engine {
         {
             return;
         }
-        for w in &mut self.writers {
+        for wi in 0..self.writers.len() {
+            if self.writers[wi].phase == WriterPhase::Done {
+                continue;
+            }
+            // What it left in its pipe is lost with the pipe: count it (discarded).
+            if self.writers[wi].phase != WriterPhase::Torn {
+                self.discard_unread(wi);
+            }
+            let w = &mut self.writers[wi];
             w.peeked = 0;
             w.shadow = None;
             w.fd = None;
-            if w.phase == WriterPhase::Done {
-                continue;
-            }
             if !w.reported() {
                 let _ = self.events.send(RouterEvent::WriterDone {
                     queue: self.cfg.queue,

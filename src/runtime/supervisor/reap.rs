@@ -150,7 +150,7 @@ impl Supervisor {
                 self.insts[id].expected_by.push((port.queue, port.id));
             }
         }
-        for port in ports {
+        for port in &ports {
             if !port.writer
                 && let Some(r) = &self.routers[port.queue]
             {
@@ -160,18 +160,21 @@ impl Supervisor {
         let end = match self.places[run.place].outcome(&run.launched(), end) {
             Outcome::Ended(end) => end,
             Outcome::EngineFailed(error) => {
+                self.report_writer_outcome(&ports, false);
                 self.finish_run(id, State::CouldNotStart { error });
                 return;
             }
         };
         if end == ProcessEnd::Signaled(libc::SIGPIPE) && why.is_none() {
             // Judged once the readers' exits are known (`judge`).
+            self.report_writer_outcome(&ports, false);
             let until = self.clock.now() + SIGPIPE_GRACE;
             self.insts[id].life = Life::Judging { end, why, until };
             self.timers.at(until, id);
             return;
         }
         let state = self.classify(id, end, why);
+        self.report_writer_outcome(&ports, matches!(state, State::Succeeded(_)));
         self.finish_run(id, state);
     }
 
@@ -266,6 +269,7 @@ impl Supervisor {
         self.release_permits(id);
         if !restart {
             self.withdraw_expected(id);
+            self.broadcast_reader_done(id);
             self.end(id, state);
         } else {
             let attempt = self.insts[id].restarts + 1;
