@@ -244,6 +244,13 @@ pub enum Event {
         at: Duration,
         restarts: u32,
     },
+    /// An instance runs on a host of `hosts:` (sent at each launch there), and, for a
+    /// Slurm step, on which `node` (sent again once the step reports it).
+    Placed {
+        id: InstanceId,
+        host: String,
+        node: Option<String>,
+    },
     /// An instance ended and will be started again after `delay`.
     Restarting {
         id: InstanceId,

@@ -18,6 +18,7 @@ pub mod exit;
 pub mod graph;
 pub mod load;
 pub mod model;
+pub mod ops;
 pub mod plan;
 pub mod procfs;
 pub mod remote;

@@ -26,6 +26,8 @@ pub struct RunOptions {
     /// prun's stdout is a terminal: stages on `stdout: inherit` are passed through
     /// above the board (see `runtime::Sinks`).
     pub pass_stdout: bool,
+    /// The pipeline file (shown by `prun ps`).
+    pub file: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -36,6 +38,12 @@ impl RunOptions {
             report: self.report.clone(),
             log_dir: self.log_dir.clone(),
             junit: self.junit.clone(),
+            capacities: plan
+                .queues
+                .iter()
+                .filter(|q| q.wiring == crate::plan::Wiring::Routed)
+                .map(|q| (q.name.clone(), q.capacity as u64))
+                .collect(),
             quiet: self.quiet,
             progress: self.progress.clone(),
             color: self.color.clone(),
@@ -44,7 +52,11 @@ impl RunOptions {
                 .iter()
                 .map(|s| {
                     u32::from(s.stdout == Output::Log || s.stderr == Output::Log)
-                        + u32::from(self.pass_stdout && s.stdout == Output::Inherit)
+                        + u32::from(
+                            self.pass_stdout
+                                && s.stdout == Output::Inherit
+                                && s.stdin != crate::plan::Input::Inherit,
+                        )
                 })
                 .collect(),
         }
@@ -105,15 +117,43 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
     let (log_tx, log_rx) = crossbeam_channel::bounded(1024);
     let (tx, rx) = crossbeam_channel::unbounded();
     let report_opts = opts.report_options(&plan);
+    let live = crate::report::Live::default();
+    let view = live.clone();
     let reporter = std::thread::Builder::new()
         .name("prun-report".into())
-        .spawn(move || crate::report::render(rx, log_rx, &report_opts, journal));
+        .spawn(move || crate::report::render(rx, log_rx, &report_opts, journal, live));
+    // Control from another terminal (SPEC 6.1): the ops socket in the user's registry.
+    let (steer_tx, steer_rx) = crossbeam_channel::unbounded();
+    let entry = crate::ops::registry::Entry {
+        name: plan.name.clone(),
+        pid: std::process::id(),
+        file: opts
+            .file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_default(),
+        started_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    };
+    let ops = match crate::ops::server::OpsServer::start(entry, view, steer_tx) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("prun: warning: `prun ps`/`status`/`stop` will not see this run: {e}");
+            None
+        }
+    };
     let sinks = crate::runtime::Sinks {
+        steer: Some(steer_rx),
         pass_stdout: opts.pass_stdout,
         events: tx,
         logs: log_tx,
     };
     let code = crate::runtime::supervise_resuming(plan, sinks, resume);
+    if let Some(ops) = ops {
+        ops.finish();
+    }
     // The reporter wrote the report, then gave the terminal a bounded time: joining
     // it never waits on a stalled terminal.
     match reporter.map(|h| h.join()) {

@@ -1,5 +1,5 @@
-//! Keys of the format the runtime does not run yet (hosts/on, order: writers,
-//! foreach matrix and batch, halt): `validate` and `plan` accept them and show them;
+//! Keys of the format the runtime does not run yet (order: writers, foreach matrix
+//! and batch, halt): `validate` and `plan` accept them and show them;
 //! `run` refuses them before anything starts, one `not-yet-supported` per feature.
 
 use std::path::Path;
@@ -61,9 +61,8 @@ fn run_refuses_them_and_starts_nothing() {
     let out = prun(dir.path(), &["run", "p.yaml", "--color", "never"]);
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(text.matches("prun::not-yet-supported").count(), 5, "{text}");
+    assert_eq!(text.matches("prun::not-yet-supported").count(), 4, "{text}");
     for what in [
-        "`hosts` and `on`",
         "`order: writers`",
         "`foreach: {matrix}`",
         "`foreach: {queue, batch}`",

@@ -529,8 +529,8 @@ fn slurm_sweep_cancels_what_a_killed_srun_left() {
 #[test]
 fn launch_runs_an_instance_over_the_hosts_shared_connection() {
     use prun::plan::{Engine, HostPlan};
-    use prun::remote::launch::{self, PumpMsg, RemoteInstance};
     use prun::remote::place::{Connect, Hosts as Places};
+    use prun::runtime::place::remote::{self as launch, PumpMsg, RemoteInstance};
     use prun::runtime::spawn::{self, ChildFd};
     let Some(h) = hosts() else { return };
     let _lock = prun::runtime::exclusive();
@@ -596,7 +596,8 @@ fn launch_runs_an_instance_over_the_hosts_shared_connection() {
     pump.join().unwrap();
     let msgs: Vec<PumpMsg> = rx.try_iter().collect();
     assert!(matches!(&msgs[0], PumpMsg::Started(s) if s.pgid > 1));
-    let PumpMsg::Done(seen) = &msgs[1] else {
+    assert!(matches!(&msgs[1], PumpMsg::Ended(remote::Ended::Exit(5))));
+    let PumpMsg::Done(seen) = &msgs[2] else {
         panic!("{msgs:?}")
     };
     let client = match status {
@@ -622,8 +623,8 @@ fn launch_runs_an_instance_over_the_hosts_shared_connection() {
 #[test]
 fn remote_prun_ctl_reaches_the_forwarded_local_socket() {
     use prun::plan::{Engine, HostPlan};
-    use prun::remote::launch::{self, RemoteInstance};
     use prun::remote::place::{Connect, Hosts as Places};
+    use prun::runtime::place::remote::{self as launch, RemoteInstance};
     use prun::runtime::spawn::{self, ChildFd};
     use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixListener;
@@ -637,15 +638,20 @@ fn remote_prun_ctl_reaches_the_forwarded_local_socket() {
     std::thread::spawn(move || {
         for s in listener.incoming() {
             let Ok(mut s) = s else { break };
-            let mut line = String::new();
-            BufReader::new(&s).read_line(&mut line).unwrap();
-            let reply = if line.starts_with("EVENT ISSET") {
-                "FALSE\n"
-            } else {
-                "OK\n"
-            };
-            s.write_all(reply.as_bytes()).unwrap();
-            lines_tx.send(line.trim_end().to_string()).unwrap();
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let reply = if line.starts_with("EVENT ISSET") {
+                    "FALSE\n"
+                } else {
+                    "OK\n"
+                };
+                s.write_all(reply.as_bytes()).unwrap();
+                lines_tx.send(line.trim_end().to_string()).unwrap();
+            }
         }
     });
     let plan = [HostPlan {
@@ -704,7 +710,7 @@ fn remote_prun_ctl_reaches_the_forwarded_local_socket() {
         got,
         [
             "EVENT SET go",
-            "SEM ACQUIRE lock",
+            "SEM HOLD lock",
             "SEM RELEASE lock",
             "EVENT ISSET go"
         ]

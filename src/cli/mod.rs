@@ -44,6 +44,9 @@ pub enum Command {
     Ctl(crate::ctl::CtlArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Watch and steer running pipelines from another terminal
+    #[command(flatten)]
+    Ops(crate::ops::OpsCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -185,7 +188,10 @@ const SUBCOMMANDS: &[&str] = &[
 pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
         let is_flag_for_prun = matches!(first, "-h" | "--help" | "-V" | "--version");
-        if !SUBCOMMANDS.contains(&first) && !is_flag_for_prun {
+        if !SUBCOMMANDS.contains(&first)
+            && !crate::ops::SUBCOMMANDS.contains(&first)
+            && !is_flag_for_prun
+        {
             args.insert(1, "run".into());
         }
     }
@@ -214,6 +220,7 @@ pub fn main() -> i32 {
         Command::Graph(a) => graph_cmd(a),
         Command::Schema(a) => schema_cmd(a),
         Command::Ctl(a) => crate::ctl::ctl_main(a),
+        Command::Ops(c) => crate::ops::main(c),
         Command::Completions(a) => {
             let mut buf = Vec::new();
             clap_complete::generate(a.shell, &mut Cli::command(), "prun", &mut buf);
@@ -276,6 +283,7 @@ fn run(a: RunArgs) -> i32 {
         color: Some(a.color.as_str().to_string()),
         resume: a.resume,
         pass_stdout: std::io::stdout().is_terminal(),
+        file: Some(a.file.file.clone()),
     };
     crate::run::run(plan, &opts)
 }

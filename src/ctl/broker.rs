@@ -409,6 +409,7 @@ mod tests {
         (
             CtlRequest {
                 conn,
+                via: None,
                 peer_pid: 4242,
                 peer_uid: 0,
                 command,

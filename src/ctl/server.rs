@@ -27,6 +27,11 @@ use super::{CtlCommand, CtlReply, MAX_LINE};
 pub struct CtlRequest {
     /// Connection id: every request of one connection, and its `Hangup`, share it.
     pub conn: u64,
+    /// The instance this connection speaks for when it came through that instance's
+    /// own socket ([`CtlServer::listen_for`]: a remote instance's forwarded socket,
+    /// whose peer is `ssh`, not the instance); None on the shared socket, where the
+    /// peer's pid says who asks.
+    pub via: Option<u64>,
     pub peer_pid: i32,
     pub peer_uid: u32,
     pub command: CtlCommand,
@@ -43,6 +48,10 @@ pub struct CtlServer {
     /// A duplicate of the listening socket, to wake the accept thread on stop.
     listener_fd: Option<OwnedFd>,
     accept: Option<JoinHandle<()>>,
+    /// Where requests go (for the instances' own sockets).
+    tx: Sender<CtlRequest>,
+    /// The instances' own sockets: path, a duplicate of the listener, accept thread.
+    own: Vec<(PathBuf, OwnedFd, JoinHandle<()>)>,
 }
 
 impl CtlServer {
@@ -58,16 +67,35 @@ impl CtlServer {
         let (tx, rx) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
+        let tx2 = tx.clone();
         let accept = std::thread::Builder::new()
             .name("prun-ctl-accept".into())
-            .spawn(move || accept_loop(listener, tx, stop2))?;
+            .spawn(move || accept_loop(listener, tx2, stop2, None))?;
         Ok(CtlServer {
             path,
             requests: rx,
             stop,
             listener_fd: Some(listener_fd),
             accept: Some(accept),
+            tx,
+            own: Vec::new(),
         })
+    }
+
+    /// Also accept on `path` (in the private run directory), every request of which
+    /// speaks for instance `via`: a remote instance's control socket, forwarded by
+    /// ssh (the peer is then ssh itself, so credentials cannot tell the instance).
+    pub fn listen_for(&mut self, path: &Path, via: u64) -> std::io::Result<()> {
+        let listener = UnixListener::bind(path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+        })?;
+        let fd = listener.as_fd().try_clone_to_owned()?;
+        let (tx, stop) = (self.tx.clone(), Arc::clone(&self.stop));
+        let accept = std::thread::Builder::new()
+            .name(format!("prun-ctl-accept-{via}"))
+            .spawn(move || accept_loop(listener, tx, stop, Some(via)))?;
+        self.own.push((path.to_path_buf(), fd, accept));
+        Ok(())
     }
 
     /// The socket path, to export as `PRUN_CTL`.
@@ -92,6 +120,11 @@ impl CtlServer {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
+        for (path, fd, accept) in self.own.drain(..) {
+            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            let _ = accept.join();
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -105,8 +138,16 @@ impl Drop for CtlServer {
 /// without end cannot make prun spawn threads without end.
 pub const MAX_CONNECTIONS: usize = 256;
 
-fn accept_loop(listener: UnixListener, tx: Sender<CtlRequest>, stop: Arc<AtomicBool>) {
-    let next_conn = AtomicU64::new(1);
+/// Connection ids, unique across every socket of the process.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+fn accept_loop(
+    listener: UnixListener,
+    tx: Sender<CtlRequest>,
+    stop: Arc<AtomicBool>,
+    via: Option<u64>,
+) {
+    let next_conn = &NEXT_CONN;
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let my_uid = nix::unistd::geteuid().as_raw();
     loop {
@@ -144,7 +185,7 @@ fn accept_loop(listener: UnixListener, tx: Sender<CtlRequest>, stop: Arc<AtomicB
         let spawned = std::thread::Builder::new()
             .name(format!("prun-ctl-{conn}"))
             .spawn(move || {
-                serve(stream, conn, my_uid, &tx);
+                serve(stream, conn, via, my_uid, &tx);
                 count.fetch_sub(1, Ordering::Relaxed);
             });
         // If no thread can be made the stream is dropped: the client sees EOF.
@@ -179,12 +220,13 @@ fn peer_gone(stream: &UnixStream) -> bool {
 
 /// Serve one connection; when it ends, tell the supervisor (its `SEM HOLD` permits
 /// go back).
-fn serve(stream: UnixStream, conn: u64, my_uid: u32, tx: &Sender<CtlRequest>) {
-    let peer = serve_requests(stream, conn, my_uid, tx);
+fn serve(stream: UnixStream, conn: u64, via: Option<u64>, my_uid: u32, tx: &Sender<CtlRequest>) {
+    let peer = serve_requests(stream, conn, via, my_uid, tx);
     if let Some((pid, uid)) = peer {
         let (dead_tx, _) = crossbeam_channel::bounded(1);
         let _ = tx.send(CtlRequest {
             conn,
+            via,
             peer_pid: pid,
             peer_uid: uid,
             command: CtlCommand::Hangup { lost: None },
@@ -198,6 +240,7 @@ fn serve(stream: UnixStream, conn: u64, my_uid: u32, tx: &Sender<CtlRequest>) {
 fn serve_requests(
     mut stream: UnixStream,
     conn: u64,
+    via: Option<u64>,
     my_uid: u32,
     tx: &Sender<CtlRequest>,
 ) -> Option<(i32, u32)> {
@@ -258,6 +301,7 @@ fn serve_requests(
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         let request = CtlRequest {
             conn,
+            via,
             peer_pid: cred.pid(),
             peer_uid: cred.uid(),
             command,
@@ -271,6 +315,7 @@ fn serve_requests(
             let (dead_tx, _) = crossbeam_channel::bounded(1);
             let _ = tx.send(CtlRequest {
                 conn,
+                via,
                 peer_pid: cred.pid(),
                 peer_uid: cred.uid(),
                 command: CtlCommand::Hangup { lost },

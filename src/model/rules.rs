@@ -156,7 +156,32 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
         }
     }
 
+    check_hosts(spec, diags);
     check_programs(spec, m, diags);
+}
+
+/// What cannot cross to another host: an engine carries stdin, stdout and stderr, not
+/// extra descriptors.
+fn check_hosts(spec: &PipelineSpec, diags: &mut Vec<Diagnostic>) {
+    let default_on = spec.defaults.as_ref().and_then(|d| d.on.as_ref());
+    for s in &spec.stages {
+        let Some(on) = s.on.as_ref().or(default_on).filter(|on| !on.is_empty()) else {
+            continue;
+        };
+        for f in s.fds.iter().flatten() {
+            let d = Diagnostic::error(
+                "fds-on-host",
+                format!(
+                    "stage `{}` runs on another host (`on: {}`), where descriptor {} cannot reach",
+                    s.name.value, on[0].value, f.fd.value
+                ),
+            )
+            .at(f.fd.span, "not carried to other hosts")
+            .related(on[0].span, "runs there")
+            .help("ssh and srun carry stdin, stdout and stderr only: use those for the queues of a remote stage");
+            diags.push(d);
+        }
+    }
 }
 
 /// Parts of the format that `validate` and `plan` accept (they are parsed, checked
@@ -165,24 +190,12 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
 /// anything starts. Delete a line here when the runtime implements it.
 pub fn not_yet_supported(spec: &PipelineSpec) -> Vec<Diagnostic> {
     let mut found: Vec<(crate::syntax::Span, &str)> = Vec::new();
-    for h in &spec.hosts {
-        found.push((
-            h.name.span,
-            "`hosts` and `on` (running stages on other machines)",
-        ));
-    }
     for q in &spec.queues {
         if let Some(o) = q.order.as_ref().filter(|o| o.value == Order::Writers) {
             found.push((o.span, "`order: writers`"));
         }
     }
     for s in spec.stages.iter().chain(spec.defaults.as_ref()) {
-        for host in s.on.iter().flatten() {
-            found.push((
-                host.span,
-                "`hosts` and `on` (running stages on other machines)",
-            ));
-        }
         match s.foreach.as_ref().map(|f| (&f.value, f.span)) {
             Some((ForeachSpec::Matrix(_), span)) => found.push((span, "`foreach: {matrix}`")),
             Some((ForeachSpec::Queue { batch: Some(_), .. }, span)) => {

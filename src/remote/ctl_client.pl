@@ -28,8 +28,7 @@ sub millis {
     return int($1 * $unit{$2} * 1000);
 }
 
-sub request {
-    my ($line) = @_;
+sub connect_prun {
     my $path = $ENV{PRUN_CTL} // '';
     if ($path eq '') {
         print STDERR "prun ctl: PRUN_CTL is not set: run this from a stage started by prun\n";
@@ -39,9 +38,18 @@ sub request {
         print STDERR "prun ctl: cannot reach prun at $path: $!\n";
         exit $UNREACHABLE;
     };
+    $s->autoflush(1);
+    return $s;
+}
+
+# One request on connection $s (or on a connection of its own).
+sub request {
+    my ($line, $s) = @_;
+    my $own = !defined $s;
+    $s = connect_prun() if $own;
     print $s "$line\n";
     my $reply = <$s>;
-    close $s;
+    close $s if $own;
     if (!defined $reply) {
         print STDERR "prun ctl: prun closed the connection without a reply\n";
         exit $UNREACHABLE;
@@ -88,7 +96,10 @@ usage() unless $kind eq 'sem';
 if ($verb eq 'acquire') { exit report(request("SEM ACQUIRE $name$t"), "waiting for a permit of `$name`") }
 if ($verb eq 'release') { exit report(request("SEM RELEASE $name"), "sem release $name") }
 usage() unless $verb eq 'run' && @cmd;
-my $code = report(request("SEM ACQUIRE $name$t"), "waiting for a permit of `$name`");
+# The permit belongs to this connection: if this process dies, the connection closes
+# and prun gives the permit back at once.
+my $session = connect_prun();
+my $code = report(request("SEM HOLD $name$t", $session), "waiting for a permit of `$name`");
 exit $code if $code != $OK;
 my $pid = fork;
 if (!defined $pid) { print STDERR "prun ctl: fork: $!\n"; exit 126 }
@@ -101,7 +112,6 @@ local $SIG{INT} = 'IGNORE';
 local $SIG{QUIT} = 'IGNORE';
 waitpid($pid, 0);
 my $status = $?;
-if (report(request("SEM RELEASE $name"), "sem release $name") != $OK) {
-    print STDERR "prun ctl: the permit of `$name` stays with this instance until it ends\n";
-}
+report(request("SEM RELEASE $name", $session), "sem release $name");
+close $session;
 exit(($status & 127) ? 128 + ($status & 127) : $status >> 8);

@@ -21,7 +21,6 @@
 //! end line into the exact status. That is how a remote exit 255 or a remote SIGKILL is
 //! told apart from `ssh`'s own exit 255.
 
-pub mod launch;
 pub mod place;
 pub mod slurm;
 pub mod ssh;
@@ -274,6 +273,43 @@ pub struct Seen {
     pub ended: Option<Ended>,
     /// What the engine wrote before the start line (its own messages), trimmed.
     pub engine_text: String,
+    /// The engine's last status line taken out of the stream after the start line
+    /// (Slurm: `srun: error: Node failure on node1`), for a lost instance's message.
+    pub engine_tail: String,
+}
+
+/// Which of the engine's own lines are taken out of the instance's stream once it
+/// runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineLines {
+    /// Nothing (ssh adds nothing to a session's stderr once it runs).
+    Keep,
+    /// `srun: …` lines (srun's own account of the task's end, which prun reports
+    /// exactly) and slurmstepd's plain `*** STEP … CANCELLED AT … ***` banner (what
+    /// a stop by prun prints). Other slurmstepd lines (an OOM kill, a time limit)
+    /// stay: they tell the user something prun does not.
+    Slurm,
+}
+
+/// Longest engine line held back to decide whether it is the engine's own.
+const ENGINE_LINE_MAX: usize = 4096;
+
+fn slurm_noise(line: &[u8]) -> bool {
+    static BANNER: OnceLock<regex::bytes::Regex> = OnceLock::new();
+    let banner = BANNER.get_or_init(|| {
+        regex::bytes::Regex::new(
+            r"^slurmstepd[^:\s]*: error: \*\*\* (STEP|JOB) \S+ ON \S+ CANCELLED AT \S+ \*\*\*\r?\n?$",
+        )
+        .expect("valid regex")
+    });
+    line.starts_with(b"srun: ") || banner.is_match(line)
+}
+
+/// Could this start of a line still become an engine line (`EngineLines::Slurm`)?
+fn slurm_candidate(start: &[u8]) -> bool {
+    [b"srun: ".as_slice(), b"slurmstepd".as_slice()]
+        .iter()
+        .any(|p| start.starts_with(p) || p.starts_with(start))
 }
 
 /// Splits an engine's stderr stream: the wrapper's tagged report lines are taken out;
@@ -284,14 +320,27 @@ pub struct Demux {
     /// Bytes held back: a possible start of a tag, or a tagged line not yet complete.
     held: Vec<u8>,
     pub seen: Seen,
+    engine: EngineLines,
+    /// The output is at the start of a line.
+    line_start: bool,
+    /// The start of an output line held back while it may be an engine line.
+    line: Vec<u8>,
 }
 
 impl Demux {
     pub fn new(nonce: &str) -> Demux {
+        Demux::filtering(nonce, EngineLines::Keep)
+    }
+
+    /// A demux that also takes the engine's own lines out once the instance runs.
+    pub fn filtering(nonce: &str, engine: EngineLines) -> Demux {
         Demux {
             tag: format!("\u{1e}prun:{nonce}:").into_bytes(),
             held: Vec::new(),
             seen: Seen::default(),
+            engine,
+            line_start: true,
+            line: Vec::new(),
         }
     }
 
@@ -367,20 +416,77 @@ impl Demux {
         if bytes.is_empty() {
             return Ok(());
         }
-        if self.seen.started.is_none() && self.seen.engine_text.len() < ENGINE_TEXT_MAX {
-            let room = ENGINE_TEXT_MAX - self.seen.engine_text.len();
-            let take = &bytes[..bytes.len().min(room)];
-            self.seen
-                .engine_text
-                .push_str(&String::from_utf8_lossy(take));
+        if self.seen.started.is_none() {
+            if self.seen.engine_text.len() < ENGINE_TEXT_MAX {
+                let room = ENGINE_TEXT_MAX - self.seen.engine_text.len();
+                let take = &bytes[..bytes.len().min(room)];
+                self.seen
+                    .engine_text
+                    .push_str(&String::from_utf8_lossy(take));
+            }
+            self.line_start = bytes.last() == Some(&b'\n');
+            return out.write_all(bytes);
         }
-        out.write_all(bytes)
+        match self.engine {
+            EngineLines::Keep => out.write_all(bytes),
+            EngineLines::Slurm => self.filter(bytes, out),
+        }
+    }
+
+    /// Pass `bytes` on, holding back line starts that may be the engine's own lines
+    /// and dropping those that are.
+    fn filter(&mut self, mut bytes: &[u8], out: &mut dyn Write) -> io::Result<()> {
+        while !bytes.is_empty() {
+            if !self.line_start {
+                // In the middle of a line that is passed on: up to its end.
+                match memchr::memchr(b'\n', bytes) {
+                    Some(nl) => {
+                        out.write_all(&bytes[..=nl])?;
+                        bytes = &bytes[nl + 1..];
+                        self.line_start = true;
+                    }
+                    None => return out.write_all(bytes),
+                }
+                continue;
+            }
+            let nl = memchr::memchr(b'\n', bytes);
+            let end = nl.map_or(bytes.len(), |n| n + 1);
+            self.line.extend_from_slice(&bytes[..end]);
+            bytes = &bytes[end..];
+            let whole = nl.is_some();
+            let head = &self.line[..self.line.len().min(16)];
+            if !slurm_candidate(head) || (!whole && self.line.len() > ENGINE_LINE_MAX) {
+                // Not an engine line: pass on what was held.
+                let line = std::mem::take(&mut self.line);
+                out.write_all(&line)?;
+                self.line_start = whole;
+                continue;
+            }
+            if !whole {
+                return Ok(());
+            }
+            let line = std::mem::take(&mut self.line);
+            if slurm_noise(&line) {
+                self.seen.engine_tail = String::from_utf8_lossy(&line).trim().to_string();
+            } else {
+                out.write_all(&line)?;
+            }
+        }
+        Ok(())
     }
 
     /// The stream ended: anything held back was not a report after all.
     pub fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
         let held = std::mem::take(&mut self.held);
         self.pass(&held, out)?;
+        let line = std::mem::take(&mut self.line);
+        if !line.is_empty() {
+            if slurm_noise(&line) {
+                self.seen.engine_tail = String::from_utf8_lossy(&line).trim().to_string();
+            } else {
+                out.write_all(&line)?;
+            }
+        }
         out.flush()
     }
 
@@ -455,7 +561,10 @@ pub fn classify(seen: &Seen, client: ClientExit, engine: &str) -> Outcome {
                 (Some(c), _) => format!("{engine} ended with {c} before the instance did"),
                 _ => format!("{engine} ended"),
             };
-            let text = last_line(&seen.engine_text);
+            let text = match seen.engine_tail.as_str() {
+                "" => last_line(&seen.engine_text),
+                tail => tail,
+            };
             Outcome::Lost(if text.is_empty() {
                 format!("connection lost: {how}")
             } else {
@@ -549,6 +658,29 @@ mod tests {
             })
         );
         assert_eq!(whole_seen.started.unwrap().job.as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn slurm_lines_are_taken_out_once_the_instance_runs_whatever_the_cuts() {
+        let s: &[u8] = b"srun: job 5 queued\n\x1eprun:n1:S pgid=1 start=2 node=node1 job=5 step=0\nuser out\nuser: srun: in the middle\nslurmstepd-node1: error: *** STEP 5.0 ON node1 CANCELLED AT 2026-01-01T00:00:00 ***\nslurmstepd: error: Detected 1 oom_kill event\nsrunx\nsrun: error: node1: task 0: Exited with exit code 3\n\x1eprun:n1:E exit 3\nlast";
+        let want: &[u8] = b"srun: job 5 queued\nuser out\nuser: srun: in the middle\nslurmstepd: error: Detected 1 oom_kill event\nsrunx\nlast";
+        for cut in 0..s.len() {
+            let mut d = Demux::filtering("n1", EngineLines::Slurm);
+            let mut out = Vec::new();
+            d.feed(&s[..cut], &mut out).unwrap();
+            d.feed(&s[cut..], &mut out).unwrap();
+            d.finish(&mut out).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(want),
+                "cut at {cut}"
+            );
+            assert_eq!(
+                d.seen.engine_tail,
+                "srun: error: node1: task 0: Exited with exit code 3"
+            );
+            assert_eq!(d.seen.ended, Some(Ended::Exit(3)));
+        }
     }
 
     #[test]

@@ -67,6 +67,7 @@ struct Host {
 #[derive(Debug)]
 pub struct Hosts {
     run_id: String,
+    allocation: Option<String>,
     hosts: Vec<Host>,
 }
 
@@ -116,12 +117,18 @@ impl Hosts {
             .collect();
         Hosts {
             run_id: run_id.to_string(),
+            allocation,
             hosts,
         }
     }
 
     pub fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    /// The Slurm allocation prun runs in (`SLURM_JOB_ID`), if any.
+    pub fn allocation(&self) -> Option<String> {
+        self.allocation.clone()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -79,21 +79,31 @@ sub report {
 }
 
 # The run directory: private, ours, 0700; shared by this run's instances on this host.
+# Each user holds a shared lock on its .users file; the last one to leave removes the
+# directory. A directory removed between our mkdir and our lock is made again.
 my $dir = run_dir_of($runid);
-if (!mkdir($dir, 0700)) {
-    my @st = lstat $dir;
-    unless (@st && -d _ && $st[4] == $< && ($st[2] & 077) == 0) {
-        report("S pgid=0 start=0 node=" . node());
-        report("E nostart cannot use the run directory $dir on this host: it exists and is not a private directory of this user");
-        exit 126;
+my $lock;
+for my $attempt (1 .. 5) {
+    if (!mkdir($dir, 0700)) {
+        my @st = lstat $dir;
+        unless (@st && -d _ && $st[4] == $< && ($st[2] & 077) == 0) {
+            report("S pgid=0 start=0 node=" . node());
+            report("E nostart cannot use the run directory $dir on this host: it exists and is not a private directory of this user");
+            exit 126;
+        }
     }
+    undef $lock;
+    open($lock, '>>', "$dir/.users") or do {
+        next if $attempt < 5 && !-d $dir;
+        report("S pgid=0 start=0 node=" . node());
+        report("E nostart cannot use the run directory $dir: $!");
+        exit 126;
+    };
+    flock($lock, LOCK_SH);
+    my @held = stat $lock;
+    my @now = stat "$dir/.users";
+    last if @now && $now[0] == $held[0] && $now[1] == $held[1];
 }
-open(my $lock, '>>', "$dir/.users") or do {
-    report("S pgid=0 start=0 node=" . node());
-    report("E nostart cannot use the run directory $dir: $!");
-    exit 126;
-};
-flock($lock, LOCK_SH);
 
 # CLIENT (when not empty): the `prun ctl` client, put in the run directory's bin/ (on
 # PATH) for the run; PRUN_CTL then names a socket that ssh forwards to prun.
@@ -290,6 +300,9 @@ kill 'KILL', -$pgid if $group eq 'own';
 for (1 .. 3) { last unless kill_all('KILL'); reap(); select(undef, undef, undef, 0.01) }
 reap();
 forget_ctl();
+# Under Slurm no cleanup command comes at the end (it could wait in the queue): the
+# last step of the run on this node removes the directory.
+remove_if_last() if $group eq 'same';
 my $drain_until = now() + 2;
 pump(0.05) while $log_open && now() < $drain_until;
 if ($failed ne '') {

@@ -78,6 +78,10 @@ pub struct InstanceReport {
     /// A foreach item not run because it succeeded in the `--resume` report (its
     /// state is `skipped`; a later `--resume` of this report skips it again).
     pub resumed: bool,
+    /// The host (its name under `hosts:`) its last run went to; null for this machine.
+    pub host: Option<String>,
+    /// The Slurm node its last run ran on (null elsewhere, or if it never started there).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -115,6 +119,21 @@ struct InstanceRecord {
     restarts: u32,
     records_in: Option<u64>,
     records_out: Option<u64>,
+    host: Option<String>,
+    node: Option<String>,
+}
+
+/// One instance as it is now (`prun status`).
+pub struct LiveEntry<'a> {
+    pub name: &'a str,
+    pub stage: &'a str,
+    pub item: Option<&'a str>,
+    pub state: &'static str,
+    pub detail: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub records_in: Option<u64>,
+    pub records_out: Option<u64>,
 }
 
 /// Folds events into a [`Report`].
@@ -203,6 +222,14 @@ impl ReportBuilder {
                 self.status = Some((*status, *exit_code, *duration));
             }
             Event::Deadlock { message } => self.deadlock = Some(message.clone()),
+            Event::Placed { id, host, node } => {
+                if let Some(r) = self.index.get(id).and_then(|&i| self.instances.get_mut(i)) {
+                    if r.host.as_ref() != Some(host) || node.is_some() {
+                        r.node = node.clone();
+                    }
+                    r.host = Some(host.clone());
+                }
+            }
             _ => {}
         }
     }
@@ -218,7 +245,41 @@ impl ReportBuilder {
             restarts: 0,
             records_in: None,
             records_out: None,
+            host: None,
+            node: None,
         });
+    }
+
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// An instance's name and its stage's name.
+    pub fn name_and_stage(&self, id: usize) -> Option<(&str, &str)> {
+        self.index
+            .get(&id)
+            .and_then(|&i| self.instances.get(i))
+            .map(|r| (r.info.name.as_str(), r.info.stage_name.as_str()))
+    }
+
+    /// Every instance as it is now (live states, not only end states), in report order.
+    pub fn live_entries(&self) -> Vec<LiveEntry<'_>> {
+        let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
+        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
+        records
+            .into_iter()
+            .map(|r| LiveEntry {
+                name: &r.info.name,
+                stage: &r.info.stage_name,
+                item: r.info.item.as_deref(),
+                state: r.state.name(),
+                detail: r.state.describe(),
+                pid: r.pid,
+                restarts: r.restarts,
+                records_in: r.records_in,
+                records_out: r.records_out,
+            })
+            .collect()
     }
 
     /// The name of an instance by id.
@@ -313,6 +374,8 @@ fn instance_report(r: &InstanceRecord) -> InstanceReport {
         detail: r.state.describe(),
         downstream_closed: r.state == State::Succeeded(Success::DownstreamClosed),
         resumed: r.info.resumed,
+        host: r.host.clone(),
+        node: r.node.clone(),
     }
 }
 

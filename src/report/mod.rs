@@ -21,6 +21,7 @@ mod journal;
 mod json;
 mod junit;
 mod lines;
+mod live;
 mod logdir;
 mod order;
 mod sanitize;
@@ -36,13 +37,13 @@ pub use journal::{Journal, RESUME_CAP, read_resume};
 pub use json::{
     EndState, InstanceReport, QueueReport, Report, ReportBuilder, ReportStatus, report_schema,
 };
+pub use live::{FollowLine, Live, LiveState};
 pub use logdir::check_dir as check_log_dir;
 pub use sanitize::clean_line;
 pub use table::format_table;
 pub use term::{Terminal, TerminalOptions};
 
 use crate::event::{Event, Level, ShutdownCause, State};
-use lines::LineStore;
 use logdir::LogDir;
 use screen::Screen;
 
@@ -67,6 +68,8 @@ pub struct Options {
     /// By stage id: the pipes prun reads per run of an instance (its log, a passed
     /// through stdout), each ended with `LogClosed`.
     pub log_pipes: Vec<u32>,
+    /// Routed queues' capacities (for `prun status`).
+    pub capacities: Vec<(String, u64)>,
 }
 
 /// How the reporter ended: `write_failed` when a log or report file could not be
@@ -78,11 +81,13 @@ pub struct Rendered {
 }
 
 struct Reporter {
-    builder: ReportBuilder,
+    live: Live,
     terminal: Terminal,
     screen: Screen,
-    lines: LineStore,
     log_dir: Option<LogDir>,
+    /// Routed queues' capacities, and when each was last counted.
+    capacities: std::collections::HashMap<String, u64>,
+    queue_seen: std::collections::HashMap<String, Instant>,
     journal: Option<Journal>,
     junit: Option<std::path::PathBuf>,
     write_failed: bool,
@@ -92,11 +97,13 @@ struct Reporter {
 
 impl Reporter {
     fn apply(&mut self, event: &Event, now: Instant) {
+        let live = self.live.clone();
+        let mut st = live.lock();
         match event {
             Event::Log { id, line } => {
-                self.lines.push(*id, line);
+                st.line(*id, line);
                 if let Some(dir) = &mut self.log_dir {
-                    let name = self.builder.name_of(*id).unwrap_or("unknown");
+                    let name = st.builder.name_of(*id).unwrap_or("unknown");
                     if let Some(e) = dir.write(*id, name, line) {
                         self.write_error(e);
                     }
@@ -113,14 +120,30 @@ impl Reporter {
             Event::ShutdownStarted {
                 cause: ShutdownCause::Signal(_),
             } => self.interrupted = true,
+            Event::PipelineStarted { .. } => st.started = Some(now),
+            Event::QueueProgress { name, records, .. } => {
+                let capacity = self.capacities.get(name).copied();
+                let (last, rate, _) = st.queues.get(name).copied().unwrap_or_default();
+                let secs = now
+                    .saturating_duration_since(
+                        self.queue_seen.insert(name.clone(), now).unwrap_or(now),
+                    )
+                    .as_secs_f64();
+                let rate = if secs > 0.0 {
+                    records.saturating_sub(last) as f64 / secs
+                } else {
+                    rate
+                };
+                st.queues.insert(name.clone(), (*records, rate, capacity));
+            }
             _ => {}
         }
-        self.builder.apply(event);
+        st.builder.apply(event);
         if let Event::StateChanged { id, state, .. } = event
             && state.is_end()
         {
             if let Some(j) = &mut self.journal
-                && let Some(entry) = self.builder.instance_report(*id)
+                && let Some(entry) = st.builder.instance_report(*id)
                 && let Err(e) = j.append(&entry)
             {
                 let path = j.path().display().to_string();
@@ -133,10 +156,10 @@ impl Reporter {
                     | State::TimedOut { .. }
                     | State::CouldNotStart { .. }
             );
-            self.lines.ended(*id, failed);
+            st.lines.ended(*id, failed);
         }
-        self.terminal
-            .on_event(event, &self.builder, &self.lines, now);
+        let st = &*st;
+        self.terminal.on_event(event, &st.builder, &st.lines, now);
     }
 
     fn write_error(&mut self, message: String) {
@@ -154,18 +177,20 @@ pub fn render(
     logs: Receiver<Event>,
     opts: &Options,
     journal: Option<Journal>,
+    live: Live,
 ) -> Rendered {
     let screen = Screen::start();
     let mut r = Reporter {
-        builder: ReportBuilder::new(),
+        live,
         terminal: Terminal::new(
             TerminalOptions::from_run_options(opts),
             screen.clone(),
             opts.log_pipes.clone(),
         ),
         screen: screen.clone(),
-        lines: LineStore::default(),
         log_dir: opts.log_dir.clone().map(LogDir::new),
+        capacities: opts.capacities.iter().cloned().collect(),
+        queue_seen: Default::default(),
         journal,
         junit: opts.junit.clone(),
         write_failed: false,
@@ -180,7 +205,8 @@ pub fn render(
         let take_logs = logs_open && (!backed_up || r.interrupted);
         // Held notices are released only while no log line waits for us.
         if !backed_up && logs.is_empty() {
-            r.terminal.release_expired(&r.lines, now);
+            let live = r.live.clone();
+            r.terminal.release_expired(&live.lock().lines, now);
         }
         if r.terminal.has_board() && !backed_up && now >= next_tick {
             r.terminal.tick();
@@ -243,13 +269,15 @@ pub fn render(
 
 /// The report file first, then the table, then a bounded time for the terminal.
 fn finish(mut r: Reporter) -> Rendered {
+    let live = r.live.clone();
+    let mut st = live.lock();
     if r.write_failed {
-        r.builder.fail_with_write_error();
+        st.builder.fail_with_write_error();
     }
-    let mut report = r.builder.report();
+    let mut report = st.builder.report();
     if let Some(path) = &r.junit {
-        let ids = r.builder.ordered_ids();
-        let lines = &r.lines;
+        let ids = st.builder.ordered_ids();
+        let lines = &st.lines;
         let tail = |n: usize| {
             ids.get(n)
                 .map(|&id| {
@@ -280,7 +308,9 @@ fn finish(mut r: Reporter) -> Rendered {
             }
         }
     }
-    r.terminal.finish(&report, &r.lines);
+    r.terminal.finish(&report, &st.lines);
+    st.finish();
+    drop(st);
     r.screen.finish(EXIT_STALL, EXIT_CAP);
     Rendered {
         write_failed: r.write_failed,

@@ -174,6 +174,8 @@ mod tests {
                 detail: "failed (exit 3)".into(),
                 downstream_closed: false,
                 resumed: false,
+                host: None,
+                node: None,
             }],
             queues: vec![],
             deadlock: None,

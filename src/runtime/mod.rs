@@ -28,6 +28,7 @@ use std::sync::{Mutex, MutexGuard};
 use crossbeam_channel::Sender;
 
 pub use crate::event::{Event, InstanceId, InstanceInfo, Level, RunStatus, ShutdownCause, State};
+pub use msg::{Steer, SteerRequest};
 pub use supervisor::children_of;
 
 use crate::plan::Plan;
@@ -52,7 +53,8 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
 /// line on stops reading, and only that stage blocks on its own output, as in a shell.
 /// Each log pipe ends with [`Event::LogClosed`] on `logs`, after its last line.
 ///
-/// `pass_stdout`: prun's stdout is a terminal, and the stages on `stdout: inherit` write
+/// `pass_stdout`: prun's stdout is a terminal, and the stages on `stdout: inherit` (but
+/// not `stdin: inherit`: an interactive stage keeps the terminal) write
 /// into a pipe that prun reads ([`Event::Output`] on `logs`, then `LogClosed`), so
 /// their output is passed through above the status board and never splits a line;
 /// otherwise they get prun's stdout itself (zero copy: `prun p.yaml > out`).
@@ -61,6 +63,8 @@ pub struct Sinks {
     pub events: Sender<Event>,
     pub logs: Sender<Event>,
     pub pass_stdout: bool,
+    /// Requests from `prun stop|restart|signal` (forwarded into the loop).
+    pub steer: Option<crossbeam_channel::Receiver<SteerRequest>>,
 }
 
 /// Run the plan, sending every [`Event`] (log lines too) to `events`; returns prun's
@@ -68,6 +72,7 @@ pub struct Sinks {
 pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
     let sinks = Sinks {
         pass_stdout: false,
+        steer: None,
         logs: events.clone(),
         events,
     };
@@ -82,6 +87,20 @@ pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, Str
     // prun reaps every orphaned descendant (SPEC 5.4).
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let (msg_tx, msg_rx) = crossbeam_channel::unbounded();
+    if let Some(steer) = sinks.steer.clone() {
+        let tx = msg_tx.clone();
+        // Ends when the run drops its sender of `msg` (the loop is gone) or the ops
+        // server its sender of `steer`.
+        let _ = std::thread::Builder::new()
+            .name("prun-steer".into())
+            .spawn(move || {
+                for req in steer {
+                    if tx.send(msg::Msg::Steer(req)).is_err() {
+                        break;
+                    }
+                }
+            });
+    }
 
     let run_dir = match crate::rundir::create() {
         Ok(d) => d,

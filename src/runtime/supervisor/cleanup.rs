@@ -26,6 +26,8 @@ use crate::runtime::scanner;
 impl Supervisor {
     pub(super) fn finish(mut self) -> i32 {
         self.scanner = None;
+        // Other hosts first: their run directories, the Slurm sweep, the connections.
+        self.finish_remote();
         // Stray group members (a leader ended, its background children did not), stop
         // commands, and probes.
         let mut groups: Vec<i32> = self

@@ -53,6 +53,10 @@ impl Supervisor {
     pub(super) fn handle_ctl(&mut self, req: CtlRequest) {
         let holder = if matches!(req.command, CtlCommand::Hangup { .. }) {
             None
+        } else if let Some(via) = req.via {
+            // A remote instance's own socket: it speaks for that instance while it runs.
+            let id = via as usize;
+            (id < self.insts.len() && self.insts[id].pid().is_some()).then_some(via)
         } else {
             self.owner_of_pid(req.peer_pid).map(|id| id as u64)
         };

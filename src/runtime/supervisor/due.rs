@@ -13,6 +13,9 @@ use crate::event::InstanceId;
 
 impl Supervisor {
     pub(super) fn instance_due(&mut self, id: InstanceId, now: Instant) {
+        if self.remote_exit_due(id, now) {
+            return;
+        }
         enum Act {
             Nothing,
             Judge,
@@ -135,10 +138,24 @@ impl Supervisor {
         }
     }
 
-    /// Send `sig` to the instance's whole process group, wherever it runs.
+    /// Send `sig` to the instance's whole process group, wherever it runs (on another
+    /// host: by a command over its engine, spawned here and reaped like any child).
     pub(super) fn signal_instance(&mut self, id: InstanceId, sig: i32) {
-        if let Some(run) = self.insts[id].run() {
-            self.places[run.place].signal(&run.launched, sig);
+        let Some(run) = self.insts[id].run() else {
+            return;
+        };
+        let client = run.launched.pid;
+        match self.places.signal(run.place, &run.launched, sig) {
+            Some(spec) => self.spawn_remote_signal(id, client, sig, spec),
+            None => {
+                if sig != libc::SIGCONT
+                    && let Some(r) = self.insts[id]
+                        .run_mut()
+                        .and_then(|r| r.launched.remote.as_mut())
+                {
+                    r.stopped_early = true;
+                }
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use crate::event::{InstanceInfo, ProcessEnd, State};
 use crate::plan::QueueId;
 use crate::runtime::opener::FileOpens;
-use crate::runtime::place::Launched;
+use crate::runtime::place::{Launched, Place};
 
 /// A queue endpoint attached to a router for the current process of an instance.
 #[derive(Debug, Clone, Copy)]
@@ -96,10 +96,10 @@ pub(super) enum Stop {
 /// A process of the instance that is running.
 #[derive(Debug)]
 pub(super) struct Run {
-    /// Where it runs (an index into the supervisor's places) and what that place needs
-    /// to reach it: `launched.pid` leads the local process group (the stage itself, or
-    /// the client of the engine that runs it elsewhere).
-    pub place: usize,
+    /// Where it runs and what that place needs to reach it: `launched.pid` leads the
+    /// local process group (the stage itself, or the client of the engine that runs it
+    /// elsewhere).
+    pub place: Place,
     pub launched: Launched,
     pub readiness: Readiness,
     pub timeout_at: Option<Instant>,
@@ -122,11 +122,14 @@ pub(super) enum Life {
         opens: FileOpens,
     },
     Running(Run),
-    /// Died of SIGPIPE; judged once its readers are known to have ended (or `until`).
+    /// Died of SIGPIPE (or, on another host, lost its engine client, which is how a
+    /// closed reader shows there: `lost` is then the message if it was not that);
+    /// judged once its readers are known to have ended (or `until`).
     Judging {
         end: ProcessEnd,
         why: Option<StopWhy>,
         until: Instant,
+        lost: Option<String>,
     },
     /// Over for good.
     Ended(State),
@@ -156,6 +159,17 @@ pub(super) struct Inst {
     /// for the restart rather than reach another reader out of order. Released with
     /// `reader_not_coming` once the restart joins, or when none will come.
     pub expected_by: Vec<(QueueId, usize)>,
+    /// `prun stop` or `prun restart` asked for this instance's current run.
+    pub asked: Option<Asked>,
+}
+
+/// What `prun stop|restart` asked of a running instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Asked {
+    /// Stopped for good (no restart, whatever the policy).
+    Stop,
+    /// Started again as soon as it ended.
+    Restart,
 }
 
 impl Run {
@@ -183,6 +197,7 @@ impl Inst {
             start_error_code: 1,
             ports: Vec::new(),
             expected_by: Vec::new(),
+            asked: None,
         }
     }
 

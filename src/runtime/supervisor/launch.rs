@@ -1,6 +1,7 @@
 //! One start of an instance: its files opened (off the loop when it has any), its
-//! descriptors wired, its command launched at its place, then the bookkeeping of a new
-//! run: router ports, the log drain, `sets: started`, the readiness probe, the timeout.
+//! host's connection ready (on another host), its descriptors wired, its command
+//! launched at its place, then the bookkeeping of a new run: router ports, the log
+//! drain, the remote pump, `sets: started`, the readiness probe, the timeout.
 
 use std::os::fd::OwnedFd;
 
@@ -65,8 +66,17 @@ impl Supervisor {
         }
     }
 
-    /// Wire and launch the process; on success the instance is `Running`.
-    fn launch(&mut self, id: InstanceId, files: OpenedFiles) {
+    /// Wire and launch the process; on success the instance is `Running`. On another
+    /// host it may first wait for the host's shared connection (`Starting`).
+    pub(super) fn launch(&mut self, id: InstanceId, files: OpenedFiles) {
+        let place = self.place_of(id);
+        let files = match place.host() {
+            Some(h) => match self.connect_for(id, h, files) {
+                Some(files) => files,
+                None => return,
+            },
+            None => files,
+        };
         let stage_id = self.insts[id].info.stage;
         let stage = self.plan.stages[stage_id].clone();
         self.insts[id].generation += 1;
@@ -80,7 +90,7 @@ impl Supervisor {
         let mut router_ends: Vec<(RouterPort, OwnedFd)> = Vec::new();
         let mut log_read: Option<OwnedFd> = None;
         let mut out_read: Option<OwnedFd> = None;
-        let place = 0;
+        let opts = place.host().map(|_| self.remote_opts(id));
         let result = self
             .wire(
                 id,
@@ -90,23 +100,31 @@ impl Supervisor {
                 &mut log_read,
                 &mut out_read,
             )
-            .and_then(|()| self.places[place].launch(spec, self.guardian_fd()));
-        let launched = match result {
+            .and_then(|()| self.places.launch(place, spec, self.guardian_fd(), opts));
+        let (launched, pump) = match result {
             Ok(l) => l,
             Err(e) => {
-                let argv0 = self
-                    .render_argv(id, &stage.command)
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default();
+                let what = match self.places.host_name(place) {
+                    Some(host) => format!("on {host}"),
+                    None => self
+                        .render_argv(id, &stage.command)
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                };
                 self.release_terminal(id);
                 self.insts[id].start_error_code = spawn::exec_error_code(&e);
-                let error = format!("{}: {e}", argv0.to_string_lossy());
+                let error = format!("{what}: {e}");
                 self.finish_run(id, State::CouldNotStart { error });
                 return;
             }
         };
         let pid = launched.pid;
+        if let Some(pump) = pump {
+            self.start_pump(id, generation, pid, pump, place);
+        }
         let now = self.clock.now();
         self.owners.insert(pid, Owner::Instance(id));
         let restartable = stage.restart.policy != RestartPolicy::Never;

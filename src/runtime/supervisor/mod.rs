@@ -21,7 +21,9 @@
 //! end states, restarts), `readiness` (probes), `queues` (routers and direct pipes),
 //! `due` (an instance's deadlines), `shutdown` (drain order, stop steps), `orphans` (escaped descendants, the guardian),
 //! `terminal` (Ctrl-Z and `fg`), `cleanup` (the end of the run), `batch` (foreach), `coordinate` (`prun ctl`,
-//! deadlocks). Where an instance runs is [`Place`](super::place::Place)'s business.
+//! deadlocks), `remote` (instances on other hosts: slots, shared connections, the
+//! engine clients' reports). Where an instance runs is [`Places`](super::place::Places)'s
+//! business.
 //!
 //! Decisions where the SPEC is silent:
 //! - `on_failure: ignore` makes a failure count as success for `after` conditions too.
@@ -66,9 +68,11 @@ mod orphans;
 mod queues;
 mod readiness;
 mod reap;
+mod remote;
 mod render;
 mod shutdown;
 mod start;
+mod steer;
 mod terminal;
 mod timers;
 mod wiring;
@@ -81,7 +85,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::guardian::Guardian;
 use super::msg::{LineAction, Msg};
-use super::place::Place;
+use super::place::Places;
 use super::router::{QueueConfig, QueueRouter, RouterEvent};
 use crate::coord::Coord;
 use crate::ctl::{CtlBroker, CtlRequest, CtlServer};
@@ -105,6 +109,19 @@ enum Owner {
     Probe(InstanceId, u64),
     StopCmd(InstanceId),
     Guardian,
+    /// A host's shared connection (`ssh -M`); its end is told by its watcher.
+    Master,
+    /// A stop signal sent to a remote instance over its engine (`client`: the
+    /// instance's engine client, ended instead if the signal cannot be delivered).
+    RemoteSignal {
+        id: InstanceId,
+        client: i32,
+        sig: i32,
+    },
+    /// The Slurm sweeper (not registered with the guardian: it must outlive prun).
+    Sweeper,
+    /// A command that ends the run on a host (its run directory removed).
+    RemoteCleanup,
 }
 
 pub struct Supervisor {
@@ -127,8 +144,10 @@ pub struct Supervisor {
     /// Instances not ended yet: what every pass looks at.
     live: BTreeSet<InstanceId>,
     owners: HashMap<i32, Owner>,
-    /// Where instances can run; every stage runs at `places[0]` (this machine) today.
-    places: Vec<Place>,
+    /// Where instances can run: this machine and the hosts of `hosts:`.
+    places: Places,
+    /// Instances on other hosts as the loop tracks them.
+    remote: remote::RemoteRt,
     guardian: Option<Guardian>,
     coord: Coord,
     broker: CtlBroker,
@@ -213,6 +232,7 @@ impl Supervisor {
         let queues = plan.queues.iter().map(|_| QueueRt::default()).collect();
         let routers = plan.queues.iter().map(|_| None).collect();
         let now = Instant::now();
+        let places = Places::new(&plan.hosts, &crate::remote::random_token(), &run_dir);
         Supervisor {
             plan,
             events: sinks.events,
@@ -230,7 +250,8 @@ impl Supervisor {
             by_stage,
             live,
             owners: HashMap::new(),
-            places: vec![Place::Local],
+            places,
+            remote: remote::RemoteRt::default(),
             guardian: None,
             coord,
             broker: CtlBroker::new(),
@@ -463,6 +484,7 @@ impl Supervisor {
             Msg::DrainDone => self.drains = self.drains.saturating_sub(1),
             Msg::Descendants(table) => self.on_descendants(table),
             Msg::Signal(sig) => self.on_signal(sig),
+            Msg::Steer(req) => self.steer(req),
             Msg::Line {
                 id,
                 generation,
@@ -486,6 +508,13 @@ impl Supervisor {
                     self.mark_ready(id);
                 }
             }
+            Msg::Pump {
+                id,
+                generation,
+                msg,
+            } => self.on_pump(id, generation, msg),
+            Msg::HostUp { host, pid } => self.on_host_up(host, pid),
+            Msg::HostDown { host, pid, message } => self.on_host_down(host, pid, message),
         }
     }
 

@@ -65,7 +65,8 @@ impl Supervisor {
             .chain(
                 self.owners
                     .iter()
-                    .filter(|(_, o)| !matches!(o, Owner::Guardian))
+                    // The Slurm sweeper must outlive a SIGKILLed prun.
+                    .filter(|(_, o)| !matches!(o, Owner::Guardian | Owner::Sweeper))
                     .map(|(p, _)| *p),
             )
             .collect();

@@ -82,20 +82,18 @@ impl Supervisor {
         let mut spec = SpawnSpec::new(argv);
         spec.env = self.instance_env(id);
         spec.cwd = self.instance_cwd(id);
-        let place = self.insts[id].run().map_or(0, |r| r.place);
-        match self.places[place].launch(spec, self.guardian_fd()) {
-            Ok(launched) => {
+        match self.launch_aux(id, spec, "ready") {
+            Ok(pid) => {
                 let generation = self.insts[id].generation;
-                self.owners
-                    .insert(launched.pid, Owner::Probe(id, generation));
-                self.insts[id].pgids.push(launched.pid);
+                self.owners.insert(pid, Owner::Probe(id, generation));
+                self.insts[id].pgids.push(pid);
                 if let Some(run) = self.insts[id].run_mut()
                     && let Readiness::Probing {
                         probe: Probe::Poll { running, .. },
                         ..
                     } = &mut run.readiness
                 {
-                    *running = Some(launched.pid);
+                    *running = Some(pid);
                 }
             }
             Err(e) => {

@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::instance::{Life, Permit, Probe, Readiness, StopWhy};
+use super::instance::{Asked, Life, Permit, Probe, Readiness, StopWhy};
 use super::{Owner, Supervisor};
 use crate::event::{Event, InstanceId, Level, ProcessEnd, State, Success};
 use crate::plan::{OnFailure, Output, ProbeKind, RestartPolicy, Trigger};
@@ -57,6 +57,14 @@ impl Supervisor {
                 Some(Owner::Probe(id, generation)) => self.on_probe_exit(id, generation, pid, end),
                 Some(Owner::StopCmd(_)) => self.forget_group_if_empty(pid),
                 Some(Owner::Guardian) => self.on_guardian_exit(pid),
+                Some(Owner::RemoteSignal { id, client, sig }) => {
+                    self.forget_group_if_empty(pid);
+                    self.on_remote_signal_exit(id, client, sig, end);
+                }
+                Some(Owner::Master | Owner::Sweeper | Owner::RemoteCleanup) => {
+                    // A master's end comes with its message (`Msg::HostDown`).
+                    self.forget_group_if_empty(pid);
+                }
                 // A re-parented descendant (prun is a subreaper): reaped, nothing else.
                 None => {}
             }
@@ -109,8 +117,12 @@ impl Supervisor {
         }
     }
 
-    /// The local process of instance `id` ended.
-    fn on_exit(&mut self, id: InstanceId, pid: i32, end: ProcessEnd) {
+    /// The local process of instance `id` ended (for an instance on another host: its
+    /// engine client, judged once its pump has said all it will).
+    pub(super) fn on_exit(&mut self, id: InstanceId, pid: i32, end: ProcessEnd) {
+        if self.defer_remote_exit(id, pid, end) {
+            return;
+        }
         self.forget_group_if_empty(pid);
         self.release_terminal(id);
         // Keep only groups that still have members: an empty group's id may be
@@ -157,11 +169,46 @@ impl Supervisor {
                 r.reader_exited(port.id);
             }
         }
-        let end = match self.places[run.place].outcome(&run.launched(), end) {
-            Outcome::Ended(end) => end,
-            Outcome::EngineFailed(error) => {
+        let stopped_early = run
+            .launched
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.stopped_early);
+        let (end, lost) = match self.places.outcome(run.place, &run.launched(), end) {
+            Outcome::Ended(end) => (end, None),
+            // Asked to stop before the remote side said how it ended: the reason
+            // stands (an engine that failed on its own, unasked, could not start).
+            Outcome::EngineFailed { .. } | Outcome::Lost(_)
+                if why.is_some() && (stopped_early || self.remote_started(&run)) =>
+            {
                 self.report_writer_outcome(&ports, false);
+                let state = self.stopped_state(id, why, None);
+                self.finish_run(id, state);
+                return;
+            }
+            Outcome::EngineFailed { error, code } => {
+                self.report_writer_outcome(&ports, false);
+                self.insts[id].start_error_code = code;
                 self.finish_run(id, State::CouldNotStart { error });
+                return;
+            }
+            // An engine client ends when the local reader of the remote writer's
+            // stdout is gone (ssh exits 255): judged like a local SIGPIPE.
+            Outcome::Lost(m)
+                if !super::queues::output_queues(&self.plan.stages[self.insts[id].info.stage])
+                    .is_empty() =>
+            {
+                (ProcessEnd::Signaled(libc::SIGPIPE), Some(m))
+            }
+            Outcome::Lost(reason) => {
+                self.report_writer_outcome(&ports, false);
+                self.finish_run(
+                    id,
+                    State::Failed {
+                        end: None,
+                        reason: Some(reason),
+                    },
+                );
                 return;
             }
         };
@@ -169,7 +216,12 @@ impl Supervisor {
             // Judged once the readers' exits are known (`judge`).
             self.report_writer_outcome(&ports, false);
             let until = self.clock.now() + SIGPIPE_GRACE;
-            self.insts[id].life = Life::Judging { end, why, until };
+            self.insts[id].life = Life::Judging {
+                end,
+                why,
+                until,
+                lost,
+            };
             self.timers.at(until, id);
             return;
         }
@@ -180,13 +232,51 @@ impl Supervisor {
 
     /// A SIGPIPE death is judged as soon as its readers are known to be gone.
     pub(super) fn judge(&mut self, id: InstanceId, force: bool) {
-        let Life::Judging { end, why, .. } = self.insts[id].life else {
+        let Life::Judging {
+            end, why, ref lost, ..
+        } = self.insts[id].life
+        else {
             return;
         };
-        if force || self.downstream_closed(id) {
-            let state = self.classify(id, end, why);
+        let closed = self.downstream_closed(id);
+        if force || closed {
+            let state = match lost.clone() {
+                // Not a closed reader after all: the connection was lost.
+                Some(reason) if !closed => State::Failed {
+                    end: None,
+                    reason: Some(reason),
+                },
+                _ => self.classify(id, end, why),
+            };
             self.finish_run(id, state);
         }
+    }
+
+    /// The end state of a run prun asked to stop, when how it ended is not known.
+    fn stopped_state(
+        &self,
+        id: InstanceId,
+        why: Option<StopWhy>,
+        end: Option<ProcessEnd>,
+    ) -> State {
+        match why {
+            Some(StopWhy::TimedOut) => State::TimedOut { end },
+            Some(StopWhy::NotReady) => State::Failed {
+                end,
+                reason: Some(self.not_ready_reason(id)),
+            },
+            _ => State::Stopped { end },
+        }
+    }
+
+    fn not_ready_reason(&self, id: InstanceId) -> String {
+        let stage = &self.plan.stages[self.insts[id].info.stage];
+        let t = stage
+            .ready
+            .as_ref()
+            .and_then(|r| r.timeout)
+            .unwrap_or_default();
+        format!("not ready within {}", humantime::format_duration(t))
     }
 
     /// The end state of a run that ended with `end`.
@@ -195,17 +285,9 @@ impl Supervisor {
         match why {
             Some(StopWhy::TimedOut) => return State::TimedOut { end: Some(end) },
             Some(StopWhy::NotReady) => {
-                let t = stage
-                    .ready
-                    .as_ref()
-                    .and_then(|r| r.timeout)
-                    .unwrap_or_default();
                 return State::Failed {
                     end: Some(end),
-                    reason: Some(format!(
-                        "not ready within {}",
-                        humantime::format_duration(t)
-                    )),
+                    reason: Some(self.not_ready_reason(id)),
                 };
             }
             Some(StopWhy::Shutdown) => return State::Stopped { end: Some(end) },
@@ -245,6 +327,8 @@ impl Supervisor {
 
     /// An instance's process (or its attempt to start) is over: restart or end.
     pub(super) fn finish_run(&mut self, id: InstanceId, state: State) {
+        // Its host slot (if it had one) is free again, before anything else starts.
+        self.unplace(id);
         let now = self.clock.now();
         let stage_id = self.insts[id].info.stage;
         let restart_spec = self.plan.stages[stage_id].restart.clone();
@@ -258,14 +342,16 @@ impl Supervisor {
             Trigger::Failed => failure.is_some(),
             _ => false,
         });
+        let asked = self.insts[id].asked.take();
         let restart = self.shutdown.is_none()
             && !matches!(state, State::Skipped { .. } | State::CouldNotStart { .. })
-            && match restart_spec.policy {
-                RestartPolicy::Never => false,
-                RestartPolicy::OnFailure => failure.is_some(),
-                RestartPolicy::Always => true,
-            }
-            && restart_spec.max.is_none_or(|m| self.insts[id].restarts < m);
+            && asked != Some(Asked::Stop)
+            && (asked == Some(Asked::Restart)
+                || (match restart_spec.policy {
+                    RestartPolicy::Never => false,
+                    RestartPolicy::OnFailure => failure.is_some(),
+                    RestartPolicy::Always => true,
+                } && restart_spec.max.is_none_or(|m| self.insts[id].restarts < m)));
         self.release_permits(id);
         if !restart {
             self.withdraw_expected(id);
@@ -273,7 +359,11 @@ impl Supervisor {
             self.end(id, state);
         } else {
             let attempt = self.insts[id].restarts + 1;
-            let delay = restart_spec.delay(attempt);
+            let delay = if asked == Some(Asked::Restart) {
+                Duration::ZERO
+            } else {
+                restart_spec.delay(attempt)
+            };
             self.show(id, state.clone());
             let until = now + delay;
             let inst = &mut self.insts[id];

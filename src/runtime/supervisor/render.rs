@@ -1,6 +1,13 @@
 //! Rendering an instance's command as data: `${...}` templates with the instance's
 //! variables, its working directory and its environment (the stage's `env`, then the
 //! `PRUN_*` variables, then prun's own directory first on PATH).
+//!
+//! An instance on another host (`on:`) is rendered for that host: `${run.dir}` is the
+//! marker the remote wrapper replaces with the host's run directory, its `cwd` stays
+//! as written (relative to the host's `cwd`), and its environment is only the stage's
+//! `env` and the `PRUN_*` variables that mean something there (not prun's own
+//! environment, PATH or `PRUN_EXE`; the wrapper sets `PRUN_RUN_DIR`, the launch
+//! `PRUN_CTL` when the control socket is forwarded).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -18,8 +25,17 @@ impl Supervisor {
             index: info.index,
             replicas,
             item: info.item.as_deref(),
-            run_dir: self.run_dir.to_str().unwrap_or(""),
+            run_dir: if self.is_remote(id) {
+                crate::remote::RUN_DIR_MARK
+            } else {
+                self.run_dir.to_str().unwrap_or("")
+            },
         }
+    }
+
+    /// The instance runs on another host (its stage has `on:`).
+    pub(super) fn is_remote(&self, id: InstanceId) -> bool {
+        !self.plan.stages[self.insts[id].info.stage].on.is_empty()
     }
 
     /// A path from the file, relative to the directory prun was started in.
@@ -34,10 +50,11 @@ impl Supervisor {
 
     pub(super) fn instance_cwd(&self, id: InstanceId) -> Option<PathBuf> {
         let stage = &self.plan.stages[self.insts[id].info.stage];
-        stage
-            .cwd
-            .as_ref()
-            .map(|t| self.resolve_path(&t.render(&self.vars(id))))
+        let cwd = stage.cwd.as_ref().map(|t| t.render(&self.vars(id)));
+        if self.is_remote(id) {
+            return cwd.map(PathBuf::from);
+        }
+        cwd.map(|c| self.resolve_path(&c))
     }
 
     pub(super) fn instance_env(&self, id: InstanceId) -> Vec<(OsString, OsString)> {
@@ -57,6 +74,9 @@ impl Supervisor {
         set("PRUN_REPLICAS", vars.replicas.to_string());
         if let Some(item) = &info.item {
             set("PRUN_ITEM", item.clone());
+        }
+        if self.is_remote(id) {
+            return env;
         }
         set("PRUN_RUN_DIR", self.run_dir.display().to_string());
         set(

@@ -262,12 +262,13 @@ impl Supervisor {
             let argv: Vec<OsString> = cmd.iter().map(|t| t.render(&vars).into()).collect();
             let mut spec = SpawnSpec::new(argv);
             spec.env = self.instance_env(id);
-            spec.env.push(("PRUN_PID".into(), pid.to_string().into()));
+            spec.env
+                .push(("PRUN_PID".into(), self.group_id(id, pid).to_string().into()));
             spec.cwd = self.instance_cwd(id);
-            match self.places[0].launch(spec, self.guardian_fd()) {
-                Ok(l) => {
-                    self.owners.insert(l.pid, Owner::StopCmd(id));
-                    self.insts[id].pgids.push(l.pid);
+            match self.launch_aux(id, spec, "stop") {
+                Ok(pid) => {
+                    self.owners.insert(pid, Owner::StopCmd(id));
+                    self.insts[id].pgids.push(pid);
                     signalled = true;
                 }
                 Err(e) => self.warn(format!(

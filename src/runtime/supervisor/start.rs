@@ -3,6 +3,10 @@
 //! once the rest holds, so a waiting instance never sits on permits). An instance
 //! whose dependency can no longer meet its condition is `skipped`.
 //!
+//! A stage `on:` hosts also needs a free slot on one of them (SPEC 3.5), checked before
+//! its permits are asked for and taken with them, so an instance never sits on permits
+//! while it waits for a host (see `remote`).
+//!
 //! Also here: `sets:` triggers and giving permits back, the other half of the
 //! semaphore and event bookkeeping.
 
@@ -97,6 +101,10 @@ impl Supervisor {
             }
             return Check::Wait;
         }
+        let Some(host) = self.host_check(id) else {
+            return Check::Wait;
+        };
+        let stage = &self.plan.stages[stage_id];
         if !stage.semaphores.is_empty() {
             match self.insts[id].permit() {
                 Permit::Held => {}
@@ -111,6 +119,9 @@ impl Supervisor {
                     }
                 }
             }
+        }
+        if let Some(h) = host {
+            self.place_instance(id, h);
         }
         Check::Go
     }

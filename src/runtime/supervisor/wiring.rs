@@ -69,8 +69,9 @@ impl Supervisor {
             Input::File(_) => files.stdin.take().map_or(ChildFd::Null, ChildFd::Fd),
             Input::Queue(q) => ChildFd::Fd(self.queue_end(*q, false, router_ends)?),
         };
-        spec.stdout = if stdout == Output::Inherit && self.pass_stdout {
-            // prun's stdout is a terminal: pass the output through (see `Sinks`).
+        spec.stdout = if stdout == Output::Inherit && self.pass_stdout && stdin != Input::Inherit {
+            // prun's stdout is a terminal: pass the output through (see `Sinks`). An
+            // interactive stage (`stdin: inherit`) keeps the terminal itself.
             let (r, w) = spawn::pipe()?;
             *out_read = Some(r);
             ChildFd::Fd(w)

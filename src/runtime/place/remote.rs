@@ -1,7 +1,7 @@
 //! A remote instance as a local process: the engine client (`ssh` over the host's shared
-//! connection, or `srun`) running the wrapper, as a [`SpawnSpec`] the runtime spawns
-//! like any other command, plus the pump that takes the wrapper's reports out of the
-//! client's stderr on its way to the instance's real stderr destination.
+//! connection, or `srun`) running the wrapper ([`crate::remote`]), as a [`SpawnSpec`] the
+//! runtime spawns like any other command, plus the pump that takes the wrapper's reports
+//! out of the client's stderr on its way to the instance's real stderr destination.
 //!
 //! Engine clients get `PR_SET_PDEATHSIG` (SIGKILL for ssh: the remote wrapper sees its
 //! connection go and ends the remote group; SIGTERM for srun: it cancels its step), so
@@ -13,12 +13,14 @@ use std::os::fd::OwnedFd;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::place::{Hosts, Target};
-use super::{Demux, Group, Report, RunSpec, Seen, Started};
+use super::super::spawn::{self, ChildFd, SpawnSpec};
 use crate::plan::HostId;
-use crate::runtime::spawn::{self, ChildFd, SpawnSpec};
+use crate::remote::place::{Hosts, Target};
+use crate::remote::{
+    self as wire, Demux, Ended, EngineLines, Group, Report, RunSpec, Seen, Started,
+};
 
-/// One remote instance, rendered (`${run.dir}` as [`super::RUN_DIR_MARK`]).
+/// One remote instance, rendered (`${run.dir}` as [`crate::remote::RUN_DIR_MARK`]).
 #[derive(Debug, Clone)]
 pub struct RemoteInstance {
     pub host: HostId,
@@ -52,6 +54,8 @@ pub struct Launch {
 pub enum PumpMsg {
     /// The wrapper's start line (the remote group, node, Slurm job).
     Started(Started),
+    /// The wrapper's end line: how the instance ended.
+    Ended(Ended),
     /// The client's stderr ended: everything the demux saw.
     Done(Seen),
 }
@@ -61,6 +65,7 @@ pub struct Pump {
     read: OwnedFd,
     dest: ChildFd,
     nonce: String,
+    engine: EngineLines,
 }
 
 impl Pump {
@@ -71,7 +76,12 @@ impl Pump {
         thread_name: String,
         mut tell: impl FnMut(PumpMsg) + Send + 'static,
     ) -> io::Result<JoinHandle<()>> {
-        let Pump { read, dest, nonce } = self;
+        let Pump {
+            read,
+            dest,
+            nonce,
+            engine,
+        } = self;
         std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
@@ -85,10 +95,11 @@ impl Pump {
                         Err(_) => Box::new(io::sink()),
                     },
                 };
-                let seen = Demux::new(&nonce).run(&mut input, &mut out, |r| {
-                    if let Report::Started(s) = r {
-                        tell(PumpMsg::Started(s.clone()));
-                    }
+                let seen = Demux::filtering(&nonce, engine).run(&mut input, &mut out, |r| {
+                    tell(match r {
+                        Report::Started(s) => PumpMsg::Started(s.clone()),
+                        Report::Ended(e) => PumpMsg::Ended(e.clone()),
+                    })
                 });
                 drop(out);
                 tell(PumpMsg::Done(seen));
@@ -123,7 +134,7 @@ pub fn launch(
         (None, Some(c)) => c.clone(),
         (None, None) => String::new(),
     };
-    let nonce = super::random_token();
+    let nonce = wire::random_token();
     let target = hosts.target(inst.host);
     let run = RunSpec {
         nonce: nonce.clone(),
@@ -142,7 +153,7 @@ pub fn launch(
     let mut run = run;
     let forward = match (target, &inst.ctl_forward) {
         (Target::Ssh(_), Some(local)) => {
-            let remote = super::remote_ctl_socket(&nonce);
+            let remote = wire::remote_ctl_socket(&nonce);
             run.env.retain(|(k, _)| k != "PRUN_CTL");
             run.env.push(("PRUN_CTL".into(), remote.clone()));
             Some((remote, local.clone()))
@@ -151,7 +162,7 @@ pub fn launch(
     };
     let mut spec = match target {
         Target::Ssh(t) => {
-            let line = super::shell_line(&run.words());
+            let line = wire::shell_line(&run.words());
             let argv = match &forward {
                 Some((remote, local)) => t.session_forwarding_argv(line, remote, local),
                 None => t.session_argv(line),
@@ -160,8 +171,8 @@ pub fn launch(
         }
         Target::Slurm(t) => engine_spec(
             t.srun_argv(
-                &super::slurm::job_name(run_id, &inst.name),
-                super::argv(&run.words()),
+                &wire::slurm::job_name(run_id, &inst.name),
+                wire::argv(&run.words()),
             ),
             libc::SIGTERM,
         ),
@@ -177,6 +188,10 @@ pub fn launch(
             read,
             dest: stderr,
             nonce,
+            engine: match target {
+                Target::Ssh(_) => EngineLines::Keep,
+                Target::Slurm(_) => EngineLines::Slurm,
+            },
         },
     })
 }
@@ -184,7 +199,7 @@ pub fn launch(
 /// The command that sends `signal` (a name without `SIG`) to a started remote instance.
 pub fn signal_spec(hosts: &Hosts, h: HostId, started: &Started, signal: &str) -> SpawnSpec {
     let argv = match hosts.target(h) {
-        Target::Ssh(t) => t.session_argv(super::shell_line(&super::stop_words(
+        Target::Ssh(t) => t.session_argv(wire::shell_line(&wire::stop_words(
             started.pgid,
             started.start,
             signal,
@@ -198,7 +213,7 @@ pub fn signal_spec(hosts: &Hosts, h: HostId, started: &Started, signal: &str) ->
     engine_spec(argv, libc::SIGKILL)
 }
 
-/// The Slurm sweeper (see [`super::slurm`]): spawn it without the guardian and without
+/// The Slurm sweeper (see [`crate::remote::slurm`]): spawn it without the guardian and without
 /// PDEATHSIG — it must outlive prun — and keep the returned write end open for the
 /// whole run; closing it (or prun's death) starts the sweep.
 pub fn sweeper_spec(run_id: &str, allocation: Option<&str>) -> io::Result<(SpawnSpec, OwnedFd)> {
@@ -206,7 +221,7 @@ pub fn sweeper_spec(run_id: &str, allocation: Option<&str>) -> io::Result<(Spawn
     let mut spec = SpawnSpec::new(vec![
         "/bin/sh".into(),
         "-c".into(),
-        super::slurm::sweep_script(run_id, allocation).into(),
+        wire::slurm::sweep_script(run_id, allocation).into(),
     ]);
     spec.stdin = ChildFd::Fd(read);
     Ok((spec, write))
