@@ -286,7 +286,16 @@ fn run_case(c: &Case) {
             }
         }
     }
-    assert_eq!(st.records as usize, total);
+    if c.members
+        .iter()
+        .any(|m| matches!(m.fate, Fate::ReadsAll | Fate::Restarts(_)))
+    {
+        assert_eq!(st.records as usize, total);
+    } else {
+        // Every member gone: the writer sees a closed pipe, and what it could not
+        // write never was a record of the queue.
+        assert!(st.records as usize <= total, "{st:?}");
+    }
     let counted = st.in_flight_at_failure + st.discarded;
     assert!(
         (exact..=exact + loose).contains(&counted),
