@@ -73,19 +73,6 @@ fn set_overrides_a_param() {
     assert_eq!(out.status.code(), Some(0));
 }
 
-#[test]
-fn completions_are_generated() {
-    for shell in ["bash", "zsh", "fish"] {
-        let out = Command::cargo_bin("prun")
-            .unwrap()
-            .args(["completions", shell])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("validate"));
-    }
-}
-
 fn seeds() -> Vec<String> {
     let mut out =
         vec![std::fs::read_to_string(manifest().join("tests/valid/every-key.yaml")).unwrap()];

@@ -446,3 +446,153 @@ fn prun_ctl_from_a_remote_stage_releases_a_local_waiter() {
     );
     assert_eq!(remote[2], "is-set 0", "{}", out.context());
 }
+
+/// The parent of `pid` (any namespace: outer pids).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_connection_lost_mid_run_fails_the_instance_naming_the_host_and_restarts_apply() {
+    let Some(h) = hosts() else { return };
+    let m = mark();
+    let (key, value) = m.split_once('=').unwrap();
+    let t = Test::new("");
+    let again = t.path("again");
+    let yaml = format!(
+        "version: 1\n{}stages:\n  svc:\n    sh: 'if [ -e {again} ]; then echo second run; exit 0; fi; touch {again}; echo first run; sleep 1000'\n    on: h2\n    env: {{{key}: {value}}}\n    restart: {{policy: on-failure, max: 1, backoff: 100ms}}\n",
+        hosts_block(&h, 1, 1),
+        again = again.display()
+    );
+    std::fs::write(t.path("pipeline.yaml"), yaml).unwrap();
+    let child = spawn(&t, &h);
+    wait_until("the first run on h2", LONG, || {
+        h.marked("h2", &m)
+            .iter()
+            .any(|(_, c)| c.starts_with("sleep"))
+    });
+    // The sshd process that serves this run's connection: the parent of the wrapper
+    // that runs the stage. Killing it drops the connection, as a network failure would.
+    let (sleep, _) = h
+        .marked("h2", &m)
+        .into_iter()
+        .find(|(_, c)| c.starts_with("sleep"))
+        .unwrap();
+    let mut p = sleep;
+    let sshd = loop {
+        let parent = parent_of(p).expect("an sshd above the stage");
+        let cmd = std::fs::read(format!("/proc/{parent}/cmdline")).unwrap_or_default();
+        if cmd.starts_with(b"sshd") {
+            break parent;
+        }
+        p = parent;
+    };
+    // SAFETY: killing a process of the test host's namespace found above.
+    unsafe { libc::kill(sshd, libc::SIGKILL) };
+    let out = t.finish(child, "report.json");
+    let stderr = std::fs::read_to_string(t.path("stderr")).unwrap();
+    assert_eq!(out.code, Some(0), "{stderr}");
+    let svc = out.instance("svc");
+    assert_eq!(svc["state"], "succeeded", "{stderr}");
+    assert_eq!(svc["restarts"], 1, "{stderr}");
+    assert!(
+        stderr.contains("svc failed (connection lost: ssh to h2"),
+        "the failure names the host: {stderr}"
+    );
+    assert!(stderr.contains("│ second run"), "{stderr}");
+    h.wait_none_marked("h2", &m, Duration::from_secs(10));
+}
+
+#[test]
+fn the_walk_through_of_docs_hosts_runs_as_shown() {
+    let Some(h) = hosts() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = std::process::Command::new(run_util::prun_exe())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "examples/hosts/hosts.yaml",
+            "--progress",
+            "never",
+            "--report",
+        ])
+        .arg(&report)
+        .env("PRUN_TESTHOSTS", &h.dir)
+        .env("SLURM_CONF", h.slurm_conf())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.contains(&"longest   │ 7 machine"), "{stderr}");
+    for item in 1..=3 {
+        assert!(
+            stderr.contains(&format!("│ step {item} on node1 in job ")),
+            "{stderr}"
+        );
+    }
+    for i in report["instances"].as_array().unwrap() {
+        let (stage, host) = (i["stage"].as_str().unwrap(), &i["host"]);
+        match stage {
+            "measure" => assert!(host == "h2" || host == "h3", "{i}"),
+            "sweep" => assert_eq!((host, &i["node"]), (&"hpc".into(), &"node1".into())),
+            _ => assert!(host.is_null(), "{i}"),
+        }
+    }
+}
+
+#[test]
+fn prun_signal_and_status_from_another_terminal_reach_a_remote_stage() {
+    let Some(h) = hosts() else { return };
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        xdg.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let yaml = format!(
+        "version: 1\nname: steered\n{}stages:\n  svc:\n    sh: 'trap \"echo got USR1 on the host\" USR1; echo up; while :; do sleep 0.05; done'\n    on: h3\n",
+        hosts_block(&h, 1, 1)
+    );
+    let t = Test::new(&yaml);
+    let child = t
+        .command("report.json", &[])
+        .env("SLURM_CONF", h.slurm_conf())
+        .env("XDG_RUNTIME_DIR", xdg.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(t.path("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let ops = |args: &[&str]| {
+        std::process::Command::new(run_util::prun_exe())
+            .args(args)
+            .env("XDG_RUNTIME_DIR", xdg.path())
+            .output()
+            .unwrap()
+    };
+    wait_until("the remote stage is up", LONG, || {
+        std::fs::read_to_string(t.path("stderr")).is_ok_and(|s| s.contains("│ up"))
+    });
+    let status = ops(&["status", "steered", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["instances"][0]["host"], "h3", "{status}");
+    let out = ops(&["signal", "steered", "USR1", "svc"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    wait_until("the handler on the host", LONG, || {
+        std::fs::read_to_string(t.path("stderr"))
+            .is_ok_and(|s| s.contains("│ got USR1 on the host"))
+    });
+    let out = ops(&["stop", "steered"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = t.finish(child, "report.json");
+    assert_eq!(out.instance("svc")["state"], "stopped", "{}", out.context());
+}

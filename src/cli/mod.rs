@@ -1,58 +1,93 @@
-//! The command line (SPEC 8): argument parsing and the one place that maps outcomes to
-//! exit codes. Each subcommand is a thin function over the library phases.
+//! The command line (SPEC 8): the clap definition and the one place that maps outcomes
+//! to exit codes. Each subcommand is a thin function over the library phases:
+//! `run.rs` (run, plan, graph), `validate.rs`, `tools.rs` (schema, init, completions,
+//! man), `files.rs` (which file: a path, `-` for stdin, or the default `prun.yaml`
+//! found upward).
+//!
+//! `prun FILE` is `prun run FILE`: the run options are flattened into the top level,
+//! so `--help`, completions and the man page show that form first.
 
-use std::io::{IsTerminal, Write};
+mod files;
+mod run;
+mod tools;
+mod validate;
+
+use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum, ValueHint};
+use clap_complete::engine::ArgValueCompleter;
 
-use crate::diag::{FileDiagnostics, Severity};
-use crate::load::{LoadOptions, load};
-use crate::model::Model;
-use crate::plan::Plan;
+/// Exit codes shared by every command ([`crate::exit`]).
+pub use crate::exit;
 
-/// Exit codes shared by every command.
-pub mod exit {
-    pub const OK: i32 = 0;
-    /// `validate`: the file has errors.
-    pub const INVALID: i32 = 1;
-    /// Usage error, or `run` of an invalid pipeline (nothing was started).
-    pub const USAGE: i32 = 2;
-}
+/// The environment variable that asks prun for shell completions (set by the scripts
+/// `prun completions SHELL` prints; never needed by hand).
+pub const COMPLETE_VAR: &str = "PRUN_COMPLETE";
+
+const USAGE: &str =
+    "prun [FILE] [OPTIONS]     run a pipeline (FILE: default prun.yaml, found upward; - is stdin)
+       prun <COMMAND> [ARGS]";
+
+const AFTER_HELP: &str =
+    "Every run option can also come from the environment: PRUN_ + the option in capitals
+(PRUN_REPORT=r.json, PRUN_LOG_DIR, PRUN_QUIET=1, PRUN_PROGRESS, PRUN_COLOR, PRUN_JUNIT,
+PRUN_RESUME, PRUN_DRY_RUN); the command line wins. Colors follow NO_COLOR and
+CLICOLOR_FORCE. Docs: docs/cli.md; the man page: `prun man`.";
 
 #[derive(Parser, Debug)]
-#[command(name = "prun", version, about = "Run a pipeline of processes described in YAML", long_about = None)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    name = "prun",
+    version,
+    about = "Run a pipeline of processes described in YAML",
+    long_about = None,
+    override_usage = USAGE,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(flatten)]
+    pub run: RunArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a pipeline (also `prun FILE`)
+    /// Run a pipeline (also `prun FILE`, and `prun` alone for ./prun.yaml)
     Run(RunArgs),
     /// Check pipeline files and report every problem
     Validate(ValidateArgs),
-    /// Show what `run` would do: instances, roles, waves, wiring, shutdown order
+    /// Show what `run` would do: instances, roles, hosts, waves, wiring, shutdown order
     Plan(PlanArgs),
     /// Draw the pipeline graph
     Graph(GraphArgs),
-    /// Print a JSON Schema
+    /// Print a JSON Schema, or write both into a directory for editors
     Schema(SchemaArgs),
+    /// Start a pipeline here: a prun.yaml that editors complete, with its schema
+    Init(InitArgs),
     /// Talk to the running pipeline from inside a stage (locks, events)
     Ctl(crate::ctl::CtlArgs),
-    /// Print shell completions
+    /// Print the shell code that completes prun's commands, options and FILEs
     Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory
+    Man(ManArgs),
     /// Watch and steer running pipelines from another terminal
     #[command(flatten)]
     Ops(crate::ops::OpsCommand),
 }
 
+/// The pipeline file and `--set`.
 #[derive(Args, Debug, Clone)]
 pub struct FileArgs {
-    /// The pipeline file
-    pub file: PathBuf,
+    /// The pipeline file (default: prun.yaml or prun.yml here or in the nearest parent
+    /// directory; `-` reads standard input)
+    #[arg(
+        value_name = "FILE",
+        value_hint = ValueHint::FilePath,
+        add = ArgValueCompleter::new(files::yaml_completer())
+    )]
+    pub file: Option<PathBuf>,
     /// Override a param: `--set buns=20` (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
     pub set: Vec<(String, String)>,
@@ -65,33 +100,33 @@ fn parse_set(s: &str) -> Result<(String, String), String> {
     }
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     pub file: FileArgs,
     /// Write the final report as JSON
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "PRUN_REPORT", value_hint = ValueHint::FilePath)]
     pub report: Option<PathBuf>,
     /// Write a JUnit XML report (one test case per instance)
-    #[arg(long, value_name = "FILE", env = "PRUN_JUNIT")]
+    #[arg(long, value_name = "FILE", env = "PRUN_JUNIT", value_hint = ValueHint::FilePath)]
     pub junit: Option<PathBuf>,
     /// Also write every instance's raw output to DIR/<instance>.log
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "PRUN_LOG_DIR", value_hint = ValueHint::DirPath)]
     pub log_dir: Option<PathBuf>,
     /// Only errors and the report
-    #[arg(long, short)]
+    #[arg(long, short, env = "PRUN_QUIET", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub quiet: bool,
     /// Live status board
-    #[arg(long, value_enum, default_value_t = When::Auto)]
+    #[arg(long, value_enum, default_value_t = When::Auto, env = "PRUN_PROGRESS")]
     pub progress: When,
-    /// Colors (also respects NO_COLOR)
-    #[arg(long, value_enum, default_value_t = When::Auto)]
+    /// Colors (also respects NO_COLOR and CLICOLOR_FORCE)
+    #[arg(long, value_enum, default_value_t = When::Auto, env = "PRUN_COLOR")]
     pub color: When,
     /// Skip the foreach items that succeeded in this earlier report
-    #[arg(long, value_name = "REPORT.json")]
+    #[arg(long, value_name = "REPORT.json", env = "PRUN_RESUME", value_hint = ValueHint::FilePath)]
     pub resume: Option<PathBuf>,
     /// Print the plan and start nothing (same as `prun plan`)
-    #[arg(long)]
+    #[arg(long, env = "PRUN_DRY_RUN", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub dry_run: bool,
 }
 
@@ -110,12 +145,38 @@ impl When {
             When::Never => "never",
         }
     }
+
+    /// `auto` decided by the environment: `NO_COLOR` (set and not empty) turns colors
+    /// off, else `CLICOLOR_FORCE` (set, not empty, not `0`) turns them on, else the
+    /// terminal decides. An explicit `always`/`never` wins over both.
+    pub fn color_env(self) -> When {
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        match self {
+            When::Auto if set("NO_COLOR") => When::Never,
+            When::Auto
+                if set("CLICOLOR_FORCE")
+                    && std::env::var_os("CLICOLOR_FORCE") != Some("0".into()) =>
+            {
+                When::Always
+            }
+            w => w,
+        }
+    }
+
+    /// Whether to color a stream.
+    pub fn use_color(self, is_tty: bool) -> bool {
+        match self.color_env() {
+            When::Always => true,
+            When::Never => false,
+            When::Auto => is_tty,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// Pipeline files
-    #[arg(required = true)]
+    /// Pipeline files (default: prun.yaml found upward; `-` reads standard input)
+    #[arg(value_name = "FILE", value_hint = ValueHint::FilePath, add = ArgValueCompleter::new(files::yaml_completer()))]
     pub files: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
@@ -125,15 +186,20 @@ pub struct ValidateArgs {
     /// Override a param while validating (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
     pub set: Vec<(String, String)>,
-    #[arg(long, value_enum, default_value_t = When::Auto)]
+    #[arg(long, value_enum, default_value_t = When::Auto, env = "PRUN_COLOR")]
     pub color: When,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// Annotated source snippets on stderr
     Human,
+    /// One JSON array on stdout
     Json,
+    /// GitHub Actions workflow annotations on stdout
     Github,
+    /// SARIF 2.1.0 on stdout, for code-scanning tools
+    Sarif,
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +226,10 @@ pub enum GraphFormat {
 pub struct SchemaArgs {
     #[arg(value_enum, default_value_t = SchemaKind::Pipeline)]
     pub kind: SchemaKind,
+    /// Write pipeline.schema.json and report.schema.json into DIR (created if needed)
+    /// and print the modeline that points editors at them
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub write: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,38 +239,68 @@ pub enum SchemaKind {
 }
 
 #[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The pipeline file to create
+    #[arg(default_value = "prun.yaml", value_hint = ValueHint::FilePath)]
+    pub file: PathBuf,
+    /// Replace the file if it exists
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell
     pub shell: clap_complete::Shell,
 }
 
-const SUBCOMMANDS: &[&str] = &[
-    "run",
-    "validate",
-    "plan",
-    "graph",
-    "schema",
-    "ctl",
-    "completions",
-    "help",
-];
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write prun.1 and one page per command (prun-run.1, ...) into DIR
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub dir: Option<PathBuf>,
+}
 
-/// `prun FILE ...` means `prun run FILE ...`.
-pub fn normalize_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
-        let is_flag_for_prun = matches!(first, "-h" | "--help" | "-V" | "--version");
-        if !SUBCOMMANDS.contains(&first)
-            && !crate::ops::SUBCOMMANDS.contains(&first)
-            && !is_flag_for_prun
-        {
-            args.insert(1, "run".into());
-        }
+/// The names of the subcommands (and `help`), from the clap definition.
+fn subcommand_names() -> Vec<String> {
+    let mut names: Vec<String> = Cli::command()
+        .get_subcommands()
+        .flat_map(|c| {
+            std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(str::to_string))
+        })
+        .collect();
+    names.push("help".into());
+    names
+}
+
+/// `prun validat x.yaml`: a first word that is neither a command nor a file, but
+/// close to a command, is a typo of the command (not a pipeline file to run).
+fn mistyped_command(args: &[std::ffi::OsString]) -> Option<String> {
+    let first = args.get(1)?.to_str()?;
+    if first.starts_with('-') || first.contains('/') || std::path::Path::new(first).exists() {
+        return None;
     }
-    args
+    let names = subcommand_names();
+    if names.iter().any(|n| n == first) {
+        return None;
+    }
+    crate::diag::closest(first, names.iter().map(String::as_str)).map(|c| {
+        format!(
+            "error: `{first}` is not a prun command, nor a file\n\n  tip: did you mean `prun {c}`?\n\nFor more information, try '--help'.\n"
+        )
+    })
 }
 
 /// Parse the process arguments and run; returns the exit code.
 pub fn main() -> i32 {
-    let args = normalize_args(std::env::args_os().collect());
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(COMPLETE_VAR)
+        .complete();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(msg) = mistyped_command(&args) {
+        let _ = std::io::stderr().write_all(msg.as_bytes());
+        return exit::USAGE;
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -214,215 +314,53 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
-        Command::Run(a) => run(a),
-        Command::Validate(a) => validate(a),
-        Command::Plan(a) => plan_cmd(&a.file),
-        Command::Graph(a) => graph_cmd(a),
-        Command::Schema(a) => schema_cmd(a),
-        Command::Ctl(a) => crate::ctl::ctl_main(a),
-        Command::Ops(c) => crate::ops::main(c),
-        Command::Completions(a) => {
-            let mut buf = Vec::new();
-            clap_complete::generate(a.shell, &mut Cli::command(), "prun", &mut buf);
-            emit(&String::from_utf8_lossy(&buf));
-            exit::OK
-        }
+        None => run::run(cli.run),
+        Some(Command::Run(a)) => run::run(a),
+        Some(Command::Validate(a)) => validate::validate(a),
+        Some(Command::Plan(a)) => run::plan(&a.file),
+        Some(Command::Graph(a)) => run::graph(a),
+        Some(Command::Schema(a)) => tools::schema(a),
+        Some(Command::Init(a)) => tools::init(a),
+        Some(Command::Ctl(a)) => crate::ctl::ctl_main(a),
+        Some(Command::Completions(a)) => tools::completions(a),
+        Some(Command::Man(a)) => tools::man(a),
+        Some(Command::Ops(c)) => crate::ops::main(c),
     }
-}
-
-fn use_color(when: When, stream_is_tty: bool) -> bool {
-    match when {
-        When::Always => true,
-        When::Never => false,
-        When::Auto => stream_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-    }
-}
-
-/// Load a file for `run`/`plan`/`graph`: print diagnostics (warnings too) on stderr;
-/// `None` means invalid (exit 2, nothing started).
-fn load_for_run(f: &FileArgs, color: When, for_run: bool) -> Option<Model> {
-    let loaded = load(
-        &f.file,
-        &LoadOptions {
-            sets: f.set.clone(),
-            start_dir: None,
-            for_run,
-        },
-    );
-    let color = use_color(color, std::io::stderr().is_terminal());
-    print_human(&loaded.file, color);
-    loaded.model
-}
-
-fn print_human(file: &FileDiagnostics, color: bool) {
-    let mut err = std::io::stderr().lock();
-    for d in &file.diagnostics {
-        let _ = write!(err, "{}", file.render_human(d, color));
-    }
-}
-
-fn run(a: RunArgs) -> i32 {
-    let Some(model) = load_for_run(&a.file, a.color, !a.dry_run) else {
-        return exit::USAGE;
-    };
-    let plan = crate::load::plan(model);
-    if a.dry_run {
-        emit(&crate::plan::show::render(&plan));
-        return exit::OK;
-    }
-    let progress = match a.progress {
-        When::Auto if shares_terminal(&plan, std::io::stdout().is_terminal()) => When::Never,
-        p => p,
-    };
-    let opts = crate::run::RunOptions {
-        report: a.report,
-        junit: a.junit,
-        log_dir: a.log_dir,
-        quiet: a.quiet,
-        progress: Some(progress.as_str().to_string()),
-        color: Some(a.color.as_str().to_string()),
-        resume: a.resume,
-        pass_stdout: std::io::stdout().is_terminal(),
-        file: Some(a.file.file.clone()),
-    };
-    crate::run::run(plan, &opts)
-}
-
-/// True when a stage uses the terminal directly, so `--progress auto` gives the live
-/// board up (`always` forces it): it reads it (`stdin: inherit`), or writes to it past
-/// prun (`stderr: inherit`: prun never sees those bytes, so the board would be drawn
-/// over them). `stdout: inherit` does not: on a terminal prun reads that output and
-/// passes it through above the board (`RunOptions::pass_stdout`).
-fn shares_terminal(plan: &Plan, _stdout_is_tty: bool) -> bool {
-    use crate::plan::{Input, Output};
-    plan.stages
-        .iter()
-        .any(|s| matches!(s.stdin, Input::Inherit) || matches!(s.stderr, Output::Inherit))
-}
-
-fn validate(a: ValidateArgs) -> i32 {
-    let color = use_color(a.color, std::io::stderr().is_terminal());
-    let mut any_error = false;
-    let mut json = Vec::new();
-    let mut total = (0usize, 0usize);
-    for path in &a.files {
-        let mut loaded = load(
-            path,
-            &LoadOptions {
-                sets: a.set.clone(),
-                start_dir: None,
-                for_run: false,
-            },
-        );
-        if a.strict {
-            for d in loaded.file.diagnostics.iter_mut() {
-                d.severity = Severity::Error;
-            }
-        }
-        let errors = loaded
-            .file
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count();
-        let warnings = loaded.file.diagnostics.len() - errors;
-        total.0 += errors;
-        total.1 += warnings;
-        any_error |= errors > 0;
-        match a.format {
-            Format::Human => {
-                print_human(&loaded.file, color);
-                if errors == 0 {
-                    eprintln!("{}: valid{}", path.display(), plural_warnings(warnings));
-                }
-            }
-            Format::Json => json.extend(loaded.file.to_json()),
-            Format::Github => emit(&loaded.file.to_github()),
-        }
-    }
-    match a.format {
-        Format::Json => emit(&format!("{}\n", serde_json::Value::Array(json))),
-        Format::Human if a.files.len() > 1 || total.0 > 0 => {
-            eprintln!(
-                "{} file(s) checked: {} error(s), {} warning(s)",
-                a.files.len(),
-                total.0,
-                total.1
-            );
-        }
-        _ => {}
-    }
-    if any_error { exit::INVALID } else { exit::OK }
-}
-
-fn plural_warnings(n: usize) -> String {
-    match n {
-        0 => String::new(),
-        1 => " (1 warning)".into(),
-        n => format!(" ({n} warnings)"),
-    }
-}
-
-fn plan_cmd(f: &FileArgs) -> i32 {
-    let Some(model) = load_for_run(f, When::Auto, false) else {
-        return exit::USAGE;
-    };
-    let plan: Plan = crate::load::plan(model);
-    emit(&crate::plan::show::render(&plan));
-    exit::OK
-}
-
-fn graph_cmd(a: GraphArgs) -> i32 {
-    let Some(model) = load_for_run(&a.file, When::Auto, false) else {
-        return exit::USAGE;
-    };
-    let out = match a.format {
-        GraphFormat::Dot => crate::graph::render::dot(&model),
-        GraphFormat::Mermaid => crate::graph::render::mermaid(&model),
-    };
-    emit(&out);
-    exit::OK
-}
-
-fn schema_cmd(a: SchemaArgs) -> i32 {
-    let schema = match a.kind {
-        SchemaKind::Pipeline => crate::syntax::schema::pipeline_schema_json(),
-        SchemaKind::Report => crate::report::report_schema_json(),
-    };
-    emit(&format!("{schema}\n"));
-    exit::OK
 }
 
 /// Write to stdout; a closed pipe (`prun schema | head`) is not an error worth a panic.
-fn emit(text: &str) {
+pub(crate) fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+/// Write to stderr, ignoring a closed stream.
+pub(crate) fn emit_err(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|_| err.flush());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn plan_of(yaml: &str) -> Plan {
-        let path = std::path::Path::new("t.yaml");
-        let options = LoadOptions::default();
-        let model = crate::load::load_source("t.yaml", path, yaml.to_string(), &options)
-            .model
-            .expect("valid pipeline");
-        crate::load::plan(model)
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
-    fn the_board_gives_way_to_stages_that_use_the_terminal() {
-        let quiet = plan_of("version: 1\nstages:\n  a: {cmd: [true]}\n");
-        assert!(!shares_terminal(&quiet, true));
-        let reads = plan_of("version: 1\nstages:\n  a: {cmd: [cat], stdin: inherit}\n");
-        assert!(shares_terminal(&reads, false));
-        let errs = plan_of("version: 1\nstages:\n  a: {cmd: [true], stderr: inherit}\n");
-        assert!(shares_terminal(&errs, false));
-        // stdout: inherit is passed through above the board on a terminal.
-        let outs = plan_of("version: 1\nstages:\n  a: {cmd: [true], stdout: inherit}\n");
-        assert!(!shares_terminal(&outs, true));
-        assert!(!shares_terminal(&outs, false));
+    fn a_typo_of_a_command_is_caught_but_a_file_is_not() {
+        let args = |a: &str| vec!["prun".into(), a.into()];
+        assert!(
+            mistyped_command(&args("validat"))
+                .unwrap()
+                .contains("prun validate")
+        );
+        assert!(mistyped_command(&args("plna")).is_some());
+        assert!(mistyped_command(&args("validate")).is_none());
+        assert!(mistyped_command(&args("pipelines/baozi.yaml")).is_none());
+        assert!(mistyped_command(&args("--help")).is_none());
+        assert!(mistyped_command(&args("zzzzzzzz.yaml")).is_none());
     }
 }

@@ -289,6 +289,18 @@ impl Resolver<'_> {
                     }
                 }
             }
+            RefName::Unknown(name) => {
+                let foreach = scope.foreach && scope.instance;
+                self.diags.push(
+                    Diagnostic::error(
+                        "unknown-variable",
+                        format!("unknown interpolation `${{{name}}}`"),
+                    )
+                    .at(r.span, "not a known name")
+                    .help(crate::syntax::interp::unknown_help(name, foreach)),
+                );
+                None
+            }
             RefName::PipelineDir => Some(vec![Piece::Value(self.pipeline_dir.clone())]),
             RefName::RunDir => var(InstanceVar::RunDir),
             RefName::Stage | RefName::Instance | RefName::Replicas if !scope.instance => {
@@ -442,6 +454,15 @@ impl Resolver<'_> {
                     )
                 }
             });
+        let help = if kind == "queue" && (name.value.contains('.') || name.value.contains('/')) {
+            // Queue names have neither dots nor slashes: this is a path.
+            format!(
+                "a queue name has no `.` or `/`: for a file, write `{{file: {}}}`",
+                name.value
+            )
+        } else {
+            help
+        };
         self.diags.push(
             Diagnostic::error(
                 match kind {

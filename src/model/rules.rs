@@ -15,7 +15,12 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
         let span = m.queue_spans[qi];
         // A keyword name was already refused (`invalid-name`): nothing could refer to it,
         // so "no writer" and "no reader" would only repeat that.
-        let keyword = matches!(q.name.as_str(), "true" | "false" | "null");
+        // A reserved stream word (`log`, `inherit`) was refused as well (`reserved-name`):
+        // `stdout: log` means the log, so "send output to it" would be wrong advice.
+        let keyword = matches!(
+            q.name.as_str(),
+            "true" | "false" | "null" | "log" | "inherit"
+        );
         if writers[qi].is_empty() && !keyword {
             diags.push(
                 Diagnostic::error(

@@ -112,6 +112,20 @@ pub struct HostPlan {
     pub cwd: Option<String>,
 }
 
+/// The placement rule (SPEC 3.5): of the hosts `on` lists, the one with the most free
+/// slots (`free(h)`; `usize::MAX` for unlimited), the first listed on a tie; `None`
+/// when all are full. The runtime places by it, `prun plan` shows it.
+pub fn most_free_slots(on: &[HostId], free: impl Fn(HostId) -> usize) -> Option<HostId> {
+    let mut best: Option<(HostId, usize)> = None;
+    for &h in on {
+        let f = free(h);
+        if f > 0 && best.is_none_or(|(_, b)| f > b) {
+            best = Some((h, f));
+        }
+    }
+    best.map(|(h, _)| h)
+}
+
 /// How prun reaches a host: it drives the engine's own client, no agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Engine {

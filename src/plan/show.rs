@@ -104,6 +104,7 @@ pub fn render(p: &Plan) -> String {
             extra
         );
     }
+    placement(p, &mut o);
     let _ = writeln!(o, "\nstart waves:");
     for (i, w) in p.start_waves.iter().enumerate() {
         let names: Vec<&str> = w.iter().map(|s| name(*s)).collect();
@@ -227,6 +228,104 @@ pub fn render(p: &Plan) -> String {
         humantime::format_duration(p.shutdown_timeout)
     );
     o
+}
+
+/// Where the instances of stages `on:` hosts go when the run starts: the first start
+/// wave placed by the runtime's rule, in file order; later stages take what is free
+/// when they start.
+fn placement(p: &Plan, o: &mut String) {
+    if p.hosts.is_empty() || p.stages.iter().all(|s| s.on.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nplacement at start (the most free slots, first listed on a tie):"
+    );
+    let mut used = vec![0usize; p.hosts.len()];
+    let free = |used: &[usize], h: HostId| match p.hosts[h].slots {
+        Some(n) => n.saturating_sub(used[h]),
+        None => usize::MAX,
+    };
+    let first_wave = p.start_waves.first().cloned().unwrap_or_default();
+    for (sid, s) in p.stages.iter().enumerate() {
+        if s.on.is_empty() {
+            continue;
+        }
+        let hosts: Vec<&str> = s.on.iter().map(|h| p.hosts[*h].name.as_str()).collect();
+        if !first_wave.contains(&sid) {
+            let _ = writeln!(
+                o,
+                "  {}: when it starts, on the most free of {}",
+                s.name,
+                hosts.join(", ")
+            );
+            continue;
+        }
+        let (count, batch) = match &s.instances {
+            Instances::Replicas { count, .. } => (*count, false),
+            Instances::Foreach { source, parallel } => {
+                let known = match source {
+                    ForeachSource::Items(v) => Some(v.len()),
+                    ForeachSource::Matrix(dims) => {
+                        Some(dims.iter().map(|(_, v)| v.len()).product())
+                    }
+                    ForeachSource::Range { from, to, step } if *step != 0 => {
+                        Some(((to - from) / step).max(0) as usize)
+                    }
+                    _ => None,
+                };
+                (known.map_or(*parallel, |k| k.min(*parallel)), true)
+            }
+        };
+        let mut per_host = vec![0usize; p.hosts.len()];
+        let mut placed = Vec::new();
+        let mut waiting = 0;
+        for i in 0..count {
+            match most_free_slots(&s.on, |h| free(&used, h)) {
+                Some(h) => {
+                    used[h] += 1;
+                    per_host[h] += 1;
+                    placed.push(format!("{} → {}", instance_name(s, i), p.hosts[h].name));
+                }
+                None => waiting += 1,
+            }
+        }
+        let mut line = if batch {
+            let spread: Vec<String> =
+                s.on.iter()
+                    .filter(|h| per_host[**h] > 0)
+                    .map(|h| format!("{} ×{}", p.hosts[*h].name, per_host[*h]))
+                    .collect();
+            match count - waiting {
+                1 => format!("1 item at a time: {}", spread.join(", ")),
+                n => format!("{n} items at once: {}", spread.join(", ")),
+            }
+        } else if placed.len() > 8 {
+            let spread: Vec<String> =
+                s.on.iter()
+                    .filter(|h| per_host[**h] > 0)
+                    .map(|h| format!("{} ×{}", p.hosts[*h].name, per_host[*h]))
+                    .collect();
+            spread.join(", ")
+        } else {
+            placed.join(", ")
+        };
+        if waiting > 0 {
+            let what = if batch { "items" } else { "instances" };
+            line.push_str(&format!("; {waiting} more {what} wait for a free slot"));
+        }
+        let _ = writeln!(o, "  {}: {line}", s.name);
+    }
+}
+
+fn instance_name(s: &StagePlan, i: usize) -> String {
+    match &s.instances {
+        Instances::Replicas {
+            named_by_index: false,
+            ..
+        } => s.name.clone(),
+        _ => format!("{}.{i}", s.name),
+    }
 }
 
 fn describe_source(p: &Plan, s: &ForeachSource) -> String {

@@ -162,14 +162,7 @@ impl Hosts {
     /// The host for the next instance of a stage `on` these hosts: the most free
     /// slots, the first listed on a tie; `None` when all are full.
     pub fn choose(&self, on: &[HostId]) -> Option<HostId> {
-        let mut best: Option<(HostId, usize)> = None;
-        for &h in on {
-            let free = self.free(h);
-            if free > 0 && best.is_none_or(|(_, f)| free > f) {
-                best = Some((h, free));
-            }
-        }
-        best.map(|(h, _)| h)
+        crate::plan::most_free_slots(on, |h| self.free(h))
     }
 
     /// An instance took a slot on `h` (it is starting or runs there).

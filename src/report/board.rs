@@ -108,10 +108,12 @@ pub struct Board {
     shown: Vec<Key>,
     summary_shown: bool,
     rows: u16,
+    /// Routed queues' capacities by name.
+    capacities: HashMap<String, u64>,
 }
 
 impl Board {
-    pub fn new(screen: Screen, color: bool) -> Board {
+    pub fn new(screen: Screen, color: bool, capacities: HashMap<String, u64>) -> Board {
         let (cols, rows) = terminal_size().unwrap_or((80, 24));
         let term = BoardTerm::new(screen, cols, budget(rows));
         let target = ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), REFRESH_HZ);
@@ -129,6 +131,7 @@ impl Board {
             shown: Vec::new(),
             summary_shown: false,
             rows,
+            capacities,
         }
     }
 
@@ -233,6 +236,7 @@ impl Board {
             }
         };
         let color = self.color;
+        let capacity = self.capacities.get(name).copied();
         let q = &mut self.queues[i];
         if let Some(at) = q.at {
             let secs = now.saturating_duration_since(at).as_secs_f64();
@@ -244,8 +248,11 @@ impl Board {
         q.at = Some(now);
         q.bar
             .set_prefix(paint(color, "1", &format!("queue {}", q.name)));
-        q.bar
-            .set_message(format!("{records} records · {:.0}/s", q.rate));
+        let mut msg = format!("{records} records · {:.0}/s", q.rate);
+        if let Some(c) = capacity {
+            let _ = write!(msg, " · capacity {c}");
+        }
+        q.bar.set_message(msg);
         self.layout();
     }
 

@@ -134,6 +134,8 @@ pub struct LiveEntry<'a> {
     pub restarts: u32,
     pub records_in: Option<u64>,
     pub records_out: Option<u64>,
+    /// The host under `hosts:` it runs on (None: this machine).
+    pub host: Option<&'a str>,
 }
 
 /// Folds events into a [`Report`].
@@ -278,6 +280,7 @@ impl ReportBuilder {
                 restarts: r.restarts,
                 records_in: r.records_in,
                 records_out: r.records_out,
+                host: r.host.as_deref(),
             })
             .collect()
     }

@@ -115,7 +115,7 @@ impl LiveState {
                 *counts.entry(e.state).or_default() += 1;
                 json!({
                     "name": e.name, "stage": e.stage, "item": e.item, "state": e.state,
-                    "detail": e.detail, "pid": e.pid, "host": null, "restarts": e.restarts,
+                    "detail": e.detail, "pid": e.pid, "host": e.host, "restarts": e.restarts,
                     "records_in": e.records_in, "records_out": e.records_out,
                 })
             })

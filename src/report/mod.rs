@@ -186,6 +186,7 @@ pub fn render(
             TerminalOptions::from_run_options(opts),
             screen.clone(),
             opts.log_pipes.clone(),
+            opts.capacities.iter().cloned().collect(),
         ),
         screen: screen.clone(),
         log_dir: opts.log_dir.clone().map(LogDir::new),

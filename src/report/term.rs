@@ -74,6 +74,8 @@ pub struct Terminal {
     names: HashMap<InstanceId, Name>,
     /// By stage: pipes read per run (each ends with `LogClosed`).
     log_pipes: Vec<u32>,
+    /// Routed queues' capacities (for the board).
+    capacities: HashMap<String, u64>,
     width: usize,
     board: Option<Board>,
     /// stderr bytes not yet handed to the screen.
@@ -111,12 +113,18 @@ fn same_terminal() -> bool {
 }
 
 impl Terminal {
-    pub fn new(opts: TerminalOptions, screen: Screen, log_pipes: Vec<u32>) -> Terminal {
+    pub fn new(
+        opts: TerminalOptions,
+        screen: Screen,
+        log_pipes: Vec<u32>,
+        capacities: HashMap<String, u64>,
+    ) -> Terminal {
         Terminal {
             opts,
             screen,
             names: HashMap::new(),
             log_pipes,
+            capacities,
             width: 4,
             board: None,
             out: Vec::new(),
@@ -142,7 +150,11 @@ impl Terminal {
                     self.add_name(i.id, &i.name, i.stage, i.item.clone());
                 }
                 if self.opts.progress {
-                    let mut board = Board::new(self.screen.clone(), self.opts.color);
+                    let mut board = Board::new(
+                        self.screen.clone(),
+                        self.opts.color,
+                        self.capacities.clone(),
+                    );
                     for i in instances {
                         board.add_instance(i.id, i.stage, &i.stage_name);
                     }

@@ -158,6 +158,10 @@ impl<'a> Decoder<'a> {
             Kind::Null => Some(Vec::new()),
             Kind::Map(entries) => {
                 let mut out: Vec<(S<String>, &'n Node, &'n Node)> = Vec::new();
+                // Where each key was first written (a map, so that a map of n keys
+                // costs O(n), whatever its duplicates).
+                let mut first: std::collections::HashMap<String, Span> =
+                    std::collections::HashMap::new();
                 for (k, v) in entries {
                     let key = match &k.kind {
                         Kind::Str(s) => s.clone(),
@@ -169,8 +173,7 @@ impl<'a> Decoder<'a> {
                             continue;
                         }
                     };
-                    if let Some((first, _, _)) = out.iter().find(|(f, _, _)| f.value == key) {
-                        let first_span = first.span;
+                    if let Some(&first_span) = first.get(&key) {
                         self.push(
                             Diagnostic::error(
                                 "duplicate-key",
@@ -182,6 +185,7 @@ impl<'a> Decoder<'a> {
                         );
                         continue;
                     }
+                    first.insert(key.clone(), k.span);
                     out.push((S::new(key, k.span), k, v));
                 }
                 Some(out)

@@ -10,7 +10,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::decode::decode_at;
 use super::{EnvFileSpec, PipelineSpec, S, Span, StageSpec, envfile};
@@ -95,11 +94,7 @@ impl Reader {
             .last()
             .map(|s| s.base + s.text.len() + 1)
             .unwrap_or(0);
-        self.sources.push(Source {
-            path,
-            text: Arc::from(text),
-            base,
-        });
+        self.sources.push(Source::new(path, text, base));
         base
     }
 

@@ -121,16 +121,40 @@ fn parse_name(inner: &str) -> Result<RefName, String> {
             _ => Err("`${fd.N}` takes a descriptor number of 3 or more, bound in `fds`".into()),
         };
     }
-    let mut known: Vec<&str> = SIMPLE.iter().map(|(n, _)| *n).collect();
-    known.extend(["params.NAME", "env.NAME", "fd.N", "item.NAME"]);
-    Err(
-        did_you_mean(inner_trim, known.iter().copied()).unwrap_or_else(|| {
-            "known names: ${params.NAME}, ${env.NAME}, ${env.NAME:-default}, ${stage}, \
-         ${instance}, ${replicas}, ${item}, ${item.NAME}, ${index}, ${fd.N}, ${pipeline.dir}, \
-         ${run.dir}; write `$${` for a literal `${`"
-                .to_string()
-        }),
-    )
+    // Which names exist depends on where the reference stands (`${item}` only in a
+    // foreach stage): the model reports it, with a suggestion among those.
+    Ok(RefName::Unknown(inner_trim.to_string()))
+}
+
+/// The names a reference may use, for suggestions: `item`-like names only where
+/// `foreach` items exist.
+pub fn known_names(foreach: bool) -> Vec<&'static str> {
+    let mut known: Vec<&str> = SIMPLE
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| foreach || !matches!(*n, "item" | "index"))
+        .collect();
+    known.extend(["params.NAME", "env.NAME", "fd.N"]);
+    if foreach {
+        known.push("item.NAME");
+    }
+    known
+}
+
+/// The help line of an unknown `${name}`.
+pub fn unknown_help(name: &str, foreach: bool) -> String {
+    did_you_mean(name, known_names(foreach)).unwrap_or_else(|| {
+        let item = if foreach {
+            " ${item}, ${item.NAME} (matrix), ${index},"
+        } else {
+            ""
+        };
+        format!(
+            "known names: ${{params.NAME}}, ${{env.NAME}}, ${{env.NAME:-default}}, ${{stage}}, \
+             ${{instance}}, ${{replicas}},{item} ${{fd.N}}, ${{pipeline.dir}}, ${{run.dir}}; \
+             write `$${{` for a literal `${{`"
+        )
+    })
 }
 
 pub fn valid_ident(name: &str) -> bool {
@@ -195,15 +219,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_name_has_suggestion() {
-        let (_, d) = p("x ${itme} y");
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[0].code, "unknown-variable");
-        assert_eq!(d[0].span, Some(Span::new(12, 7)));
+    fn unknown_names_are_left_to_the_model() {
+        let (t, d) = p("x ${itme} y");
+        assert!(d.is_empty());
+        let TPiece::Ref(r) = &t.pieces[1] else {
+            panic!()
+        };
+        assert_eq!(r.value, RefName::Unknown("itme".into()));
+        assert_eq!(r.span, Span::new(12, 7));
+        assert_eq!(unknown_help("itme", true), "did you mean `item`?");
         assert!(
-            d[0].help.as_deref().unwrap().contains("item"),
-            "{:?}",
-            d[0].help
+            !unknown_help("itme", false).contains("`item`"),
+            "{}",
+            unknown_help("itme", false)
         );
     }
 

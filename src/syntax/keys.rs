@@ -509,7 +509,7 @@ pub const FILE_IN: Block = Block {
 
 pub const FD: Block = Block {
     name: "fd",
-    schema: &[],
+    schema: &["FdRead", "FdWrite"],
     keys: &[
         k("read", "The queue this descriptor reads."),
         k("write", "The queue this descriptor writes."),

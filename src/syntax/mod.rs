@@ -12,6 +12,7 @@ pub mod interp;
 pub mod keys;
 pub mod node;
 pub mod schema;
+pub mod schema_json;
 
 use std::time::Duration;
 
@@ -187,6 +188,9 @@ pub enum RefName {
     Fd(i32),
     PipelineDir,
     RunDir,
+    /// A name that is none of the above (reported by the model, which knows which
+    /// names are available where the reference stands).
+    Unknown(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -42,13 +42,29 @@ pub struct PipelineFile {
 #[derive(JsonSchema, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 struct Name(#[schemars(regex(pattern = r"^[a-z][a-z0-9_-]*$"))] String);
 
-#[derive(JsonSchema, Serialize)]
+/// A string, a number or a boolean, taken as written. (Written as "not a map, a list
+/// or null" rather than as three alternatives, which editors would show as such.)
+#[derive(Serialize)]
 #[serde(untagged)]
 #[allow(dead_code)]
 enum Scalar {
     String(String),
     Number(f64),
     Bool(bool),
+}
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Scalar".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "not": {
+                "anyOf": [{"type": "object"}, {"type": "array"}, {"type": "null"}]
+            }
+        })
+    }
 }
 
 #[derive(JsonSchema, Serialize)]
@@ -501,66 +517,17 @@ enum OnFailure {
     Ignore,
 }
 
-/// The schema as a JSON value, with `x-` keys allowed wherever unknown keys are not,
-/// and each key's description and default taken from [`super::keys`].
+/// The pipeline schema as editors and validators get it (see [`super::schema_json`]).
 pub fn pipeline_schema() -> serde_json::Value {
-    let schema = schemars::schema_for!(PipelineFile);
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let schema = generator.into_root_schema_for::<PipelineFile>();
     let mut value = serde_json::to_value(&schema).unwrap_or_default();
-    allow_x_keys(&mut value);
-    describe_keys(&mut value);
+    super::schema_json::publish(&mut value);
     value
-}
-
-/// Set every property's `description` (and `default`) from the key table.
-fn describe_keys(schema: &mut serde_json::Value) {
-    for block in super::keys::ALL {
-        for def in block.schema {
-            let target = if def.is_empty() {
-                Some(&mut *schema)
-            } else {
-                schema.get_mut("$defs").and_then(|d| d.get_mut(*def))
-            };
-            let Some(props) = target
-                .and_then(|t| t.get_mut("properties"))
-                .and_then(|p| p.as_object_mut())
-            else {
-                continue;
-            };
-            for key in block.keys {
-                if let Some(prop) = props.get_mut(key.name).and_then(|p| p.as_object_mut()) {
-                    prop.insert("description".into(), key.doc.into());
-                    if let Ok(default) = serde_json::from_str::<serde_json::Value>(key.json_default)
-                    {
-                        prop.insert("default".into(), default);
-                    }
-                }
-            }
-        }
-    }
 }
 
 pub fn pipeline_schema_json() -> String {
     serde_json::to_string_pretty(&pipeline_schema()).unwrap_or_default()
-}
-
-fn allow_x_keys(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
-                let patterns = map
-                    .entry("patternProperties")
-                    .or_insert_with(|| serde_json::json!({}));
-                if let Some(p) = patterns.as_object_mut() {
-                    p.insert("^x-".into(), serde_json::json!({}));
-                }
-            }
-            for (_, child) in map.iter_mut() {
-                allow_x_keys(child);
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(allow_x_keys),
-        _ => {}
-    }
 }
 
 #[cfg(test)]
@@ -572,7 +539,7 @@ mod tests {
         let obj = if def.is_empty() {
             schema
         } else {
-            &schema["$defs"][def]
+            &schema["definitions"][def]
         };
         let mut keys: Vec<&str> = obj["properties"]
             .as_object()
@@ -590,6 +557,18 @@ mod tests {
     fn schema_keys_match_the_key_table() {
         let s = pipeline_schema();
         for block in keys::ALL {
+            // A block split over several definitions (`fds`: read or write) is their union.
+            let mut union: Vec<&str> = Vec::new();
+            for def in block.schema {
+                union.extend(props(&s, def));
+            }
+            if !block.schema.is_empty() && block.schema != ["Stage", "Defaults"] {
+                let mut names = block.names();
+                names.sort();
+                union.sort();
+                assert_eq!(union, names, "block {}", block.name);
+                continue;
+            }
             for def in block.schema {
                 let mut expected: Vec<&str> = block
                     .names()

@@ -6,7 +6,6 @@ use super::Supervisor;
 use super::instance::{Asked, StopWhy};
 use crate::event::{InstanceId, Level, State, signal_name};
 use crate::runtime::msg::{Steer, SteerRequest};
-use crate::runtime::place::signal_group;
 
 impl Supervisor {
     pub(super) fn steer(&mut self, req: SteerRequest) {
@@ -63,8 +62,9 @@ impl Supervisor {
                 let ids = self.ids_of(&stages)?;
                 let mut n = 0;
                 for id in ids {
-                    if let Some(pid) = self.insts[id].pid() {
-                        signal_group(pid, sig);
+                    if self.insts[id].pid().is_some() {
+                        // Wherever it runs (on a host: over its engine).
+                        self.signal_instance(id, sig);
                         n += 1;
                     }
                 }

@@ -7,10 +7,12 @@
 //! workflow annotations and SARIF. A load may read several files (includes, env
 //! files): spans are global offsets and [`FileDiagnostics`] knows which file each is in.
 
+pub mod formats;
+
 use std::fmt;
 use std::sync::Arc;
 
-use miette::{LabeledSpan, NamedSource, SourceCode};
+use miette::{LabeledSpan, SourceCode};
 
 /// A byte range in the files of one load. Offsets are global: each file read by a
 /// load (the pipeline file, its includes, its `env_file`s) occupies its own range,
@@ -136,6 +138,13 @@ pub fn one_of<S: AsRef<str>>(names: &[S]) -> String {
     }
 }
 
+/// Lines longer than this (in bytes) are not shown as snippets: the position is
+/// printed instead.
+const MAX_SNIPPET_LINE: usize = 2_000;
+
+/// Labels at most this many lines apart (beyond their context) share a snippet.
+const MERGE_GAP: usize = 6;
+
 /// One file read by a load: the pipeline file, an included file, an `env_file`.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -144,6 +153,111 @@ pub struct Source {
     pub text: Arc<str>,
     /// Global offset of the file's first byte (see [`Span`]).
     pub base: usize,
+    /// Byte offset of the start of each line, so positions and snippets cost a
+    /// binary search instead of a scan from the top (`validate` stays linear in the
+    /// number of problems).
+    lines: Arc<Vec<usize>>,
+}
+
+impl Source {
+    pub fn new(path: String, text: &str, base: usize) -> Source {
+        let mut lines = vec![0];
+        lines.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1));
+        Source {
+            path,
+            text: Arc::from(text),
+            base,
+            lines: Arc::new(lines),
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset of this file.
+    pub fn line_col(&self, local: usize) -> (usize, usize) {
+        let mut local = local.min(self.text.len());
+        while !self.text.is_char_boundary(local) {
+            local -= 1;
+        }
+        let line = self
+            .lines
+            .partition_point(|&s| s <= local)
+            .saturating_sub(1);
+        let start = self.lines[line];
+        (line + 1, self.text[start..local].chars().count() + 1)
+    }
+
+    /// Length in bytes of the line that holds a byte offset of this file.
+    fn line_len_at(&self, local: usize) -> usize {
+        let line = self
+            .lines
+            .partition_point(|&s| s <= local)
+            .saturating_sub(1);
+        let start = self.lines[line];
+        let end = self.lines.get(line + 1).copied().unwrap_or(self.text.len());
+        end - start
+    }
+
+    fn snippet(&self) -> Snippet {
+        Snippet {
+            name: self.path.clone(),
+            text: self.text.clone(),
+            lines: self.lines.clone(),
+        }
+    }
+}
+
+/// A file as miette reads it: only the lines around a span are looked at, found by a
+/// binary search in the line index (miette's own reader scans from the top).
+#[derive(Debug, Clone)]
+struct Snippet {
+    name: String,
+    text: Arc<str>,
+    lines: Arc<Vec<usize>>,
+}
+
+impl SourceCode for Snippet {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let len = self.text.len();
+        let offset = span.offset();
+        if offset > len || offset + span.len() > len {
+            return Err(miette::MietteError::OutOfBounds);
+        }
+        let line_of = |o: usize| self.lines.partition_point(|&s| s <= o).saturating_sub(1);
+        let first = line_of(offset);
+        let last = line_of((offset + span.len()).saturating_sub(1).max(offset));
+        let start_line = first.saturating_sub(before);
+        let end_line = (last + after + 1).min(self.lines.len());
+        let start = self.lines[start_line];
+        let mut end = self.lines.get(end_line).copied().unwrap_or(len);
+        if end > start && self.text.as_bytes().get(end - 1) == Some(&b'\n') {
+            end -= 1;
+        }
+        let column = if before == 0 {
+            offset - self.lines[first]
+        } else {
+            0
+        };
+        let data = &self.text.as_bytes()[start..end];
+        // miette merges two labels' snippets when the first's line count reaches the
+        // second's line: labels a few lines apart share one snippet, far-apart ones
+        // (a duplicate 10,000 lines below) get their own instead of everything between.
+        let line_count = memchr::memchr_iter(b'\n', data).count() + MERGE_GAP;
+        Ok(Box::new(
+            miette::MietteSpanContents::new_named(
+                self.name.clone(),
+                data,
+                (start, end - start).into(),
+                start_line,
+                column,
+                line_count,
+            )
+            .with_language("yaml"),
+        ))
+    }
 }
 
 /// The files of one load and every diagnostic found in them, ready to render.
@@ -172,11 +286,7 @@ impl FileDiagnostics {
     pub fn unreadable(path: &str, d: Diagnostic) -> FileDiagnostics {
         FileDiagnostics {
             path: path.to_string(),
-            sources: vec![Source {
-                path: path.to_string(),
-                text: Arc::from(""),
-                base: 0,
-            }],
+            sources: vec![Source::new(path.to_string(), "", 0)],
             diagnostics: vec![d],
         }
     }
@@ -208,8 +318,8 @@ impl FileDiagnostics {
             return fallback();
         };
         let local = span.offset - src.base;
-        let (line, column) = line_col(&src.text, local);
-        let (end_line, end_column) = line_col(&src.text, local.saturating_add(span.len));
+        let (line, column) = src.line_col(local);
+        let (end_line, end_column) = src.line_col(local.saturating_add(span.len));
         Position {
             file: src.path.clone(),
             line,
@@ -243,16 +353,39 @@ impl FileDiagnostics {
         out
     }
 
+    /// Whether a span sits on a line too long to show as a snippet (the terminal
+    /// could not show it, and miette cannot lay out columns past 65,535).
+    fn on_long_line(&self, span: Span) -> bool {
+        self.source_of(span.offset)
+            .is_some_and(|src| src.line_len_at(span.offset - src.base) > MAX_SNIPPET_LINE)
+    }
+
     fn rendered<'a>(&'a self, d: &'a Diagnostic) -> Rendered<'a> {
+        if d.span.is_some_and(|s| self.on_long_line(s)) {
+            let p = self.position(d.span);
+            let label = if d.label.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", d.label)
+            };
+            return Rendered {
+                d,
+                named: Source::new(self.path.clone(), "", 0).snippet(),
+                has_source: false,
+                labels: Vec::new(),
+                others: Vec::new(),
+                note: Some(format!(
+                    "at {}:{}:{}{label} (the line is too long to show)",
+                    p.file, p.line, p.column
+                )),
+            };
+        }
         let primary = d.span.and_then(|s| self.source_of(s.offset));
         let base = primary.map(|s| s.base).unwrap_or(0);
         let (named, text) = match primary {
-            Some(src) => (
-                NamedSource::new(src.path.clone(), src.text.to_string()).with_language("yaml"),
-                src.text.clone(),
-            ),
+            Some(src) => (src.snippet(), src.text.clone()),
             None => (
-                NamedSource::new(self.path.clone(), String::new()),
+                Source::new(self.path.clone(), "", 0).snippet(),
                 Arc::from(""),
             ),
         };
@@ -267,6 +400,9 @@ impl FileDiagnostics {
         }
         let mut others = Vec::new();
         for (s, l) in &d.related {
+            if self.on_long_line(*s) {
+                continue;
+            }
             if same_file(s) {
                 labels.push(LabeledSpan::new_with_span(
                     Some(l.clone()),
@@ -275,8 +411,7 @@ impl FileDiagnostics {
             } else if let Some(src) = self.source_of(s.offset) {
                 others.push(Elsewhere {
                     label: l.clone(),
-                    named: NamedSource::new(src.path.clone(), src.text.to_string())
-                        .with_language("yaml"),
+                    named: src.snippet(),
                     span: clamp(*s, src.base, &src.text),
                 });
             }
@@ -287,6 +422,7 @@ impl FileDiagnostics {
             has_source: d.span.is_some(),
             labels,
             others,
+            note: None,
         }
     }
 
@@ -357,7 +493,7 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-fn gh_escape_data(s: &str) -> String {
+pub(crate) fn gh_escape_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
@@ -370,17 +506,19 @@ fn gh_escape_prop(s: &str) -> String {
 /// Adapter that lets miette render one of our diagnostics with its source.
 struct Rendered<'a> {
     d: &'a Diagnostic,
-    named: NamedSource<String>,
+    named: Snippet,
     has_source: bool,
     labels: Vec<LabeledSpan>,
     /// Related places in other files.
     others: Vec<Elsewhere>,
+    /// Where the problem is, when it cannot be shown as a snippet.
+    note: Option<String>,
 }
 
 /// A related place in another file than the diagnostic's own (an included file).
 struct Elsewhere {
     label: String,
-    named: NamedSource<String>,
+    named: Snippet,
     span: miette::SourceSpan,
 }
 
@@ -392,7 +530,11 @@ impl fmt::Debug for Rendered<'_> {
 
 impl fmt::Display for Rendered<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.d.message)
+        f.write_str(&self.d.message)?;
+        if let Some(note) = &self.note {
+            write!(f, "\n  {note}")?;
+        }
+        Ok(())
     }
 }
 
