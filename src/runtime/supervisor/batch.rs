@@ -461,6 +461,7 @@ impl Supervisor {
             b.live.push(id);
         }
         self.emit(Event::InstanceAdded(self.insts[id].info.clone()));
+        self.expect_broadcast_reader(id);
         if resumed {
             self.end(
                 id,
