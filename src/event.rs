@@ -331,6 +331,9 @@ pub struct QueueStats {
     /// Records buffered in prun that could never be delivered: `abort`, or no reader
     /// left after `close_readers`.
     pub discarded: u64,
+    /// Last records cut short (no delimiter) by a writer that failed or was killed:
+    /// dropped, never delivered as if whole (SPEC 4.1).
+    pub partial_records: u64,
 }
 
 /// `SIGTERM` for 15, `SIG42` when unknown.

@@ -83,6 +83,66 @@ pub fn load_source(display: &str, path: &Path, source: String, options: &LoadOpt
     }
 }
 
+/// Where each definition came from, for `prun plan` when a pipeline is made of
+/// several files (includes, env files): one line per file with what it defines.
+/// Empty when everything is in the pipeline file.
+pub fn origins(model: &Model, sources: &[crate::diag::Source]) -> String {
+    use std::fmt::Write;
+    if sources.len() < 2 {
+        return String::new();
+    }
+    let file_of = |span: crate::diag::Span| {
+        let i = sources.partition_point(|s| s.base <= span.offset);
+        i.saturating_sub(1)
+    };
+    let mut per_file: Vec<Vec<(&str, Vec<String>)>> = vec![Vec::new(); sources.len()];
+    let mut add = |span, kind: &'static str, name: &str| {
+        let f = &mut per_file[file_of(span)];
+        match f.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, names)) => names.push(name.to_string()),
+            None => f.push((kind, vec![name.to_string()])),
+        }
+    };
+    for (i, (p, _)) in model.params.iter().enumerate() {
+        if let Some(span) = model.param_spans.get(i) {
+            add(*span, "params", p);
+        }
+    }
+    for (name, span) in &model.env_spans {
+        add(*span, "env", name);
+    }
+    for (i, h) in model.hosts.iter().enumerate() {
+        add(model.host_spans[i], "hosts", &h.name);
+    }
+    for (i, q) in model.queues.iter().enumerate() {
+        add(model.queue_spans[i], "queues", &q.name);
+    }
+    for (i, s) in model.semaphores.iter().enumerate() {
+        if let Some(span) = model.semaphore_spans.get(i) {
+            add(*span, "semaphores", &s.name);
+        }
+    }
+    for (i, e) in model.events.iter().enumerate() {
+        add(model.event_spans[i], "events", &e.name);
+    }
+    for (i, s) in model.stages.iter().enumerate() {
+        add(model.stage_spans[i].name, "stages", &s.name);
+    }
+    let mut out = String::from("\ndefined in:\n");
+    for (src, defs) in sources.iter().zip(&per_file) {
+        let what = if defs.is_empty() {
+            "(an env file of a stage, or nothing to define)".to_string()
+        } else {
+            defs.iter()
+                .map(|(kind, names)| format!("{kind} {}", names.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let _ = writeln!(out, "  {}: {what}", src.path);
+    }
+    out
+}
+
 /// The plan of a valid model.
 pub fn plan(model: Model) -> Plan {
     crate::graph::plan::build(model)

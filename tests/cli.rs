@@ -403,3 +403,40 @@ fn init_writes_a_runnable_file_whose_modeline_points_at_a_schema_next_to_it() {
     );
     assert!(dir.path().join("schemas/report.schema.json").exists());
 }
+
+#[test]
+fn fish_completes_yaml_files_through_the_printed_script() {
+    if Command::new("fish").arg("--version").output().is_err() {
+        eprintln!("NOTE: fish is not installed here (.ci/run installs it); only bash ran");
+        return;
+    }
+    let dir = yaml_tree();
+    let exe_dir = Path::new(env!("CARGO_BIN_EXE_prun")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        exe_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for line in ["prun ", "prun plan "] {
+        let out = Command::new("fish")
+            .arg("--no-config")
+            .arg("-c")
+            .arg(format!(
+                "prun completions fish | source; complete -C '{line}'"
+            ))
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        let got: Vec<String> = text(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or("").to_string())
+            .collect();
+        assert!(
+            got.contains(&"a.yaml".to_string()) && got.contains(&"b.yml".to_string()),
+            "{line:?}: {got:?} {}",
+            text(&out.stderr)
+        );
+        assert!(!got.contains(&"notes.txt".to_string()), "{got:?}");
+    }
+}

@@ -215,3 +215,44 @@ fn an_included_file_holds_only_mergeable_sections() {
     assert!(diags.iter().all(|d| d["file"] == "a.yaml"));
     assert_eq!(diags[2]["help"], "did you mean `stages`?");
 }
+
+#[test]
+fn plan_says_where_each_definition_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            (
+                "lib/common.yaml",
+                "params:\n  n: 1\nqueues:\n  q: {}\nstages:\n  w: {cmd: [echo], stdout: q}\n",
+            ),
+            (".env", "A=1\n"),
+            (
+                "p.yaml",
+                "version: 1\ninclude: lib/common.yaml\nenv_file: .env\nenv:\n  B: two\nstages:\n  r: {cmd: [cat], stdin: q}\n",
+            ),
+        ],
+    );
+    let out = prun(dir.path(), &["plan", "p.yaml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let section = &text[text.find("defined in:").expect("a defined-in section")..];
+    assert!(section.contains("  p.yaml: env B; stages r\n"), "{section}");
+    assert!(section.contains("  .env: env A\n"), "{section}");
+    assert!(
+        section.contains("  lib/common.yaml: params n; queues q; stages w\n"),
+        "{section}"
+    );
+    // One file: nothing to say.
+    write(
+        dir.path(),
+        &[("one.yaml", "version: 1\nstages:\n  a: {cmd: [echo]}\n")],
+    );
+    let out = prun(dir.path(), &["plan", "one.yaml"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("defined in:"));
+}

@@ -13,12 +13,16 @@ use crate::plan::Plan;
 /// Load a file for `run`/`plan`/`graph`: print diagnostics (warnings too) on stderr;
 /// `None` means invalid or unreadable (exit 2, nothing started).
 fn load_model(f: &FileArgs, color: When, for_run: bool) -> Option<Model> {
-    load_named(f, color, for_run).map(|(m, _)| m)
+    load_named(f, color, for_run).map(|(m, _, _)| m)
 }
 
 /// Like [`load_model`], with the file as `prun ps` shows it (`-` for stdin, a found
-/// default file by its absolute path).
-fn load_named(f: &FileArgs, color: When, for_run: bool) -> Option<(Model, PathBuf)> {
+/// default file by its absolute path) and the files read.
+fn load_named(
+    f: &FileArgs,
+    color: When,
+    for_run: bool,
+) -> Option<(Model, PathBuf, Vec<crate::diag::Source>)> {
     let target = match files::target(f.file.as_deref()) {
         Ok(t) => t,
         Err(msg) => {
@@ -46,7 +50,8 @@ fn load_named(f: &FileArgs, color: When, for_run: bool) -> Option<(Model, PathBu
         files::Target::Stdin => PathBuf::from("-"),
         files::Target::Given(p) | files::Target::Found(p) => p,
     };
-    loaded.model.map(|m| (m, shown))
+    let sources = loaded.file.sources;
+    loaded.model.map(|m| (m, shown, sources))
 }
 
 pub(super) fn print_human(file: &FileDiagnostics, color: bool) {
@@ -64,14 +69,16 @@ pub(super) fn run(mut a: RunArgs) -> i32 {
         a.log_dir = files::absolute(a.log_dir);
         a.resume = files::absolute(a.resume);
     }
-    let Some((model, shown)) = load_named(&a.file, a.color, !a.dry_run) else {
+    let Some((model, shown, sources)) = load_named(&a.file, a.color, !a.dry_run) else {
         return exit::USAGE;
     };
-    let plan = crate::load::plan(model);
     if a.dry_run {
-        emit(&crate::plan::show::render(&plan));
+        let origins = crate::load::origins(&model, &sources);
+        let plan = crate::load::plan(model);
+        emit(&format!("{}{origins}", crate::plan::show::render(&plan)));
         return exit::OK;
     }
+    let plan = crate::load::plan(model);
     let progress = match a.progress {
         When::Auto if shares_terminal(&plan, std::io::stdout().is_terminal()) => When::Never,
         p => p,
@@ -103,11 +110,12 @@ fn shares_terminal(plan: &Plan, _stdout_is_tty: bool) -> bool {
 }
 
 pub(super) fn plan(f: &FileArgs) -> i32 {
-    let Some(model) = load_model(f, When::Auto, false) else {
+    let Some((model, _, sources)) = load_named(f, When::Auto, false) else {
         return exit::USAGE;
     };
+    let origins = crate::load::origins(&model, &sources);
     let plan: Plan = crate::load::plan(model);
-    emit(&crate::plan::show::render(&plan));
+    emit(&format!("{}{origins}", crate::plan::show::render(&plan)));
     exit::OK
 }
 

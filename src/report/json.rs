@@ -97,6 +97,9 @@ pub struct QueueReport {
     /// Records prun had read from writers but could never deliver: every reader had
     /// ended (none restarting), or the run was stopped before they were delivered.
     pub discarded: u64,
+    /// Last records without their delimiter, cut short by a writer that failed or was
+    /// killed: dropped, never delivered as if whole.
+    pub partial_records: u64,
     /// `direct` (a plain pipe, not counted) or `routed`.
     pub wiring: String,
 }
@@ -210,6 +213,7 @@ impl ReportBuilder {
                 dropped_after_sentinel: stats.dropped_after_sentinel,
                 in_flight_at_failure: stats.in_flight_at_failure,
                 discarded: stats.discarded,
+                partial_records: stats.partial_records,
                 wiring: if *direct { "direct" } else { "routed" }.to_string(),
             }),
             Event::Finished {
@@ -467,6 +471,7 @@ mod tests {
             "interrupted",
             "in_flight_at_failure",
             "discarded",
+            "partial_records",
         ] {
             assert!(schema.contains(s), "{s} missing from the schema");
         }

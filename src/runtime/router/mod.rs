@@ -143,6 +143,22 @@
 //! and after `Drained` the thread lives on only to count, at each `reader_exited`, what
 //! that reader left unread (`in_flight_at_failure`); [`QueueRouter::join`] ends it.
 //!
+//! **Memory over time.** A writer's slot is reused by a later writer once the writer is
+//! done and none of its records are held (queued or pending); a reader is forgotten once
+//! it is gone or got EOF and its exit was counted. Their counts move to the published
+//! `per_writer`/`per_reader` lists, which are not rewritten each round. The log of what
+//! was written to a reader (kept to count in-flight records) copies small slices into
+//! chunks instead of holding a 256 KiB block per slice. So a writer restarted 10,000
+//! times leaves only its count (16 bytes) behind (`tests/router_memory.rs`).
+//!
+//! **Rooms.** `engine` is the poll loop and the commands; `writer` reads and frames the
+//! writers' streams (a phase per writer: streaming, backlog, torn, discarding,
+//! done); `direct` is the shared path that bypasses the queue; `dispatch` decides who
+//! gets which records; `reader` holds a reader's state and window (its phase: live,
+//! finishing, closed, gone); `deliver` writes readers and handles those that go away;
+//! `ending` is the early ends (no reader, cut, abort); `records` and `blocks` are the
+//! data (slices, counting, the block pool, peeked bytes); `sys` the system calls.
+//!
 //! **Cut.** During a stop whose readers could not drain the queue in time, `cut` ends the
 //! stream early: what is queued and what the writers left in their pipes is counted as
 //! `discarded`, a reader in the middle of a record gets the rest of it, then sentinel,
@@ -155,8 +171,17 @@
 /// pipe), 60 ms through 256 KiB, 59 ms through 1 MiB (docs/performance.md).
 pub const DIRECT_PIPE: usize = 256 * 1024;
 
+mod blocks;
+mod broadcast;
+mod deliver;
+mod direct;
+mod dispatch;
+mod ending;
 mod engine;
+mod reader;
+mod records;
 pub(crate) mod sys;
+mod writer;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -272,11 +297,35 @@ impl QueueRouter {
         self.send(Command::AddReader(id, fd));
     }
 
+    /// Broadcast: reader instance `member` (a key the supervisor chooses, e.g. the
+    /// instance id) will read this queue. Copies of every record are held for it from
+    /// the start (counted against `capacity`) until a process of it joins
+    /// ([`Self::add_member_reader`]), however late, or [`Self::member_not_coming`].
+    /// Announce every reader instance before the first writer is attached. Ignored for
+    /// shared delivery.
+    pub fn expect_reader(&self, member: usize) {
+        self.send(Command::ExpectReader(member));
+    }
+
+    /// Attach a reader process of instance `member` (see [`Self::add_reader`]). With
+    /// broadcast it takes over the member's place in the stream: a first process starts
+    /// at the first record, a restart where the dead one stopped.
+    pub fn add_member_reader(&self, id: ReaderId, member: usize, fd: OwnedFd) {
+        self.send(Command::AddMemberReader(id, member, fd));
+    }
+
+    /// Broadcast: reader instance `member` will not read (any more): it ended for good,
+    /// or can no longer start. The copies held for it are counted in `discarded`. A
+    /// process of it that is still reading is not affected.
+    pub fn member_not_coming(&self, member: usize) {
+        self.send(Command::MemberNotComing(member));
+    }
+
     /// Attach prun itself as a reader (`foreach: {queue}`): whole records (without the
     /// delimiter) arrive on the returned channel, with the same backpressure. The channel
     /// disconnects at end of stream (no sentinel record is sent on it).
     pub fn add_channel_reader(&self, id: ReaderId) -> Receiver<Vec<u8>> {
-        let (tx, rx) = crossbeam_channel::bounded(engine::CHANNEL_CAP);
+        let (tx, rx) = crossbeam_channel::bounded(reader::CHANNEL_CAP);
         self.send(Command::AddChannelReader(id, tx));
         rx
     }
@@ -285,6 +334,22 @@ impl QueueRouter {
     /// restarted) reader; bytes left unread in its pipe are counted as in flight.
     pub fn reader_exited(&self, id: ReaderId) {
         self.send(Command::ReaderExited(id));
+    }
+
+    /// The supervisor will report how every writer process ends ([`Self::writer_ended`]):
+    /// from now on a last record without its delimiter waits for that outcome. Without
+    /// it (a router driven without a supervisor) such a record is delivered as whole at
+    /// the writer's EOF.
+    pub fn await_writer_outcomes(&self) {
+        self.send(Command::AwaitOutcomes);
+    }
+
+    /// Writer `id`'s process ended (`succeeded`: by the stage's success rule). After
+    /// [`Self::await_writer_outcomes`], an incomplete last record of its stream is
+    /// delivered (delimiter added) only if it succeeded; otherwise it is dropped and
+    /// counted in `partial_records` (SPEC 4.1). Send it before `close_writers`.
+    pub fn writer_ended(&self, id: WriterId, succeeded: bool) {
+        self.send(Command::WriterEnded(id, succeeded));
     }
 
     /// No writer will be added any more (all writer instances ended, no restart

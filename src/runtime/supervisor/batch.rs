@@ -347,6 +347,7 @@ impl Supervisor {
         self.live.insert(id);
         self.by_stage[st].push(id);
         self.emit(Event::InstanceAdded(info));
+        self.expect_broadcast_reader(id);
         if resumed {
             self.end(
                 id,

@@ -194,11 +194,14 @@ impl Supervisor {
         for id in 0..self.insts.len() {
             let stage = &self.plan.stages[self.insts[id].info.stage];
             let count = |queues: Vec<QueueId>, map: &HashMap<InstanceId, u64>| {
+                // Records of routed queues are counted, whatever the descriptor; direct
+                // pipes are not (prun does not see them): null only when every queue of
+                // the instance is a direct pipe.
                 if queues.is_empty() {
                     Some(0)
                 } else if queues
                     .iter()
-                    .any(|&q| self.plan.queues[q].wiring == Wiring::Direct)
+                    .all(|&q| self.plan.queues[q].wiring == Wiring::Direct)
                 {
                     None
                 } else {

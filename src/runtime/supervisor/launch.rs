@@ -133,7 +133,7 @@ impl Supervisor {
                 if port.writer {
                     r.add_writer(port.id, fd)
                 } else {
-                    r.add_reader(port.id, fd);
+                    r.add_member_reader(port.id, id, fd);
                     if restartable {
                         r.reader_may_restart(port.id);
                     }

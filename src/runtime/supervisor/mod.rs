@@ -319,8 +319,17 @@ impl Supervisor {
                     framing: qp.framing,
                     sentinel: qp.sentinel.clone(),
                 };
-                self.routers[q] = Some(QueueRouter::start(cfg, self.router_tx.clone()));
+                let router = QueueRouter::start(cfg, self.router_tx.clone());
+                // Torn last records wait for their writer's outcome (`writer_ended`).
+                router.await_writer_outcomes();
+                self.routers[q] = Some(router);
             }
+        }
+        // Broadcast: every reader instance known now is announced, so copies are held
+        // for it from the first record however late it starts (foreach items are
+        // announced as they are created, `expect_broadcast_reader`).
+        for id in 0..self.insts.len() {
+            self.expect_broadcast_reader(id);
         }
         self.start_ctl();
         self.attach_batch_queues();

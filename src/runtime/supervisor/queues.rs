@@ -12,6 +12,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use super::Supervisor;
+use super::instance::RouterPort;
 use crate::event::{Event, InstanceId};
 use crate::plan::{FdDirection, Input, Output, Port, QueueId, StagePlan, Wiring};
 use crate::runtime::router::RouterEvent;
@@ -184,6 +185,42 @@ impl Supervisor {
             .filter(|qr| !qr.drained && !qr.aborted)
             .filter_map(|qr| qr.cut_at.map(|t| t + CUT_GRACE))
             .min()
+    }
+}
+
+impl Supervisor {
+    /// Announce instance `id` to the routers of the broadcast queues its stage reads
+    /// (see `QueueRouter::expect_reader`).
+    pub(super) fn expect_broadcast_reader(&mut self, id: InstanceId) {
+        let stage = &self.plan.stages[self.insts[id].info.stage];
+        for q in input_queues(stage) {
+            if self.plan.queues[q].delivery == crate::plan::Delivery::Broadcast
+                && let Some(r) = &self.routers[q]
+            {
+                r.expect_reader(id);
+            }
+        }
+    }
+
+    /// Instance `id` ended for good (no restart will come): the broadcast queues it reads
+    /// stop holding copies for it (those it never took are counted).
+    pub(super) fn broadcast_reader_done(&mut self, id: InstanceId) {
+        let stage = &self.plan.stages[self.insts[id].info.stage];
+        for q in input_queues(stage) {
+            if let Some(r) = &self.routers[q] {
+                r.member_not_coming(id);
+            }
+        }
+    }
+
+    /// Tell the routers of the queues instance `id` writes how its process ended, so a
+    /// last record cut short is delivered only if it succeeded (SPEC 4.1).
+    pub(super) fn report_writer_outcome(&mut self, ports: &[RouterPort], succeeded: bool) {
+        for port in ports.iter().filter(|p| p.writer) {
+            if let Some(r) = &self.routers[port.queue] {
+                r.writer_ended(port.id, succeeded);
+            }
+        }
     }
 }
 

@@ -162,7 +162,7 @@ impl Supervisor {
                 self.insts[id].expected_by.push((port.queue, port.id));
             }
         }
-        for port in ports {
+        for port in &ports {
             if !port.writer
                 && let Some(r) = &self.routers[port.queue]
             {
@@ -181,11 +181,13 @@ impl Supervisor {
             Outcome::EngineFailed { .. } | Outcome::Lost(_)
                 if why.is_some() && (stopped_early || self.remote_started(&run)) =>
             {
+                self.report_writer_outcome(&ports, false);
                 let state = self.stopped_state(id, why, None);
                 self.finish_run(id, state);
                 return;
             }
             Outcome::EngineFailed { error, code } => {
+                self.report_writer_outcome(&ports, false);
                 self.insts[id].start_error_code = code;
                 self.finish_run(id, State::CouldNotStart { error });
                 return;
@@ -199,6 +201,7 @@ impl Supervisor {
                 (ProcessEnd::Signaled(libc::SIGPIPE), Some(m))
             }
             Outcome::Lost(reason) => {
+                self.report_writer_outcome(&ports, false);
                 self.finish_run(
                     id,
                     State::Failed {
@@ -211,6 +214,7 @@ impl Supervisor {
         };
         if end == ProcessEnd::Signaled(libc::SIGPIPE) && why.is_none() {
             // Judged once the readers' exits are known (`judge`).
+            self.report_writer_outcome(&ports, false);
             let until = self.clock.now() + SIGPIPE_GRACE;
             self.insts[id].life = Life::Judging {
                 end,
@@ -222,6 +226,7 @@ impl Supervisor {
             return;
         }
         let state = self.classify(id, end, why);
+        self.report_writer_outcome(&ports, matches!(state, State::Succeeded(_)));
         self.finish_run(id, state);
     }
 
@@ -350,6 +355,7 @@ impl Supervisor {
         self.release_permits(id);
         if !restart {
             self.withdraw_expected(id);
+            self.broadcast_reader_done(id);
             self.end(id, state);
         } else {
             let attempt = self.insts[id].restarts + 1;
