@@ -538,6 +538,9 @@ impl Supervisor {
     fn end(&mut self, id: InstanceId, state: State) {
         self.insts[id].life = instance::Life::Ended(state.clone());
         self.live.remove(&id);
+        // Broadcast queues it reads stop holding copies for it (skipped, resumed, could
+        // not start, or ended after its last run).
+        self.broadcast_reader_done(id);
         self.show(id, state);
     }
 }
