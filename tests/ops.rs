@@ -149,6 +149,9 @@ fn watch_and_steer_a_running_pipeline() {
         let w = &s["instances"][1];
         w["restarts"] == 1 && w["pid"] != before && w["state"] != "waiting"
     });
+    let (code, _, err) = ops(xdg, &["logs", "nosuch"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no stage or instance named `nosuch`"), "{err}");
     let (code, _, err) = ops(xdg, &["restart", "nosuch"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no stage or instance named `nosuch`"), "{err}");

@@ -90,6 +90,13 @@ impl LiveState {
         self.followers.clear();
     }
 
+    /// A stage or instance of this run has this name.
+    pub fn knows(&self, name: &str) -> bool {
+        self.builder
+            .instance_names()
+            .any(|(i, _)| i.name == name || i.stage_name == name)
+    }
+
     /// The last `n` lines of each selected instance, oldest instance first.
     pub fn tail(&self, select: &[String], n: usize) -> Vec<FollowLine> {
         let mut out = Vec::new();
