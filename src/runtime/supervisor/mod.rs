@@ -588,6 +588,9 @@ impl Supervisor {
         }
         self.insts[id].life = instance::Life::Ended(state.clone());
         self.live.remove(&id);
+        // Broadcast queues it reads stop holding copies for it (skipped, resumed, could
+        // not start, or ended after its last run).
+        self.broadcast_reader_done(id);
         self.show(id, state.clone());
         self.emit(Event::InstanceFinal { id });
         self.item_ended(id, &state);

@@ -361,7 +361,6 @@ impl Supervisor {
         self.release_permits(id);
         if !restart {
             self.withdraw_expected(id);
-            self.broadcast_reader_done(id);
             self.end(id, state);
         } else {
             let attempt = self.insts[id].restarts + 1;
