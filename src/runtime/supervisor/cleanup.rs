@@ -19,12 +19,13 @@ use super::queues::{input_queues, output_queues};
 use super::{Owner, Supervisor};
 use crate::event::{Event, InstanceId, RunStatus, ShutdownCause};
 use crate::plan::{QueueId, Wiring};
-use crate::runtime::msg::Msg;
 use crate::runtime::place::{group_alive, signal_group};
 use crate::runtime::scanner;
 
 impl Supervisor {
     pub(super) fn finish(mut self) -> i32 {
+        self.flush_events();
+        self.batch_events = false;
         self.scanner = None;
         // Other hosts first: their run directories, the Slurm sweep, the connections.
         self.finish_remote();
@@ -73,13 +74,16 @@ impl Supervisor {
         let guardian = self.guardian.take().map(|mut g| g.finish());
         // Let the log threads flush their last lines before the final event.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while self.drains > 0 {
+        self.drains.notify();
+        while self.drains.count() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.msg_rx.recv_timeout(left) {
-                Ok(Msg::DrainDone) => self.drains -= 1,
-                Ok(_) => {}
-                Err(_) => break,
+            if left.is_zero() {
+                break;
             }
+            // A drain that ended before `notify` sent nothing: look again soon.
+            let _ = self
+                .msg_rx
+                .recv_timeout(left.min(Duration::from_millis(10)));
         }
         self.report_queues();
         self.settle_halts_at_end();
@@ -130,9 +134,7 @@ impl Supervisor {
                 }
                 let _ = kill(pid, Signal::SIGKILL);
             }
-            if let Ok(Msg::DrainDone) = self.msg_rx.recv_timeout(Duration::from_millis(20)) {
-                self.drains = self.drains.saturating_sub(1);
-            }
+            let _ = self.msg_rx.recv_timeout(Duration::from_millis(20));
         }
     }
 

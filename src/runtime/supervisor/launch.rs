@@ -92,6 +92,8 @@ impl Supervisor {
         let mut log_read: Option<OwnedFd> = None;
         let mut out_read: Option<OwnedFd> = None;
         let opts = place.host().map(|_| self.remote_opts(id));
+        // The reporter learns of the instance (its name) before any line it logs.
+        self.flush_events();
         let result = self
             .wire(
                 id,
@@ -164,8 +166,14 @@ impl Supervisor {
             self.start_drain(id, generation, r);
         }
         if let Some(r) = out_read {
-            match drain::start_passthrough(r, id, self.logs.clone(), self.msg_tx.clone()) {
-                Ok(()) => self.drains += 1,
+            match drain::start_passthrough(
+                r,
+                id,
+                self.logs.clone(),
+                self.msg_tx.clone(),
+                &self.drains,
+            ) {
+                Ok(()) => {}
                 Err(e) => self.notice(
                     Level::Error,
                     format!(
@@ -225,8 +233,9 @@ impl Supervisor {
             matchers,
             self.logs.clone(),
             self.msg_tx.clone(),
+            &self.drains,
         ) {
-            Ok(()) => self.drains += 1,
+            Ok(()) => {}
             Err(e) => self.notice(
                 Level::Error,
                 format!("cannot drain the log of {}: {e}", self.insts[id].info.name),

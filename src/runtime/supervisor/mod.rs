@@ -141,6 +141,10 @@ enum Owner {
 pub struct Supervisor {
     plan: Plan,
     events: Sender<Event>,
+    /// Events of the current pass, sent before the loop sleeps (see `emit`).
+    pending_events: std::cell::RefCell<Vec<Event>>,
+    /// Events are gathered per pass (off once the loop is over).
+    batch_events: bool,
     logs: Sender<Event>,
     /// Stages on `stdout: inherit` write into a pipe prun passes through (`Sinks`).
     pass_stdout: bool,
@@ -196,7 +200,8 @@ pub struct Supervisor {
     queues: Vec<QueueRt>,
     shutdown: Option<Shutdown>,
     first_failure: Option<i32>,
-    drains: usize,
+    /// The log drains running (they tell the loop when they end only at the end).
+    drains: crate::runtime::drain::Running,
     next_port: usize,
     /// Matches an opener thread's answer to the start it was for.
     next_token: u64,
@@ -255,6 +260,8 @@ impl Supervisor {
         Supervisor {
             plan,
             events: sinks.events,
+            pending_events: Default::default(),
+            batch_events: true,
             logs: sinks.logs,
             pass_stdout: sinks.pass_stdout,
             msg_tx,
@@ -291,7 +298,7 @@ impl Supervisor {
             queues,
             shutdown: None,
             first_failure: None,
-            drains: 0,
+            drains: Default::default(),
             next_port: 0,
             next_token: 0,
             tty: terminal::Tty::default(),
@@ -305,9 +312,27 @@ impl Supervisor {
         self
     }
 
+    /// Report `e`. Events are gathered and sent together before the loop sleeps and
+    /// before a process is launched (so the reporter knows an instance before any line
+    /// it logs): the reporter is woken a couple of times per pass, not once per event
+    /// (a `true` foreach item makes five events; each wake-up is a context switch on a
+    /// busy machine).
     fn emit(&self, e: Event) {
-        // Unbounded: never waits. The reporter may be gone at the very end.
-        let _ = self.events.send(e);
+        match self.pending_events.try_borrow_mut() {
+            Ok(mut pending) if self.batch_events => pending.push(e),
+            // Unbounded: never waits. The reporter may be gone at the very end.
+            _ => {
+                let _ = self.events.send(e);
+            }
+        }
+    }
+
+    /// Send the events of this pass, in order.
+    fn flush_events(&self) {
+        let pending = std::mem::take(&mut *self.pending_events.borrow_mut());
+        for e in pending {
+            let _ = self.events.send(e);
+        }
     }
 
     fn notice(&self, level: Level, message: String) {
@@ -427,6 +452,7 @@ impl Supervisor {
     /// Sleep until a message, a router event, a ctl request, a queue record
     /// (`foreach: {queue}`) or the next deadline; then handle what came.
     fn wait(&mut self) {
+        self.flush_events();
         let now = self.clock.now();
         let deadline = [self.timers.next(), self.next_global_deadline()]
             .into_iter()
@@ -519,7 +545,8 @@ impl Supervisor {
         match msg {
             // Reaping happens at the top of every pass.
             Msg::Child => {}
-            Msg::DrainDone => self.drains = self.drains.saturating_sub(1),
+            // Counted by `drains` itself; the message only wakes the loop.
+            Msg::DrainDone => {}
             Msg::Descendants(table) => self.on_descendants(table),
             Msg::Signal(sig) => self.on_signal(sig),
             Msg::Steer(req) => self.steer(req),
