@@ -496,6 +496,65 @@ total            47       11       6
     assert_eq!(out.queue("stats")["records"], 3);
 }
 
+#[test]
+fn sweep_runs_every_combination_of_the_matrix() {
+    let out = run("pipelines/sweep.yaml", &[]);
+    out.assert_code(0);
+    assert_eq!(
+        out.stdout,
+        "\
+noise  degree  seed    rmse
+  0.0       1     1   0.985
+  0.0       1     2   0.985
+  0.0       2     1   0.000
+  0.0       2     2   0.000
+  0.0       3     1   0.000
+  0.0       3     2   0.000
+  0.2       1     1   0.911
+  0.2       1     2   0.913
+  0.2       2     1   0.169
+  0.2       2     2   0.188
+  0.2       3     1   0.155
+  0.2       3     2   0.186
+noise 0.0: best degree 2 (mean rmse 0.000)
+noise 0.2: best degree 3 (mean rmse 0.170)
+12 runs
+",
+        "{}",
+        out.context()
+    );
+    let fit = out.foreach("fit");
+    assert_eq!((&fit["items"], &fit["succeeded"]), (&Value::from(12), &Value::from(12)));
+}
+
+#[test]
+fn sweep_halts_once_a_quarter_of_its_runs_failed() {
+    // With 3 points, every degree-3 cell fails (exit 2); the third failure (of 12 runs:
+    // 25 %) halts the sweep: no new fit starts, the running one finishes.
+    let out = run("pipelines/sweep.yaml", &["--set", "points=3"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("fit: halted: 3 of 12 items failed (halt: soon, fail: 25%)"),
+        "{}",
+        out.context()
+    );
+    let fit = out.foreach("fit");
+    assert_eq!(fit["failed"], 3, "{}", out.context());
+    let not_started = fit["not_started"].as_u64().unwrap();
+    let succeeded = fit["succeeded"].as_u64().unwrap();
+    assert!((1..=3).contains(&not_started), "{}", out.context());
+    assert_eq!(succeeded + 3 + not_started, 12, "{}", out.context());
+    // `best` still tabulates what finished, and no degree-3 cell is in it.
+    let last = out.stdout.lines().last().unwrap_or_default();
+    assert_eq!(last, format!("{succeeded} runs"), "{}", out.context());
+    assert!(
+        !out.stdout.lines().any(|l| l.split_whitespace().nth(1) == Some("3")),
+        "{}",
+        out.context()
+    );
+}
+
 /// A port that was free a moment ago, so that parallel runs do not collide.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
