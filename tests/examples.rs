@@ -524,7 +524,10 @@ noise 0.2: best degree 3 (mean rmse 0.170)
         out.context()
     );
     let fit = out.foreach("fit");
-    assert_eq!((&fit["items"], &fit["succeeded"]), (&Value::from(12), &Value::from(12)));
+    assert_eq!(
+        (&fit["items"], &fit["succeeded"]),
+        (&Value::from(12), &Value::from(12))
+    );
 }
 
 #[test]
@@ -549,7 +552,9 @@ fn sweep_halts_once_a_quarter_of_its_runs_failed() {
     let last = out.stdout.lines().last().unwrap_or_default();
     assert_eq!(last, format!("{succeeded} runs"), "{}", out.context());
     assert!(
-        !out.stdout.lines().any(|l| l.split_whitespace().nth(1) == Some("3")),
+        !out.stdout
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("3")),
         "{}",
         out.context()
     );

@@ -28,6 +28,8 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::path::Path;
 use std::string::FromUtf8Error;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 
@@ -75,6 +77,15 @@ struct Feed {
     rx: Option<Receiver<Chunk>>,
     buf: VecDeque<Vec<u8>>,
     failed: Option<String>,
+    /// Set when nobody takes items any more: the threads stop at their next look
+    /// (the feed at its next send, the counter at its next block).
+    gone: Arc<AtomicBool>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::Release);
+    }
 }
 
 /// A cursor over one foreach source.
@@ -112,13 +123,13 @@ impl Items {
             ForeachSource::Glob(pattern) => {
                 let glob = super::glob::Glob::new(&pattern.render(vars))?;
                 let base = base_dir.to_path_buf();
-                let feed = Feed::spawn("prun-glob", move |tx| glob_feed(&glob, &base, tx))?;
+                let feed = Feed::spawn("prun-glob", move |tx, _| glob_feed(&glob, &base, tx))?;
                 (Cursor::Feed(feed), None)
             }
             ForeachSource::Lines(path) => {
                 // Opened by the feed thread: opening a FIFO waits for its writer.
                 let full = base_dir.join(path.render(vars));
-                let feed = Feed::spawn("prun-lines", move |tx| lines_feed(&full, tx))?;
+                let feed = Feed::spawn("prun-lines", move |tx, gone| lines_feed(&full, tx, gone))?;
                 (Cursor::Feed(feed), None)
             }
             ForeachSource::Queue(_) => {
@@ -197,6 +208,7 @@ impl Items {
             f.rx = None;
             f.buf.clear();
             f.failed = None;
+            f.gone.store(true, Ordering::Release);
         }
     }
 
@@ -222,17 +234,20 @@ impl Items {
 impl Feed {
     fn spawn(
         name: &str,
-        body: impl FnOnce(&Sender<Chunk>) + Send + 'static,
+        body: impl FnOnce(&Sender<Chunk>, Arc<AtomicBool>) + Send + 'static,
     ) -> Result<Feed, String> {
         let (tx, rx) = bounded(AHEAD);
+        let gone = Arc::new(AtomicBool::new(false));
+        let flag = gone.clone();
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || body(&tx))
+            .spawn(move || body(&tx, flag))
             .map_err(|e| format!("cannot start a thread to read the foreach source: {e}"))?;
         Ok(Feed {
             rx: Some(rx),
             buf: VecDeque::new(),
             failed: None,
+            gone,
         })
     }
 
@@ -327,7 +342,7 @@ fn glob_feed(glob: &super::glob::Glob, base: &Path, tx: &Sender<Chunk>) {
 /// The feed thread of a `lines` file: non-empty lines, `\r\n` accepted; a chunk per
 /// read, so a slowly written FIFO's lines start as they come. A regular file's total
 /// is counted by another thread meanwhile.
-fn lines_feed(full: &Path, tx: &Sender<Chunk>) {
+fn lines_feed(full: &Path, tx: &Sender<Chunk>, gone: Arc<AtomicBool>) {
     let mut file = match std::fs::File::open(full) {
         Ok(f) => f,
         Err(e) => {
@@ -344,7 +359,7 @@ fn lines_feed(full: &Path, tx: &Sender<Chunk>) {
         let _ = std::thread::Builder::new()
             .name("prun-count".into())
             .spawn(move || {
-                if let Some(n) = count_lines(&path) {
+                if let Some(n) = count_lines_until(&path, &gone) {
                     let _ = tx.send(Chunk::Total(n));
                 }
             });
@@ -405,12 +420,20 @@ fn lines_feed(full: &Path, tx: &Sender<Chunk>) {
 /// The number of items of a `lines` file: lines not empty once a `\r` before the `\n`
 /// is removed. None if it cannot be read.
 pub fn count_lines(path: &Path) -> Option<u64> {
+    count_lines_until(path, &AtomicBool::new(false))
+}
+
+/// [`count_lines`], given up (None) once `gone` is set.
+fn count_lines_until(path: &Path, gone: &AtomicBool) -> Option<u64> {
     let mut file = std::fs::File::open(path).ok()?;
     let mut buf = vec![0u8; 1 << 20];
     let mut count = 0u64;
     // The current line's length so far and its last byte.
     let (mut len, mut last) = (0usize, 0u8);
     loop {
+        if gone.load(Ordering::Acquire) {
+            return None;
+        }
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,

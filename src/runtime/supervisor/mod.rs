@@ -20,7 +20,9 @@
 //! files, queue ends), `render` (templates, environment), `reap` (wait statuses →
 //! end states, restarts), `readiness` (probes), `queues` (routers and direct pipes),
 //! `due` (an instance's deadlines), `shutdown` (drain order, stop steps), `orphans` (escaped descendants, the guardian),
-//! `terminal` (Ctrl-Z and `fg`), `cleanup` (the end of the run), `batch` (foreach), `coordinate` (`prun ctl`,
+//! `terminal` (Ctrl-Z and `fg`), `cleanup` (the end of the run), `batch` (foreach, with `halt`
+//! and `block` for `{queue, batch}`), `insts` (the instances held, folded foreach items
+//! dropped), `coordinate` (`prun ctl`,
 //! deadlocks), `remote` (instances on other hosts: slots, shared connections, the
 //! engine clients' reports). Where an instance runs is [`Places`](super::place::Places)'s
 //! business.
