@@ -173,7 +173,7 @@ fn a_shared_queue_spread_over_two_hosts_keeps_each_hosts_slots() {
 fn remote_exit_codes_and_signals_are_reported_exactly() {
     let Some(h) = hosts() else { return };
     let yaml = format!(
-        "version: 1\n{}defaults:\n  on: h2\n  on_failure: ignore\nstages:\n  three:\n    sh: 'exit 3'\n    on_failure: continue\n  ff:\n    sh: 'exit 255'\n  term:\n    sh: 'kill -TERM $$'\n  kill:\n    sh: 'kill -KILL $$'\n  ok:\n    cmd: ['true']\n",
+        "version: 1\n{}defaults:\n  on: h2\n  on_failure: ignore\nstages:\n  three:\n    sh: 'exit 3'\n    on_failure: continue\n  ff:\n    sh: 'exit 255'\n  term:\n    sh: 'kill -TERM $$'\n  kill:\n    sh: 'kill -KILL $$'\n  ok:\n    sh: 'echo \"dir $PRUN_RUN_DIR\"'\n",
         hosts_block(&h, 5, 1)
     );
     let t = Test::new(&yaml);
@@ -203,6 +203,13 @@ fn remote_exit_codes_and_signals_are_reported_exactly() {
     );
     assert_eq!(out.instance("ok")["state"], "succeeded");
     assert_eq!(out.instance("ok")["host"], "h2");
+    // a run directory nothing was written to is gone with its last user
+    let dir = out.log_of("ok")[0]
+        .strip_prefix("dir ")
+        .unwrap()
+        .to_string();
+    assert!(dir.contains("/prun-"), "{dir}");
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} is left");
 }
 
 #[test]

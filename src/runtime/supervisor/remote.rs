@@ -6,10 +6,11 @@
 //!   slots, the first listed on a tie); the slot is taken with its permits and given
 //!   back when the run ends;
 //! - connections: an SSH host's shared connection (`ssh -M`) is spawned when its first
-//!   instance launches; a thread watches the master (its control socket appearing →
-//!   `HostUp`; its stderr closing → `HostDown` with what it wrote). Instances wait for
-//!   it in `Starting`; if it fails they end `could not start` with ssh's message, and
-//!   the next instance tries again;
+//!   instance launches (that instance connects on its own meanwhile); a thread watches
+//!   the master (its control socket appearing → `HostUp`; its stderr closing →
+//!   `HostDown` with what it wrote). Later instances wait for it in `Starting`; if it
+//!   fails they end `could not start` with ssh's message, and the next instance tries
+//!   again;
 //! - reports: each engine client's pump sends the wrapper's start line (the remote
 //!   group, the Slurm node), its end line, and `Done` when the client's stderr ends.
 //!   The client's exit is judged once `Done` came (or [`PUMP_GRACE`] after the exit,
@@ -41,6 +42,7 @@ use super::instance::Life;
 use super::{Owner, Supervisor};
 use crate::event::{Event, InstanceId, Level, ProcessEnd, State};
 use crate::plan::HostId;
+use crate::remote::DirEnd;
 use crate::remote::place::{Conn, Connect};
 use crate::runtime::msg::Msg;
 use crate::runtime::opener::{FileOpens, OpenedFiles};
@@ -179,7 +181,12 @@ impl Supervisor {
                 self.spawn_master(h, argv);
                 match self.places.hosts().conn(h) {
                     Conn::Failed(m) => Some(m.clone()),
-                    _ => None,
+                    // The instance that asked for the connection does not wait for
+                    // it: its client connects on its own meanwhile (ssh does when the
+                    // master's socket is not there yet), so the first instance on a
+                    // host starts as fast as a plain `ssh host cmd`. Later ones wait
+                    // and share the master.
+                    _ => return Some(files),
                 }
             }
         };
@@ -340,6 +347,24 @@ impl Supervisor {
         }
     }
 
+    /// A run on an SSH host ended: did its wrapper leave files in the host's run
+    /// directory (then the end of the run removes it)?
+    pub(super) fn note_remote_end(&mut self, run: &super::instance::Run) {
+        let Place::Ssh(h) = run.place else {
+            return;
+        };
+        let cleaned = run
+            .launched
+            .remote
+            .as_ref()
+            .and_then(|r| r.seen.as_ref())
+            .and_then(|s| s.run_dir)
+            .is_some_and(|d| matches!(d, DirEnd::Gone | DirEnd::Shared));
+        if !cleaned {
+            self.places.hosts_mut().left_files(h);
+        }
+    }
+
     /// A pump reported.
     pub(super) fn on_pump(&mut self, id: InstanceId, generation: u64, msg: PumpMsg) {
         if self.insts[id].generation != generation {
@@ -465,8 +490,11 @@ impl Supervisor {
             }),
             None => None,
         };
-        if matches!(place, Place::Slurm(_)) {
-            self.ensure_sweeper();
+        match place {
+            Place::Slurm(_) => self.ensure_sweeper(),
+            // Its end is not followed: the host's run directory is removed at the end.
+            Place::Ssh(h) => self.places.hosts_mut().left_files(h),
+            Place::Local => {}
         }
         let (launched, pump) = self.places.launch(place, spec, self.guardian_fd(), opts)?;
         if let Some(pump) = pump
