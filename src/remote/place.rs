@@ -265,14 +265,15 @@ impl Hosts {
         self.hosts[h].dirty = true;
     }
 
-    /// At the end of the run: remove the run directory on every SSH host that is up
-    /// and may still have one.
+    /// At the end of the run: remove the run directory on every SSH host that may
+    /// still have one (over its shared connection when that is up, else on a
+    /// connection of its own).
     pub fn cleanup_commands(&self) -> Vec<Vec<String>> {
         self.hosts
             .iter()
             .filter(|host| host.dirty)
             .filter_map(|host| match (&host.conn, &host.target) {
-                (Conn::Up { .. }, Target::Ssh(t)) => {
+                (Conn::Up { .. } | Conn::Idle, Target::Ssh(t)) => {
                     Some(t.session_argv(super::shell_line(&super::cleanup_words(&self.run_id))))
                 }
                 _ => None,

@@ -5,12 +5,12 @@
 //! - placement: a stage `on:` hosts needs a free slot on one of them (the most free
 //!   slots, the first listed on a tie); the slot is taken with its permits and given
 //!   back when the run ends;
-//! - connections: an SSH host's shared connection (`ssh -M`) is spawned when its first
-//!   instance launches (that instance connects on its own meanwhile); a thread watches
-//!   the master (its control socket appearing → `HostUp`; its stderr closing →
-//!   `HostDown` with what it wrote). Later instances wait for it in `Starting`; if it
-//!   fails they end `could not start` with ssh's message, and the next instance tries
-//!   again;
+//! - connections: an instance alone on an SSH host connects on its own (as fast as a
+//!   plain `ssh host cmd`); when an instance finds others running there, the host's
+//!   shared connection (`ssh -M`) is spawned and a thread watches it (its control
+//!   socket appearing → `HostUp`; its stderr closing → `HostDown` with what it
+//!   wrote). Instances wait for it in `Starting`; if it fails they end `could not
+//!   start` with ssh's message, and the next instance tries again;
 //! - reports: each engine client's pump sends the wrapper's start line (the remote
 //!   group, the Slurm node), its end line, and `Done` when the client's stderr ends.
 //!   The client's exit is judged once `Done` came (or [`PUMP_GRACE`] after the exit,
@@ -169,6 +169,14 @@ impl Supervisor {
             self.ensure_sweeper();
             return Some(files);
         }
+        // An instance alone on its host needs no shared connection: its client
+        // connects on its own, as fast as a plain `ssh host cmd`. The shared connection
+        // comes when instances meet there (stops and the cleanup go over it when it
+        // is up, on a connection of their own when not).
+        if matches!(self.places.hosts().conn(h), Conn::Idle) && self.places.hosts().running(h) <= 1
+        {
+            return Some(files);
+        }
         let connect = self
             .places
             .hosts_mut()
@@ -181,12 +189,7 @@ impl Supervisor {
                 self.spawn_master(h, argv);
                 match self.places.hosts().conn(h) {
                     Conn::Failed(m) => Some(m.clone()),
-                    // The instance that asked for the connection does not wait for
-                    // it: its client connects on its own meanwhile (ssh does when the
-                    // master's socket is not there yet), so the first instance on a
-                    // host starts as fast as a plain `ssh host cmd`. Later ones wait
-                    // and share the master.
-                    _ => return Some(files),
+                    _ => None,
                 }
             }
         };
