@@ -185,6 +185,24 @@ impl Board {
         self.refresh(b);
     }
 
+    /// The number of items of a foreach stage became known (or final).
+    pub fn batch_total(&mut self, stage: usize, total: u64) {
+        if let Some(row) = self.stages.get_mut(stage) {
+            row.total = Some(total);
+            row.bar.set_length(total);
+            self.refresh(stage);
+        }
+    }
+
+    /// A foreach item is over for good: its counts stay, the instance is forgotten.
+    pub fn forget(&mut self, id: InstanceId) {
+        if let Some((b, _)) = self.last.remove(&id)
+            && let Some(row) = self.stages.get_mut(b)
+        {
+            row.items.remove(&id);
+        }
+    }
+
     pub fn state_changed(&mut self, id: InstanceId, state: &str, item: Option<&str>, now: Instant) {
         let Some((b, old)) = self.last.get(&id).copied() else {
             return;
