@@ -14,7 +14,10 @@ if [ -n "${PRUN_NODE_MODULES:-}" ]; then
 else
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund ajv@8 yaml@2 >/dev/null)
+  if ! (cd "$tmp" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund ajv@8 yaml@2 >/dev/null); then
+    echo "check-schema.sh: npm could not install ajv@8 yaml@2; the check did not run" >&2
+    exit 3
+  fi
   modules="$tmp/node_modules"
 fi
 # Node resolves bare imports from the script's directory upward: give it a copy next

@@ -14,7 +14,10 @@ if [ -n "${PRUN_NODE_MODULES:-}" ] && [ -e "$PRUN_NODE_MODULES/yaml-language-ser
 else
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund yaml-language-server@1 >/dev/null)
+  if ! (cd "$tmp" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund yaml-language-server@1 >/dev/null); then
+    echo "lsp-check.sh: npm could not install yaml-language-server@1; the check did not run" >&2
+    exit 3
+  fi
   modules="$tmp/node_modules"
 fi
 PRUN_ROOT="$root" YAML_LS="$modules/yaml-language-server/bin/yaml-language-server" node "$root/scripts/lsp-check.mjs"

@@ -185,6 +185,19 @@ impl State {
     }
 }
 
+/// Why a foreach stage stopped creating instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// Every item of its source has an instance (a queue reached its end).
+    Exhausted,
+    /// The pipeline stopped first (or the stage could never start).
+    Stopped,
+    /// Its `halt` fired: why (`3 of 40 items failed (halt: soon, fail: 3)`).
+    Halted(String),
+    /// Its source could not be read (to the end).
+    SourceFailed(String),
+}
+
 /// Why the pipeline is being shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownCause {
@@ -230,6 +243,26 @@ pub enum Event {
         stage_name: String,
         total: Option<usize>,
         resumed: usize,
+    },
+    /// The number of items of a foreach stage, known after it started (a `lines` file
+    /// counted, a glob walked to its end, a queue at its end) or final at its close.
+    BatchTotal {
+        stage: StageId,
+        total: u64,
+    },
+    /// A foreach stage will create no more instances. `not_started`: items of its
+    /// source that never got one (the pipeline stopped or `halt` fired first; None
+    /// when the rest of the source was never read, so their number is unknown).
+    BatchClosed {
+        stage: StageId,
+        not_started: Option<u64>,
+        why: BatchEnd,
+    },
+    /// An instance reached its end state for good (sent right after that
+    /// `StateChanged`): no restart follows. A foreach item is then forgotten by the
+    /// runtime (folded into its stage's counters).
+    InstanceFinal {
+        id: InstanceId,
     },
     /// A deadlock was found: `message` names who waits for what and who holds what.
     /// The run fails and stops in drain order.
@@ -299,6 +332,8 @@ pub enum Event {
         queue: usize,
         name: String,
         records: u64,
+        /// Records waiting in prun for a reader now.
+        depth: u64,
     },
     /// Records counted for an instance by the routers (None: direct pipe only).
     Records {
@@ -318,6 +353,8 @@ pub enum Event {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
     pub records: u64,
+    /// Records waiting in prun for a reader at the last count (the board, `prun status`).
+    pub depth: u64,
     pub bytes: u64,
     pub max_depth: u64,
     pub blocked_ms: u64,

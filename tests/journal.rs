@@ -70,9 +70,16 @@ stages:
     let covered: BTreeSet<String> = done.union(&second_ran).cloned().collect();
     assert_eq!(covered, all, "{}", second.context());
     assert_eq!(second_ran.len(), 40 - done.len());
-    // The finished run's report is the whole report again, resumed items marked.
+    // The finished run's report counts the resumed items; its journal, kept beside
+    // it, lists them (marked).
+    assert_eq!(
+        second.foreach("job")["resumed"],
+        done.len() as u64,
+        "{}",
+        second.context()
+    );
     let resumed = second
-        .of_stage("job")
+        .items_of("job")
         .iter()
         .filter(|i| i["resumed"] == true)
         .count();

@@ -105,6 +105,12 @@ fn watch_and_steer_a_running_pipeline() {
     assert!(status["instances"][0]["pid"].as_u64().is_some());
     assert_eq!(status["queues"][0]["name"], "q");
     assert_eq!(status["queues"][0]["capacity"], 1024);
+    assert!(
+        status["queues"][0]["depth"]
+            .as_u64()
+            .is_some_and(|d| d <= 1024),
+        "{status}"
+    );
     let (_, human, _) = ops(xdg, &["status", "svc"]);
     assert!(
         human.contains("INSTANCE") && human.contains("web.1"),
@@ -149,6 +155,9 @@ fn watch_and_steer_a_running_pipeline() {
         let w = &s["instances"][1];
         w["restarts"] == 1 && w["pid"] != before && w["state"] != "waiting"
     });
+    let (code, _, err) = ops(xdg, &["logs", "nosuch"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no stage or instance named `nosuch`"), "{err}");
     let (code, _, err) = ops(xdg, &["restart", "nosuch"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no stage or instance named `nosuch`"), "{err}");

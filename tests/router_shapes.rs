@@ -131,3 +131,24 @@ stages:
     run.assert_code(0);
     assert_eq!(run.instance("r")["records_in"], 15, "{}", run.context());
 }
+
+#[test]
+fn a_broadcast_reader_that_never_starts_has_its_copies_counted_and_the_run_ends() {
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {delivery: broadcast}
+stages:
+  bad: {cmd: [sh, -c, 'sleep 0.5; exit 3'], on_failure: continue}
+  src: {cmd: [seq, 10], stdout: q}
+  a: {cmd: [wc, -l], stdin: q, stdout: inherit}
+  b: {cmd: [wc, -l], after: {bad: succeeded}, stdin: q}
+"#,
+    );
+    let run = t.run();
+    assert_eq!(run.stdout.trim(), "10", "{}", run.context());
+    assert_eq!(run.instance("b")["state"], "skipped", "{}", run.context());
+    assert_eq!(run.instance("a")["state"], "succeeded", "{}", run.context());
+    assert_eq!(run.queue("q")["discarded"], 10, "{}", run.context());
+}

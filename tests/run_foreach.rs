@@ -42,7 +42,7 @@ stages:
         "{}",
         out.context()
     );
-    let argv = out.of_stage("argv");
+    let argv = out.items_of("argv");
     assert_eq!(argv.len(), 4);
     for (i, inst) in argv.iter().enumerate() {
         assert_eq!(inst["name"], format!("argv.{i}"));
@@ -76,7 +76,7 @@ stages:
     let t = Test::new(&yaml);
     let out = t.run();
     out.assert_code(0);
-    assert_eq!(out.of_stage("wide").len(), 8);
+    assert_eq!(out.items_of("wide").len(), 8);
     assert_eq!(
         max_overlap(&t.read("wide.txt")),
         3,
@@ -125,7 +125,8 @@ stages:
         lines_set(&t.read("lines.txt")),
         lines_set("one\ntwo words\nthree\n")
     );
-    let items: Vec<&Value> = out.of_stage("glob").iter().map(|i| &i["item"]).collect();
+    let glob = out.items_of("glob");
+    let items: Vec<&Value> = glob.iter().map(|i| &i["item"]).collect();
     assert_eq!(items, ["data/a.txt", "data/b.txt", "data/sub.d"]);
 }
 
@@ -183,7 +184,7 @@ stages:
         "{}",
         out.context()
     );
-    let workers = out.of_stage("worker");
+    let workers = out.items_of("worker");
     assert_eq!(workers.len(), 12, "{}", out.context());
     let items: BTreeSet<String> = workers
         .iter()
@@ -211,7 +212,7 @@ stages:
 "#;
     let out = Test::new(yaml).run();
     out.assert_code(0);
-    assert!(out.of_stage("worker").is_empty(), "{}", out.context());
+    assert!(out.items_of("worker").is_empty(), "{}", out.context());
 }
 
 #[test]
@@ -234,7 +235,7 @@ stages:
     first.assert_code(12);
     assert_eq!(first.report["status"], "failed");
     let failed: Vec<(String, i64)> = first
-        .of_stage("job")
+        .items_of("job")
         .iter()
         .filter(|i| i["state"] == "failed")
         .map(|i| {
@@ -262,7 +263,7 @@ stages:
         "{}",
         second.context()
     );
-    let jobs = second.of_stage("job");
+    let jobs = second.items_of("job");
     assert_eq!(jobs.len(), 5, "every item is reported");
     for j in jobs {
         let item = j["item"].as_str().unwrap();
@@ -313,23 +314,23 @@ stages:
     let out = Test::new(yaml).run();
     out.assert_code(1);
     let states: Vec<String> = out
-        .of_stage("job")
+        .items_of("job")
         .iter()
         .map(|i| i["state"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(
         states,
-        [
-            "succeeded",
-            "succeeded",
-            "failed",
-            "skipped",
-            "skipped",
-            "skipped"
-        ],
+        ["succeeded", "succeeded", "failed"],
         "{}",
         out.context()
     );
+    // The items never started are counted, not listed one by one.
+    let job = out.foreach("job");
+    assert_eq!(job["items"], 6, "{}", out.context());
+    assert_eq!(job["succeeded"], 2);
+    assert_eq!(job["failed"], 1);
+    assert_eq!(job["not_started"], 3, "{}", out.context());
+    assert_eq!(job["stopped_early"], "pipeline stopped");
 }
 
 #[test]
@@ -369,7 +370,7 @@ stages:
     for item in ["a", "b"] {
         assert_eq!(t.read(&format!("count.{item}")).lines().count(), 2);
     }
-    for j in out.of_stage("job") {
+    for j in out.items_of("job") {
         assert_eq!(j["restarts"], 1, "{j}");
     }
 }
@@ -433,7 +434,7 @@ stages:
         "{}",
         out.context()
     );
-    let worker = out.of_stage("worker");
+    let worker = out.items_of("worker");
     assert_eq!(worker.len(), 3, "{}", out.context());
     assert_eq!(worker[1]["state"], "could_not_start", "{}", out.context());
     assert_eq!(worker[1]["item"], "\u{fffd}bad");

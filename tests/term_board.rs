@@ -142,3 +142,37 @@ fn the_board_takes_at_most_a_third_of_the_terminal_and_leaves_nothing_after_ctrl
         end.join("\n")
     );
 }
+
+/// Log lines are written above the board in batches, each batch one synchronized
+/// update: far fewer board redraws than lines (the board once redrew itself per line).
+#[test]
+fn chatty_stages_do_not_redraw_the_board_per_line() {
+    let dir = write_pipeline(
+        r#"version: 1
+name: chatty
+stages:
+  talk:
+    sh: 'i=0; while [ $i -lt 3000 ]; do echo "line $i"; i=$((i+1)); done; sleep 0.3'
+  wait:
+    cmd: [sleep, "1"]
+"#,
+    );
+    let pty = Pty::spawn(
+        prun_in(dir.path(), &["p.yaml", "--color", "never"]),
+        40,
+        100,
+    );
+    let (code, out) = pty.finish(DEADLINE);
+    assert_eq!(code, Some(0), "{}", escape(&out));
+    let frames = out.windows(8).filter(|w| w == b"\x1b[?2026h").count();
+    let ends = out.windows(8).filter(|w| w == b"\x1b[?2026l").count();
+    assert_eq!(frames, ends, "every update is closed");
+    assert!(frames > 0, "{}", escape(&out));
+    assert!(frames < 300, "{frames} redraws for 3000 lines");
+    let rows = screen(&out, 40, 100);
+    assert!(
+        rows.iter().any(|r| r == "talk │ line 2999"),
+        "{}",
+        rows.join("\n")
+    );
+}

@@ -122,10 +122,15 @@ pub(super) fn init(a: InitArgs) -> i32 {
         emit_err(&format!("prun: cannot write {}: {e}\n", a.file.display()));
         return exit::USAGE;
     }
+    let schemas = if dir == Path::new(".") {
+        Path::new(INIT_SCHEMA_DIR).to_path_buf()
+    } else {
+        dir.join(INIT_SCHEMA_DIR)
+    };
     emit_err(&format!(
         "wrote {} and {}/ (its JSON Schemas: editors with the YAML language server now complete and check it)\nrun it with `prun`{}\n",
         a.file.display(),
-        dir.join(INIT_SCHEMA_DIR).display(),
+        schemas.display(),
         if a.file == Path::new("prun.yaml") {
             String::new()
         } else {

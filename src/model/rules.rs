@@ -5,7 +5,7 @@
 
 use crate::diag::Diagnostic;
 use crate::plan::{Condition, Delivery, Endpoint, Framing, Instances, Order, Port};
-use crate::syntax::{ForeachSpec, PipelineSpec};
+use crate::syntax::PipelineSpec;
 
 use super::Model;
 
@@ -198,18 +198,6 @@ pub fn not_yet_supported(spec: &PipelineSpec) -> Vec<Diagnostic> {
     for q in &spec.queues {
         if let Some(o) = q.order.as_ref().filter(|o| o.value == Order::Writers) {
             found.push((o.span, "`order: writers`"));
-        }
-    }
-    for s in spec.stages.iter().chain(spec.defaults.as_ref()) {
-        match s.foreach.as_ref().map(|f| (&f.value, f.span)) {
-            Some((ForeachSpec::Matrix(_), span)) => found.push((span, "`foreach: {matrix}`")),
-            Some((ForeachSpec::Queue { batch: Some(_), .. }, span)) => {
-                found.push((span, "`foreach: {queue, batch}`"))
-            }
-            _ => {}
-        }
-        if let Some(h) = &s.halt {
-            found.push((h.span, "`halt`"));
         }
     }
     // One diagnostic per feature: its first use, the others as related places.

@@ -197,6 +197,12 @@ fn logs(ctx: &Ctx, conn: &UnixStream, select: Vec<String>, req: &Value) -> std::
     // The tail and the subscription under one lock: no line is missed or doubled.
     let (tail, rx) = {
         let mut st = ctx.live.lock();
+        if let Some(unknown) = select.iter().find(|s| !st.knows(s)) {
+            return reply(
+                conn,
+                &json!({"error": format!("no stage or instance named `{unknown}`")}),
+            );
+        }
         let tail = st.tail(&select, n);
         let rx = follow.then(|| st.follow(select.clone()));
         (tail, rx)

@@ -221,9 +221,8 @@ pub enum InstanceVar {
     /// `${run.dir}`
     RunDir,
     /// `${item.NAME}` in a `foreach: {matrix}` stage: the part of the item for the
-    /// matrix dimension with this index (`ForeachSource::Matrix`, in file order).
-    /// `InstanceVars` does not carry the parts yet (matrix stages are refused by
-    /// `prun run` until the runtime runs them), so it renders as an empty string.
+    /// matrix dimension with this index (`ForeachSource::Matrix`, in file order), from
+    /// `InstanceVars::parts`.
     ItemPart(usize),
 }
 
@@ -235,6 +234,9 @@ pub struct InstanceVars<'a> {
     pub replicas: usize,
     pub item: Option<&'a str>,
     pub run_dir: &'a str,
+    /// The parts of a `foreach: {matrix}` item, one per dimension in file order
+    /// (`${item.NAME}`); empty for every other instance.
+    pub parts: Vec<&'a str>,
 }
 
 /// The value of a per-instance placeholder.
@@ -246,7 +248,7 @@ fn var_value<'a>(var: InstanceVar, vars: &InstanceVars<'a>) -> std::borrow::Cow<
         InstanceVar::Item => vars.item.unwrap_or("").into(),
         InstanceVar::Fd(n) => format!("/dev/fd/{n}").into(),
         InstanceVar::RunDir => vars.run_dir.into(),
-        InstanceVar::ItemPart(_) => "".into(),
+        InstanceVar::ItemPart(i) => vars.parts.get(i).copied().unwrap_or("").into(),
     }
 }
 

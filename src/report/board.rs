@@ -185,6 +185,24 @@ impl Board {
         self.refresh(b);
     }
 
+    /// The number of items of a foreach stage became known (or final).
+    pub fn batch_total(&mut self, stage: usize, total: u64) {
+        if let Some(row) = self.stages.get_mut(stage) {
+            row.total = Some(total);
+            row.bar.set_length(total);
+            self.refresh(stage);
+        }
+    }
+
+    /// A foreach item is over for good: its counts stay, the instance is forgotten.
+    pub fn forget(&mut self, id: InstanceId) {
+        if let Some((b, _)) = self.last.remove(&id)
+            && let Some(row) = self.stages.get_mut(b)
+        {
+            row.items.remove(&id);
+        }
+    }
+
     pub fn state_changed(&mut self, id: InstanceId, state: &str, item: Option<&str>, now: Instant) {
         let Some((b, old)) = self.last.get(&id).copied() else {
             return;
@@ -218,7 +236,14 @@ impl Board {
     }
 
     /// Records routed so far through a queue (about once a second).
-    pub fn queue_progress(&mut self, queue: usize, name: &str, records: u64, now: Instant) {
+    pub fn queue_progress(
+        &mut self,
+        queue: usize,
+        name: &str,
+        records: u64,
+        depth: u64,
+        now: Instant,
+    ) {
         let i = match self.queues.iter().position(|q| q.name == name) {
             Some(i) => i,
             None => {
@@ -248,9 +273,9 @@ impl Board {
         q.at = Some(now);
         q.bar
             .set_prefix(paint(color, "1", &format!("queue {}", q.name)));
-        let mut msg = format!("{records} records · {:.0}/s", q.rate);
+        let mut msg = format!("{records} records · {:.0}/s · depth {depth}", q.rate);
         if let Some(c) = capacity {
-            let _ = write!(msg, " · capacity {c}");
+            let _ = write!(msg, "/{c}");
         }
         q.bar.set_message(msg);
         self.layout();

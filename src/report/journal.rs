@@ -12,6 +12,12 @@
 //! A `--report` path that is not a regular file (a FIFO, `/dev/stdout`) gets no journal:
 //! the report is written there once, at the end.
 //!
+//! The final report summarizes the foreach items that succeeded rather than listing
+//! them (`foreach`, SPEC 3.4). When it left any out, the journal is kept beside it,
+//! as `REPORT.journal` (a hard link made before the report is renamed over the
+//! journal's name, so some file always lists every ended instance), and the report's
+//! `journal` field names it; `--resume REPORT` reads it too.
+//!
 //! [`read_resume`] reads either form, streaming, and refuses what cannot be a report (a
 //! device such as `/dev/zero`, more than [`RESUME_CAP`] bytes) with a clear error.
 
@@ -48,6 +54,11 @@ impl Journal {
             });
         }
         let mut file = File::create(path)?;
+        // A journal an earlier run kept beside its report would be read as this run's.
+        let kept = kept_path(path);
+        if std::fs::symlink_metadata(&kept).is_ok_and(|m| m.is_file()) {
+            std::fs::remove_file(&kept)?;
+        }
         let header = serde_json::json!({
             "prun_journal": 1,
             "pipeline": pipeline,
@@ -63,6 +74,24 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Keep the journal beside the final report, as `REPORT.journal`; its file name,
+    /// or None when there is no journal (not a regular file, or a write failed).
+    pub fn keep(&self) -> io::Result<Option<String>> {
+        if self.file.is_none() {
+            return Ok(None);
+        }
+        let kept = kept_path(&self.path);
+        match std::fs::remove_file(&kept) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        if std::fs::hard_link(&self.path, &kept).is_err() {
+            // A filesystem without hard links: a copy says the same.
+            std::fs::copy(&self.path, &kept)?;
+        }
+        Ok(kept.file_name().map(|n| n.to_string_lossy().into_owned()))
     }
 
     /// Append one ended instance (one `write`, so a kill never leaves half a line
@@ -112,12 +141,22 @@ impl Journal {
     }
 }
 
+/// Where the journal of the report at `path` is kept (`REPORT.journal`).
+fn kept_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".journal");
+    path.with_file_name(name)
+}
+
 /// One JSON value of a report file: the final report (`instances`), a journal line
 /// (`instance`), or the journal's header.
 #[derive(Deserialize)]
 struct Piece {
     #[serde(default)]
     instances: Option<Vec<Entry>>,
+    /// The final report's journal kept beside it (a file name).
+    #[serde(default)]
+    journal: Option<String>,
     #[serde(default)]
     instance: Option<Entry>,
     #[serde(default)]
@@ -161,8 +200,29 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-/// The `(stage, item)` pairs that succeeded in a report or journal (`--resume FILE`).
+/// The `(stage, item)` pairs that succeeded in a report or journal (`--resume FILE`);
+/// a final report's kept journal (its `journal` field) is read too.
 pub fn read_resume(path: &Path) -> Result<HashSet<(String, String)>, String> {
+    let (mut done, journal) = read_one(path)?;
+    if let Some(name) = journal {
+        // Only a file beside the report: the name is not a path.
+        if name.contains('/') || name == ".." || name == "." {
+            return Err(format!(
+                "{}: its `journal` must be a file name beside it, not {name}",
+                path.display()
+            ));
+        }
+        let (more, _) = read_one(&path.with_file_name(&name))
+            .map_err(|e| format!("{e} (the journal of {})", path.display()))?;
+        done.extend(more);
+    }
+    Ok(done)
+}
+
+/// What one file says: the succeeded `(stage, item)` pairs, and a kept journal's name.
+type OneFile = (HashSet<(String, String)>, Option<String>);
+
+fn read_one(path: &Path) -> Result<OneFile, String> {
     let shown = path.display();
     let file = File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let meta = file
@@ -196,6 +256,7 @@ pub fn read_resume(path: &Path) -> Result<HashSet<(String, String)>, String> {
     };
     let mut done = HashSet::new();
     let mut recognized = false;
+    let mut journal = None;
     let stream = serde_json::Deserializer::from_reader(&mut counted).into_iter::<Piece>();
     for piece in stream {
         let piece = match piece {
@@ -207,6 +268,9 @@ pub fn read_resume(path: &Path) -> Result<HashSet<(String, String)>, String> {
         };
         recognized |=
             piece.instances.is_some() || piece.instance.is_some() || piece.prun_journal.is_some();
+        if piece.instances.is_some() {
+            journal = piece.journal;
+        }
         for entry in piece.instances.into_iter().flatten().chain(piece.instance) {
             done.extend(entry.done());
         }
@@ -219,7 +283,7 @@ pub fn read_resume(path: &Path) -> Result<HashSet<(String, String)>, String> {
             "{shown}: not a prun report or journal: no `instances`"
         ));
     }
-    Ok(done)
+    Ok((done, journal))
 }
 
 #[cfg(test)]
@@ -250,6 +314,29 @@ mod tests {
         assert_eq!(read_resume(&p).unwrap().len(), 1);
         std::fs::write(&p, "{\"prun_journal\":1}\n").unwrap();
         assert!(read_resume(&p).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_report_with_a_kept_journal_reads_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        std::fs::write(
+            &p,
+            r#"{"pipeline": "x", "journal": "r.json.journal", "instances": [
+                {"stage": "job", "item": "c", "state": "failed"}]}"#,
+        )
+        .unwrap();
+        assert!(read_resume(&p).unwrap_err().contains("the journal of"));
+        std::fs::write(
+            dir.path().join("r.json.journal"),
+            "{\"prun_journal\":1}\n{\"instance\":{\"stage\":\"job\",\"item\":\"a\",\"state\":\"succeeded\"}}\n",
+        )
+        .unwrap();
+        let done = read_resume(&p).unwrap();
+        assert_eq!(done.len(), 1);
+        assert!(done.contains(&("job".into(), "a".into())));
+        std::fs::write(&p, r#"{"instances": [], "journal": "../x"}"#).unwrap();
+        assert!(read_resume(&p).unwrap_err().contains("file name"));
     }
 
     #[test]

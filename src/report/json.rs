@@ -6,13 +6,14 @@
 //! folds the event stream into a [`Report`]; the terminal table is rendered from the
 //! same value, so what the user reads and what a script parses always agree.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::event::{Event, InstanceInfo, RunStatus, State, Success, signal_name};
+use super::batches::{Batches, ForeachReport};
+use crate::event::{Event, InstanceId, InstanceInfo, RunStatus, State, Success, signal_name};
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Report {
@@ -21,8 +22,17 @@ pub struct Report {
     /// prun's exit code.
     pub exit_code: i32,
     pub duration_ms: u64,
+    /// Every instance, except foreach items that succeeded (or were resumed): those
+    /// are counted in `foreach`.
     pub instances: Vec<InstanceReport>,
     pub queues: Vec<QueueReport>,
+    /// Each foreach stage's items, counted: how many succeeded (not listed in
+    /// `instances`), failed, were skipped, resumed or never started.
+    pub foreach: Vec<ForeachReport>,
+    /// The journal kept beside this report (a file name in the same directory): one
+    /// JSON line per ended instance, succeeded foreach items included. Null when
+    /// `instances` lists every instance.
+    pub journal: Option<String>,
     /// When the run failed on a deadlock: who waited for what, who held what.
     pub deadlock: Option<String>,
 }
@@ -121,6 +131,9 @@ struct InstanceRecord {
     records_out: Option<u64>,
     host: Option<String>,
     node: Option<String>,
+    /// A foreach item that succeeded (or was resumed): counted in `foreach`, not
+    /// listed; the record itself is dropped once nothing needs its name (`forget`).
+    counted: bool,
 }
 
 /// One instance as it is now (`prun status`).
@@ -142,8 +155,11 @@ pub struct LiveEntry<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct ReportBuilder {
     pipeline: String,
-    instances: Vec<InstanceRecord>,
-    index: HashMap<usize, usize>,
+    /// The instances held, by id: every one not folded yet.
+    instances: BTreeMap<InstanceId, InstanceRecord>,
+    batches: Batches,
+    /// Some foreach item was counted and not listed.
+    folded_any: bool,
     queues: Vec<QueueReport>,
     status: Option<(RunStatus, i32, Duration)>,
     deadlock: Option<String>,
@@ -167,6 +183,36 @@ impl ReportBuilder {
                 }
             }
             Event::InstanceAdded(info) => self.add(info.clone()),
+            Event::BatchStarted {
+                stage,
+                stage_name,
+                total,
+                ..
+            } => self
+                .batches
+                .started(*stage, stage_name, total.map(|t| t as u64)),
+            Event::BatchTotal { stage, total } => self.batches.total(*stage, *total),
+            Event::BatchClosed {
+                stage,
+                not_started,
+                why,
+            } => self.batches.closed(*stage, *not_started, why),
+            Event::InstanceFinal { id } => {
+                if let Some(r) = self.instances.get_mut(id)
+                    && r.info.item.is_some()
+                {
+                    let entry = instance_report(r);
+                    r.counted = self.batches.count(
+                        r.info.stage,
+                        &r.info.stage_name,
+                        entry.state,
+                        r.info.resumed,
+                        entry.duration_ms,
+                        r.restarts,
+                    );
+                    self.folded_any |= r.counted;
+                }
+            }
             Event::StateChanged {
                 id,
                 state,
@@ -174,7 +220,7 @@ impl ReportBuilder {
                 at,
                 restarts,
             } => {
-                if let Some(r) = self.index.get(id).and_then(|&i| self.instances.get_mut(i)) {
+                if let Some(r) = self.instances.get_mut(id) {
                     r.state = state.clone();
                     r.restarts = *restarts;
                     if pid.is_some() {
@@ -193,7 +239,7 @@ impl ReportBuilder {
                 records_in,
                 records_out,
             } => {
-                if let Some(r) = self.index.get(id).and_then(|&i| self.instances.get_mut(i)) {
+                if let Some(r) = self.instances.get_mut(id) {
                     r.records_in = *records_in;
                     r.records_out = *records_out;
                 }
@@ -225,7 +271,7 @@ impl ReportBuilder {
             }
             Event::Deadlock { message } => self.deadlock = Some(message.clone()),
             Event::Placed { id, host, node } => {
-                if let Some(r) = self.index.get(id).and_then(|&i| self.instances.get_mut(i)) {
+                if let Some(r) = self.instances.get_mut(id) {
                     if r.host.as_ref() != Some(host) || node.is_some() {
                         r.node = node.clone();
                     }
@@ -237,19 +283,40 @@ impl ReportBuilder {
     }
 
     fn add(&mut self, info: InstanceInfo) {
-        self.index.insert(info.id, self.instances.len());
-        self.instances.push(InstanceRecord {
-            info,
-            state: State::Waiting,
-            pid: None,
-            started: None,
-            ended: None,
-            restarts: 0,
-            records_in: None,
-            records_out: None,
-            host: None,
-            node: None,
-        });
+        self.instances.insert(
+            info.id,
+            InstanceRecord {
+                info,
+                state: State::Waiting,
+                pid: None,
+                started: None,
+                ended: None,
+                restarts: 0,
+                records_in: None,
+                records_out: None,
+                host: None,
+                node: None,
+                counted: false,
+            },
+        );
+    }
+
+    /// Drop a foreach item that was counted (not listed), once nothing needs its
+    /// name any more (its log closed). True if it was dropped.
+    pub fn forget(&mut self, id: InstanceId) -> bool {
+        if self.instances.get(&id).is_some_and(|r| r.counted) {
+            self.instances.remove(&id);
+            return true;
+        }
+        false
+    }
+
+    /// Whether an instance is a foreach item (and its stage), by id.
+    pub fn item_stage(&self, id: InstanceId) -> Option<usize> {
+        self.instances
+            .get(&id)
+            .filter(|r| r.info.item.is_some())
+            .map(|r| r.info.stage)
     }
 
     pub fn pipeline(&self) -> &str {
@@ -258,15 +325,16 @@ impl ReportBuilder {
 
     /// An instance's name and its stage's name.
     pub fn name_and_stage(&self, id: usize) -> Option<(&str, &str)> {
-        self.index
+        self.instances
             .get(&id)
-            .and_then(|&i| self.instances.get(i))
             .map(|r| (r.info.name.as_str(), r.info.stage_name.as_str()))
     }
 
-    /// Every instance as it is now (live states, not only end states), in report order.
+    /// Every instance held now (live states, not only end states), in report order;
+    /// foreach items that succeeded are counted, not held.
     pub fn live_entries(&self) -> Vec<LiveEntry<'_>> {
-        let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
+        let mut records: Vec<&InstanceRecord> =
+            self.instances.values().filter(|r| !r.counted).collect();
         records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
         records
             .into_iter()
@@ -287,10 +355,7 @@ impl ReportBuilder {
 
     /// The name of an instance by id.
     pub fn name_of(&self, id: usize) -> Option<&str> {
-        self.index
-            .get(&id)
-            .and_then(|&i| self.instances.get(i))
-            .map(|r| r.info.name.as_str())
+        self.instances.get(&id).map(|r| r.info.name.as_str())
     }
 
     /// A log or report file could not be written: a run that succeeded fails with
@@ -307,39 +372,40 @@ impl ReportBuilder {
     /// Current state of an instance by name (for the status board and tests).
     pub fn state_of(&self, name: &str) -> Option<&State> {
         self.instances
-            .iter()
+            .values()
             .find(|r| r.info.name == name)
             .map(|r| &r.state)
     }
 
     pub fn instance_names(&self) -> impl Iterator<Item = (&InstanceInfo, &State)> {
-        self.instances.iter().map(|r| (&r.info, &r.state))
+        self.instances.values().map(|r| (&r.info, &r.state))
     }
 
     /// One instance's entry of the report, as it stands now.
     pub fn instance_report(&self, id: usize) -> Option<InstanceReport> {
-        self.index
-            .get(&id)
-            .and_then(|&i| self.instances.get(i))
-            .map(instance_report)
+        self.instances.get(&id).map(instance_report)
+    }
+
+    /// The records listed in the report, in its order: stages in file order,
+    /// instances by index (foreach items are created while the run goes on, but
+    /// read best in their source order).
+    fn listed(&self) -> Vec<&InstanceRecord> {
+        let mut records: Vec<&InstanceRecord> =
+            self.instances.values().filter(|r| !r.counted).collect();
+        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
+        records
     }
 
     /// Instance ids in the order of the report's `instances`.
     pub fn ordered_ids(&self) -> Vec<usize> {
-        let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
-        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
-        records.into_iter().map(|r| r.info.id).collect()
+        self.listed().into_iter().map(|r| r.info.id).collect()
     }
 
     pub fn report(&self) -> Report {
         let (status, exit_code, duration) =
             self.status
                 .unwrap_or((RunStatus::Failed, 1, Duration::ZERO));
-        // Stages in file order, instances by index: foreach items are created while
-        // the run goes on, but read best in their source order.
-        let mut records: Vec<&InstanceRecord> = self.instances.iter().collect();
-        records.sort_by_key(|r| (r.info.stage, r.info.index, r.info.id));
-        let instances = records.into_iter().map(instance_report).collect();
+        let instances = self.listed().into_iter().map(instance_report).collect();
         Report {
             pipeline: self.pipeline.clone(),
             status: match status {
@@ -351,8 +417,15 @@ impl ReportBuilder {
             duration_ms: duration.as_millis() as u64,
             instances,
             queues: self.queues.clone(),
+            foreach: self.batches.report(),
+            journal: None,
             deadlock: self.deadlock.clone(),
         }
+    }
+
+    /// Some foreach item was counted and not listed: the journal is what lists it.
+    pub fn folded_any(&self) -> bool {
+        self.folded_any
     }
 }
 

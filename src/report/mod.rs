@@ -16,6 +16,7 @@
 //! counts those it cannot show. At the end the report file is written first, then the
 //! terminal gets a bounded time.
 
+mod batches;
 mod board;
 mod journal;
 mod json;
@@ -24,6 +25,7 @@ mod lines;
 mod live;
 mod logdir;
 mod order;
+mod retire;
 mod sanitize;
 mod screen;
 mod table;
@@ -45,6 +47,7 @@ pub use term::{Terminal, TerminalOptions};
 
 use crate::event::{Event, Level, ShutdownCause, State};
 use logdir::LogDir;
+use retire::Retire;
 use screen::Screen;
 
 /// Bytes queued for the terminal beyond which no more log lines are taken.
@@ -90,6 +93,10 @@ struct Reporter {
     queue_seen: std::collections::HashMap<String, Instant>,
     journal: Option<Journal>,
     junit: Option<std::path::PathBuf>,
+    /// Foreach items not forgotten yet (see `retire`).
+    retire: Retire,
+    /// By stage id: the pipes prun reads per run (each ends with `LogClosed`).
+    log_pipes: Vec<u32>,
     write_failed: bool,
     /// prun was interrupted: log lines are taken even when the terminal stalls.
     interrupted: bool,
@@ -116,14 +123,35 @@ impl Reporter {
                 if let Some(dir) = &mut self.log_dir {
                     dir.close(*id);
                 }
+                if self.retire.closed(*id) {
+                    // After the terminal saw the close (it releases held notices).
+                    self.terminal.on_event(event, &st.builder, &st.lines, now);
+                    st.builder.forget(*id);
+                    self.terminal.forget(*id);
+                    return;
+                }
             }
+            Event::InstanceAdded(info) if info.item.is_some() => {
+                let pipes = self.log_pipes.get(info.stage).copied().unwrap_or(0);
+                self.retire.added(info.id, pipes);
+            }
+            Event::StateChanged {
+                id,
+                state: State::Running,
+                ..
+            } => self.retire.started(*id),
             Event::ShutdownStarted {
                 cause: ShutdownCause::Signal(_),
             } => self.interrupted = true,
             Event::PipelineStarted { .. } => st.started = Some(now),
-            Event::QueueProgress { name, records, .. } => {
+            Event::QueueProgress {
+                name,
+                records,
+                depth,
+                ..
+            } => {
                 let capacity = self.capacities.get(name).copied();
-                let (last, rate, _) = st.queues.get(name).copied().unwrap_or_default();
+                let (last, rate, _, _) = st.queues.get(name).copied().unwrap_or_default();
                 let secs = now
                     .saturating_duration_since(
                         self.queue_seen.insert(name.clone(), now).unwrap_or(now),
@@ -134,7 +162,8 @@ impl Reporter {
                 } else {
                     rate
                 };
-                st.queues.insert(name.clone(), (*records, rate, capacity));
+                st.queues
+                    .insert(name.clone(), (*records, rate, *depth, capacity));
             }
             _ => {}
         }
@@ -158,8 +187,15 @@ impl Reporter {
             );
             st.lines.ended(*id, failed);
         }
-        let st = &*st;
+        let st = &mut *st;
         self.terminal.on_event(event, &st.builder, &st.lines, now);
+        if let Event::InstanceFinal { id } = event
+            && self.retire.ended(*id)
+        {
+            // A foreach item ended and its logs closed: nothing here needs it any more.
+            st.builder.forget(*id);
+            self.terminal.forget(*id);
+        }
     }
 
     fn write_error(&mut self, message: String) {
@@ -194,6 +230,8 @@ pub fn render(
         queue_seen: Default::default(),
         journal,
         junit: opts.junit.clone(),
+        retire: Retire::default(),
+        log_pipes: opts.log_pipes.clone(),
         write_failed: false,
         interrupted: false,
     };
@@ -301,6 +339,17 @@ fn finish(mut r: Reporter) -> Rendered {
     }
     if let Some(journal) = r.journal.take() {
         let path = journal.path().to_path_buf();
+        // Succeeded foreach items are summarized, not listed: the journal, which lists
+        // them, stays beside the report.
+        if st.builder.folded_any() {
+            match journal.keep() {
+                Ok(name) => report.journal = name,
+                Err(e) => r.write_error(format!(
+                    "cannot keep the report journal beside {}: {e}",
+                    path.display()
+                )),
+            }
+        }
         if let Err(e) = journal.finish(&report) {
             r.write_error(format!("cannot write the report {}: {e}", path.display()));
             report.exit_code = crate::exit::with_write_failure(report.exit_code);

@@ -1,13 +1,11 @@
 //! The final table on stderr: instance, pid, end state, exit code or signal, duration,
-//! records in/out, restarts; a big foreach stage's succeeded items summed up in one row.
+//! records in/out, restarts; a foreach stage's succeeded items summed up in one row
+//! (the report counts them rather than listing them, see `batches`).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::json::{EndState, InstanceReport, Report};
-
-/// foreach stages with more items than this show their succeeded items as one row.
-const COLLAPSE_ABOVE: usize = 20;
+use super::batches::ForeachReport;
+use super::json::{InstanceReport, Report};
 
 /// The final table: instance, pid, end state, exit code or signal, duration,
 /// records in/out, restarts.
@@ -16,83 +14,75 @@ pub fn format_table(report: &Report, color: bool) -> String {
         "instance", "pid", "state", "exit", "duration", "in", "out", "restarts",
     ];
     let dash = || "-".to_string();
-    // A big foreach stage would bury the interesting rows: its succeeded (and
-    // resumed) items are summed up in one row; every other item keeps its own.
-    let mut batch_size: HashMap<&str, usize> = HashMap::new();
-    for i in &report.instances {
-        if i.item.is_some() {
-            *batch_size.entry(i.stage.as_str()).or_default() += 1;
-        }
-    }
-    let collapsed = |i: &InstanceReport| {
-        i.item.is_some()
-            && batch_size.get(i.stage.as_str()).copied().unwrap_or(0) > COLLAPSE_ABOVE
-            && (i.state == EndState::Succeeded || i.resumed)
-    };
-    let mut summary_rows: Vec<(usize, [String; 8])> = Vec::new();
-    let mut summarized: Vec<&str> = Vec::new();
-    for (pos, i) in report.instances.iter().enumerate() {
-        if !collapsed(i) || summarized.contains(&i.stage.as_str()) {
-            continue;
-        }
-        summarized.push(i.stage.as_str());
-        let same = || {
-            report
-                .instances
-                .iter()
-                .filter(|j| j.stage == i.stage && collapsed(j))
+    let row = |i: &InstanceReport| -> [String; 8] {
+        let exit = match (&i.exit_code, &i.signal) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(s)) => s.clone(),
+            _ => dash(),
         };
-        let ok = same().filter(|j| !j.resumed).count();
-        let resumed = same().filter(|j| j.resumed).count();
-        let mut state = format!("{ok} items succeeded");
-        if resumed > 0 {
-            let _ = write!(state, ", {resumed} resumed");
+        [
+            i.name.clone(),
+            i.pid.map_or_else(dash, |p| p.to_string()),
+            i.detail.clone(),
+            exit,
+            i.duration_ms.map_or_else(dash, format_ms),
+            i.records_in.map_or_else(dash, |n| n.to_string()),
+            i.records_out.map_or_else(dash, |n| n.to_string()),
+            i.restarts.to_string(),
+        ]
+    };
+    // A foreach stage's row: its succeeded items (not listed), and what never ran.
+    let summary = |f: &ForeachReport| -> [String; 8] {
+        let mut parts = Vec::new();
+        if f.succeeded > 0 || (f.resumed == 0 && f.not_started.unwrap_or(0) == 0) {
+            let items = if f.succeeded == 1 { "item" } else { "items" };
+            parts.push(format!("{} {items} succeeded", f.succeeded));
         }
-        let total_ms: u64 = same().filter_map(|j| j.duration_ms).sum();
-        let records_in: Option<u64> = same().map(|j| j.records_in).sum();
-        let records_out: Option<u64> = same().map(|j| j.records_out).sum();
-        let restarts: u32 = same().map(|j| j.restarts).sum();
-        summary_rows.push((
-            pos,
-            [
-                format!("{}.*", i.stage),
-                dash(),
-                state,
-                dash(),
-                format!("Σ {}", format_ms(total_ms)),
-                records_in.map_or_else(dash, |n| n.to_string()),
-                records_out.map_or_else(dash, |n| n.to_string()),
-                restarts.to_string(),
-            ],
-        ));
-    }
-    let rows: Vec<[String; 8]> = report
-        .instances
-        .iter()
-        .enumerate()
-        .filter_map(|(pos, i)| {
-            if collapsed(i) {
-                return summary_rows
-                    .iter()
-                    .find(|(p, _)| *p == pos)
-                    .map(|(_, r)| r.clone());
+        if f.resumed > 0 {
+            parts.push(format!("{} resumed", f.resumed));
+        }
+        match f.not_started {
+            Some(0) => {}
+            Some(n) => parts.push(format!("{n} not started")),
+            None if f.stopped_early.is_some() => parts.push("the rest not started".into()),
+            None => {}
+        }
+        if let Some(why) = &f.stopped_early {
+            parts.push(format!("({why})"));
+        }
+        [
+            format!("{}.*", f.stage),
+            dash(),
+            parts.join(", ").replace(", (", " ("),
+            dash(),
+            if f.succeeded > 0 {
+                format!("Σ {}", format_ms(f.succeeded_ms))
+            } else {
+                dash()
+            },
+            dash(),
+            dash(),
+            f.succeeded_restarts.to_string(),
+        ]
+    };
+    // Each foreach stage's summary row comes before its listed (failed, skipped…)
+    // items; a stage with none listed has its row where its first item would be.
+    let mut rows: Vec<[String; 8]> = Vec::new();
+    let mut summarized: Vec<&str> = Vec::new();
+    for i in &report.instances {
+        if i.item.is_some() && !summarized.contains(&i.stage.as_str()) {
+            summarized.push(i.stage.as_str());
+            if let Some(f) = report.foreach.iter().find(|f| f.stage == i.stage) {
+                rows.push(summary(f));
             }
-            Some([
-                i.name.clone(),
-                i.pid.map_or_else(dash, |p| p.to_string()),
-                i.detail.clone(),
-                match (&i.exit_code, &i.signal) {
-                    (Some(c), _) => c.to_string(),
-                    (None, Some(s)) => s.clone(),
-                    _ => dash(),
-                },
-                i.duration_ms.map_or_else(dash, format_ms),
-                i.records_in.map_or_else(dash, |n| n.to_string()),
-                i.records_out.map_or_else(dash, |n| n.to_string()),
-                i.restarts.to_string(),
-            ])
-        })
-        .collect();
+        }
+        rows.push(row(i));
+    }
+    for f in &report.foreach {
+        if !summarized.contains(&f.stage.as_str()) {
+            rows.push(summary(f));
+        }
+    }
     let mut widths = header.map(|h| h.chars().count());
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
@@ -148,6 +138,7 @@ fn format_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::ReportStatus;
+    use super::super::json::EndState;
     use super::*;
 
     #[test]
@@ -178,6 +169,8 @@ mod tests {
                 node: None,
             }],
             queues: vec![],
+            foreach: vec![],
+            journal: None,
             deadlock: None,
         };
         let t = format_table(&report, false);

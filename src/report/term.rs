@@ -177,14 +177,20 @@ impl Terminal {
                     b.batch_started(*stage, stage_name, *total);
                 }
             }
+            Event::BatchTotal { stage, total } => {
+                if let Some(b) = &mut self.board {
+                    b.batch_total(*stage, *total);
+                }
+            }
             Event::Deadlock { message } => self.prun_line(Level::Error, message),
             Event::QueueProgress {
                 queue,
                 name,
                 records,
+                depth,
             } => {
                 if let Some(b) = &mut self.board {
-                    b.queue_progress(*queue, name, *records, now);
+                    b.queue_progress(*queue, name, *records, *depth, now);
                 }
             }
             Event::Output { id, bytes } => self.output(*id, bytes, now),
@@ -223,6 +229,14 @@ impl Terminal {
                 &format!("still waiting for: {}", names.join(", ")),
             ),
             _ => {}
+        }
+    }
+
+    /// A foreach item is over and its logs closed: forget it.
+    pub fn forget(&mut self, id: InstanceId) {
+        self.names.remove(&id);
+        if let Some(b) = &mut self.board {
+            b.forget(id);
         }
     }
 

@@ -8,12 +8,15 @@
 //! `opener` (files opened off the loop), `guardian` (kills every group if prun is
 //! SIGKILLed), `drain` (log pipes → lines), `msg` (what threads tell the loop),
 //! `supervisor` (the one loop that owns all children and waits, in rooms), `router`
-//! (queues), `foreach` (item sources, `--resume`). The vocabulary it reports in is
-//! [`crate::event`]; semaphores and events as data are [`crate::coord`].
+//! (queues), `items` and `glob` (foreach sources, read lazily off the loop), `foreach`
+//! (`--resume`). The vocabulary it reports in is [`crate::event`]; semaphores and
+//! events as data are [`crate::coord`].
 
 mod drain;
 pub mod foreach;
+mod glob;
 mod guardian;
+pub mod items;
 mod msg;
 pub mod opener;
 pub mod place;

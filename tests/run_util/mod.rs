@@ -125,11 +125,24 @@ impl Test {
         }
         let out = waiter.join().expect("join").expect("output");
         let text = std::fs::read_to_string(self.path(report)).unwrap_or_default();
+        let report: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // The journal kept beside the report lists the items it only counts.
+        let journal = report["journal"]
+            .as_str()
+            .and_then(|name| std::fs::read_to_string(self.path(name)).ok())
+            .map(|text| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter_map(|v| v.get("instance").cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
         Outcome {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            report: serde_json::from_str(&text).unwrap_or(Value::Null),
+            report,
+            journal,
             elapsed: started.elapsed(),
         }
     }
@@ -140,6 +153,9 @@ pub struct Outcome {
     pub stdout: String,
     pub stderr: String,
     pub report: Value,
+    /// The instances of the journal kept beside the report (every ended instance,
+    /// succeeded foreach items included), when the report has one.
+    pub journal: Vec<Value>,
     pub elapsed: Duration,
 }
 
@@ -168,6 +184,26 @@ impl Outcome {
             .into_iter()
             .filter(|i| i["stage"] == stage)
             .collect()
+    }
+
+    /// Every item of a stage that ended, in index order: the report's listed ones and
+    /// the journal's (a restarted item's last line only).
+    pub fn items_of(&self, stage: &str) -> Vec<Value> {
+        let mut by_index: std::collections::BTreeMap<u64, Value> = Default::default();
+        for i in self.journal.iter().chain(self.instances()) {
+            if i["stage"] == stage && !i["item"].is_null() {
+                by_index.insert(i["index"].as_u64().unwrap_or(0), i.clone());
+            }
+        }
+        by_index.into_values().collect()
+    }
+
+    /// A foreach stage's counts in the report.
+    pub fn foreach(&self, stage: &str) -> &Value {
+        self.report["foreach"]
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["stage"] == stage))
+            .unwrap_or_else(|| panic!("no foreach stage {stage}\n{}", self.context()))
     }
 
     pub fn instance(&self, name: &str) -> &Value {

@@ -82,6 +82,7 @@ impl Supervisor {
             }
         }
         self.report_queues();
+        self.settle_halts_at_end();
         let cause = self.shutdown.as_ref().map(|s| s.cause);
         let (status, code) = match cause {
             Some(ShutdownCause::Signal(s)) => (RunStatus::Interrupted, 128 + s),
@@ -191,8 +192,15 @@ impl Supervisor {
                 }),
             }
         }
-        for id in 0..self.insts.len() {
-            let stage = &self.plan.stages[self.insts[id].info.stage];
+        let held = self.insts.ids().into_iter().map(|id| {
+            let inst = &self.insts[id];
+            (id, inst.info.stage, inst.block.as_ref().map(|b| b.records))
+        });
+        let folded = self.folded_listed.iter().map(|l| (l.id, l.stage, l.block));
+        let all: Vec<(InstanceId, usize, Option<u64>)> = held.chain(folded).collect();
+        for (id, stage, block) in all {
+            let stage = &self.plan.stages[stage];
+            // A block of records (`foreach: {queue, batch}`) on its stdin.
             let count = |queues: Vec<QueueId>, map: &HashMap<InstanceId, u64>| {
                 // Records of routed queues are counted, whatever the descriptor; direct
                 // pipes are not (prun does not see them): null only when every queue of
@@ -208,7 +216,7 @@ impl Supervisor {
                     Some(map.get(&id).copied().unwrap_or(0))
                 }
             };
-            let records_in = count(input_queues(stage), &records_in);
+            let records_in = block.or_else(|| count(input_queues(stage), &records_in));
             let records_out = count(output_queues(stage), &records_out);
             self.emit(Event::Records {
                 id,

@@ -56,7 +56,10 @@ impl Supervisor {
         } else if let Some(via) = req.via {
             // A remote instance's own socket: it speaks for that instance while it runs.
             let id = via as usize;
-            (id < self.insts.len() && self.insts[id].pid().is_some()).then_some(via)
+            self.insts
+                .get(id)
+                .is_some_and(|i| i.pid().is_some())
+                .then_some(via)
         } else {
             self.owner_of_pid(req.peer_pid).map(|id| id as u64)
         };
@@ -235,7 +238,7 @@ impl Supervisor {
         self.emit(Event::Deadlock { message });
         for h in stuck_ids {
             let id = h as usize;
-            if id < self.insts.len() && self.insts[id].startable() {
+            if self.insts.get(id).is_some_and(|i| i.startable()) {
                 self.release_permits(id);
                 self.end(
                     id,

@@ -154,6 +154,11 @@ pub(super) struct Inst {
     /// Pipeline exit code when it could not start (127 not found, 126 otherwise).
     pub start_error_code: i32,
     pub ports: Vec<RouterPort>,
+    /// Every router port any run of it had (`port_owner` entries, dropped when the
+    /// instance is folded).
+    pub ports_used: Vec<(QueueId, usize)>,
+    /// `foreach: {queue, batch}`: the block of records on its stdin.
+    pub block: Option<super::block::BlockInput>,
     /// Reader ports (queue, port id) of this instance's last run, which its routers
     /// were told may be restarted (`reader_may_restart`): records they gave back wait
     /// for the restart rather than reach another reader out of order. Released with
@@ -196,6 +201,8 @@ impl Inst {
             ever_ready: false,
             start_error_code: 1,
             ports: Vec::new(),
+            ports_used: Vec::new(),
+            block: None,
             expected_by: Vec::new(),
             asked: None,
         }

@@ -46,9 +46,10 @@ impl Supervisor {
         files: std::io::Result<OpenedFiles>,
     ) {
         if let Some(t) = token {
-            match &self.insts[id].life {
-                Life::Starting { token, .. } if *token == t => {}
-                // Cancelled meanwhile (the pipeline stopped): drop the files.
+            match self.insts.get(id).map(|i| &i.life) {
+                Some(Life::Starting { token, .. }) if *token == t => {}
+                // Cancelled meanwhile (the pipeline stopped, or the item halted and
+                // was folded): drop the files.
                 _ => return,
             }
         }
@@ -140,6 +141,7 @@ impl Supervisor {
                 }
             }
             self.queues[port.queue].port_owner.insert(port.id, id);
+            self.insts[id].ports_used.push((port.queue, port.id));
             self.insts[id].ports.push(port);
         }
         // The restarted readers joined (after them in the routers' command order): the

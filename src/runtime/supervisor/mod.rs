@@ -59,10 +59,13 @@
 //!   order is kept.
 
 mod batch;
+mod block;
 mod cleanup;
 mod coordinate;
 mod due;
+mod halt;
 mod instance;
+mod insts;
 mod launch;
 mod orphans;
 mod queues;
@@ -91,8 +94,10 @@ use crate::coord::Coord;
 use crate::ctl::{CtlBroker, CtlRequest, CtlServer};
 use crate::event::{Event, InstanceId, InstanceInfo, Level, ShutdownCause, State};
 use crate::plan::{Instances, Plan, Wiring};
-use batch::Batch;
+use crate::runtime::items::Chunk;
+use batch::{Batch, FeedRx};
 use instance::Inst;
+use insts::Insts;
 use queues::QueueRt;
 use shutdown::Shutdown;
 use timers::{Clock, Timers};
@@ -101,6 +106,15 @@ pub use orphans::children_of;
 
 /// Longest sleep of the loop, a safety net only (SIGCHLD wakes it).
 const MAX_WAIT: Duration = Duration::from_millis(250);
+
+/// A foreach item that was folded but is listed in the report (it did not succeed):
+/// what the final record counts need.
+struct Listed {
+    id: InstanceId,
+    stage: usize,
+    /// Records of its block (`foreach: {queue, batch}`).
+    block: Option<u64>,
+}
 
 /// Who a pid belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -139,7 +153,10 @@ pub struct Supervisor {
     clock: Clock,
     timers: Timers,
     run_dir: PathBuf,
-    insts: Vec<Inst>,
+    /// Every instance held: replicas, unfinished foreach items (ended ones are folded
+    /// into their stage's counters, see `insts`).
+    insts: Insts,
+    /// Per stage, the ids of its instances held.
     by_stage: Vec<Vec<InstanceId>>,
     /// Instances not ended yet: what every pass looks at.
     live: BTreeSet<InstanceId>,
@@ -154,6 +171,10 @@ pub struct Supervisor {
     ctl: Option<CtlServer>,
     /// Per stage: the foreach state (None for replica stages).
     batches: Vec<Option<Batch>>,
+    /// A foreach stage has more items to look at than one pass takes: do not sleep.
+    more_work: bool,
+    /// Folded items the report lists (failed, skipped, …): counted at the end.
+    folded_listed: Vec<Listed>,
     /// `(stage, item)` pairs that succeeded in the `--resume` report.
     resume: HashSet<(String, String)>,
     /// A deadlock seen by the last check: who, and since when (confirmed after a grace).
@@ -192,7 +213,7 @@ impl Supervisor {
         run_dir: PathBuf,
     ) -> Supervisor {
         let (router_tx, router_rx) = crossbeam_channel::unbounded();
-        let mut insts = Vec::new();
+        let mut insts = Insts::default();
         let mut by_stage = Vec::new();
         for (sid, stage) in plan.stages.iter().enumerate() {
             let mut ids = Vec::new();
@@ -205,13 +226,12 @@ impl Supervisor {
                 Instances::Foreach { .. } => (0, false),
             };
             for index in 0..count {
-                let id = insts.len();
                 let name = if named {
                     format!("{}.{index}", stage.name)
                 } else {
                     stage.name.clone()
                 };
-                let info = InstanceInfo {
+                let id = insts.add(|id| InstanceInfo {
                     id,
                     name,
                     stage: sid,
@@ -220,13 +240,12 @@ impl Supervisor {
                     item: None,
                     daemon: stage.daemon,
                     resumed: false,
-                };
-                insts.push(Inst::new(info));
+                });
                 ids.push(id);
             }
             by_stage.push(ids);
         }
-        let live = (0..insts.len()).collect();
+        let live = insts.ids().into_iter().collect();
         let coord = Coord::new(&plan.semaphores, &plan.events);
         let batches = plan.stages.iter().map(Batch::for_stage).collect();
         let queues = plan.queues.iter().map(|_| QueueRt::default()).collect();
@@ -257,6 +276,8 @@ impl Supervisor {
             broker: CtlBroker::new(),
             ctl: None,
             batches,
+            more_work: false,
+            folded_listed: Vec::new(),
             resume: HashSet::new(),
             deadlock_seen: None,
             next_deadlock_check: now,
@@ -328,7 +349,7 @@ impl Supervisor {
         // Broadcast: every reader instance known now is announced, so copies are held
         // for it from the first record however late it starts (foreach items are
         // announced as they are created, `expect_broadcast_reader`).
-        for id in 0..self.insts.len() {
+        for id in self.insts.ids() {
             self.expect_broadcast_reader(id);
         }
         self.start_ctl();
@@ -373,7 +394,10 @@ impl Supervisor {
     /// Look at every instance whose deadline passed.
     fn fire_due(&mut self, now: Instant) {
         for id in self.timers.take_due(now) {
-            self.instance_due(id, now);
+            // A folded instance's stale deadline finds nothing.
+            if self.insts.get(id).is_some() {
+                self.instance_due(id, now);
+            }
         }
         self.judge_pending();
         let insts = &self.insts;
@@ -413,19 +437,23 @@ impl Supervisor {
         // While suspended, timer time stands still: only messages wake the loop.
         let timeout = if self.clock.is_paused() {
             MAX_WAIT
+        } else if std::mem::take(&mut self.more_work) {
+            Duration::ZERO
         } else {
             deadline.saturating_duration_since(now)
         };
         let msg_rx = self.msg_rx.clone();
         let router_rx = self.router_rx.clone();
         let ctl_rx = self.ctl.as_ref().map(|c| c.requests().clone());
-        // foreach-over-queue stages with a free slot: a record may start an instance.
-        let feeds = self.record_feeds();
+        // foreach stages with a free slot and no item at hand: a record of their queue,
+        // or a chunk of their feed, may start an instance.
+        let feeds = self.feeds();
         enum Got {
             Msg(Msg),
             Router(RouterEvent),
             Ctl(CtlRequest),
             Record(usize, Option<Vec<u8>>),
+            Chunk(usize, Option<Chunk>),
             Nothing,
         }
         let got = {
@@ -433,7 +461,13 @@ impl Supervisor {
             let i_msg = sel.recv(&msg_rx);
             let i_router = sel.recv(&router_rx);
             let i_ctl = ctl_rx.as_ref().map(|r| sel.recv(r));
-            let i_feeds: Vec<usize> = feeds.iter().map(|(_, r)| sel.recv(r)).collect();
+            let i_feeds: Vec<usize> = feeds
+                .iter()
+                .map(|(_, f)| match f {
+                    FeedRx::Records(r) => sel.recv(r),
+                    FeedRx::Items(r) => sel.recv(r),
+                })
+                .collect();
             match sel.select_timeout(timeout) {
                 Err(_) => Got::Nothing,
                 Ok(op) => {
@@ -449,7 +483,10 @@ impl Supervisor {
                         }
                     } else {
                         match i_feeds.iter().position(|&f| f == i) {
-                            Some(k) => Got::Record(feeds[k].0, op.recv(&feeds[k].1).ok()),
+                            Some(k) => match &feeds[k].1 {
+                                FeedRx::Records(r) => Got::Record(feeds[k].0, op.recv(r).ok()),
+                                FeedRx::Items(r) => Got::Chunk(feeds[k].0, op.recv(r).ok()),
+                            },
                             None => Got::Nothing,
                         }
                     }
@@ -461,6 +498,7 @@ impl Supervisor {
             Got::Router(ev) => self.handle_router(ev),
             Got::Ctl(req) => self.handle_ctl(req),
             Got::Record(stage, rec) => self.on_record(stage, rec),
+            Got::Chunk(stage, chunk) => self.on_chunk(stage, chunk),
             Got::Nothing => {}
         }
         // Drain whatever else is already queued without sleeping again.
@@ -490,7 +528,12 @@ impl Supervisor {
                 generation,
                 action,
             } => {
-                if self.insts[id].generation != generation {
+                // A line read after its instance was folded, or of an earlier run.
+                if self
+                    .insts
+                    .get(id)
+                    .is_none_or(|i| i.generation != generation)
+                {
                     return;
                 }
                 match action {
@@ -504,7 +547,11 @@ impl Supervisor {
             }
             Msg::Opened { id, token, files } => self.opened(id, Some(token), files),
             Msg::ProbeOk { id, generation } => {
-                if self.insts[id].generation == generation && self.insts[id].pid().is_some() {
+                if self
+                    .insts
+                    .get(id)
+                    .is_some_and(|i| i.generation == generation && i.pid().is_some())
+                {
                     self.mark_ready(id);
                 }
             }
@@ -536,8 +583,16 @@ impl Supervisor {
 
     /// The instance is over for good: its end state, reported.
     fn end(&mut self, id: InstanceId, state: State) {
+        if self.insts[id].is_final() {
+            return;
+        }
         self.insts[id].life = instance::Life::Ended(state.clone());
         self.live.remove(&id);
-        self.show(id, state);
+        // Broadcast queues it reads stop holding copies for it (skipped, resumed, could
+        // not start, or ended after its last run).
+        self.broadcast_reader_done(id);
+        self.show(id, state.clone());
+        self.emit(Event::InstanceFinal { id });
+        self.item_ended(id, &state);
     }
 }

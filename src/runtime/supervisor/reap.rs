@@ -73,6 +73,10 @@ impl Supervisor {
 
     fn on_probe_exit(&mut self, id: InstanceId, generation: u64, pid: i32, end: ProcessEnd) {
         self.forget_group_if_empty(pid);
+        // The probe of an item that was folded meanwhile.
+        if self.insts.get(id).is_none() {
+            return;
+        }
         let interval = match self.plan.stages[self.insts[id].info.stage]
             .ready
             .as_ref()
@@ -335,6 +339,8 @@ impl Supervisor {
         let restart_spec = self.plan.stages[stage_id].restart.clone();
         let on_failure = self.plan.stages[stage_id].on_failure;
         let failure = failure_code(&state, self.insts[id].start_error_code);
+        // A foreach item of a stage with `halt`: its stage decides (`halt`).
+        let halt_holds = self.halt_holds_failure(id);
         self.fire_sets(id, |t| match t {
             Trigger::Exited => {
                 !matches!(state, State::Skipped { .. } | State::CouldNotStart { .. })
@@ -356,7 +362,6 @@ impl Supervisor {
         self.release_permits(id);
         if !restart {
             self.withdraw_expected(id);
-            self.broadcast_reader_done(id);
             self.end(id, state);
         } else {
             let attempt = self.insts[id].restarts + 1;
@@ -379,7 +384,7 @@ impl Supervisor {
             self.show(id, State::Waiting);
             return;
         }
-        if let Some(code) = failure {
+        if let Some(code) = failure.filter(|_| !halt_holds) {
             if on_failure != OnFailure::Ignore && self.first_failure.is_none() {
                 self.first_failure = Some(code);
             }

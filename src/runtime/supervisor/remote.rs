@@ -308,7 +308,9 @@ impl Supervisor {
             let Some(p) = self.remote.parked.remove(&id) else {
                 continue;
             };
-            if matches!(self.insts[id].life, Life::Starting { token, .. } if token == p.token) {
+            // (An instance that ended meanwhile may have been folded: `get`.)
+            if matches!(self.insts.get(id).map(|i| &i.life), Some(Life::Starting { token, .. }) if *token == p.token)
+            {
                 out.push((id, p));
             }
         }
@@ -370,7 +372,12 @@ impl Supervisor {
 
     /// A pump reported.
     pub(super) fn on_pump(&mut self, id: InstanceId, generation: u64, msg: PumpMsg) {
-        if self.insts[id].generation != generation {
+        // News about a run that ended (its instance may be folded already).
+        if self
+            .insts
+            .get(id)
+            .is_none_or(|i| i.generation != generation)
+        {
             return;
         }
         let Some(run) = self.insts[id].run_mut() else {

@@ -19,7 +19,23 @@ use crate::plan::{CommandTemplate, InstanceVars};
 impl Supervisor {
     pub(super) fn vars(&self, id: InstanceId) -> InstanceVars<'_> {
         let info = &self.insts[id].info;
-        let replicas = self.by_stage[info.stage].len();
+        let stage = &self.plan.stages[info.stage];
+        let (replicas, parts) = match &stage.instances {
+            // A foreach stage's "replicas" are its items, once their number is known.
+            crate::plan::Instances::Foreach { source, .. } => {
+                let total = self.batch_total(info.stage).unwrap_or(0) as usize;
+                let parts = match (source, info.item.is_some()) {
+                    (crate::plan::ForeachSource::Matrix(dims), true) => {
+                        crate::runtime::items::matrix_parts(dims, info.index as u64)
+                    }
+                    _ => Vec::new(),
+                };
+                (total, parts)
+            }
+            crate::plan::Instances::Replicas { .. } => {
+                (self.by_stage[info.stage].len(), Vec::new())
+            }
+        };
         InstanceVars {
             stage: &info.stage_name,
             index: info.index,
@@ -30,6 +46,7 @@ impl Supervisor {
             } else {
                 self.run_dir.to_str().unwrap_or("")
             },
+            parts,
         }
     }
 

@@ -127,27 +127,27 @@ impl Supervisor {
     }
 
     /// The `after` conditions of a stage (SPEC 3.2), for all instances of each
-    /// dependency; a foreach dependency whose items are not all created is pending.
+    /// dependency (a foreach dependency's folded items through its counters); a
+    /// foreach dependency whose items are not all created is pending. A foreach
+    /// dependency that halted on its `success` threshold meets every condition once
+    /// its items are over.
     pub(super) fn after_check(&self, stage_id: usize) -> Check {
         let stage = &self.plan.stages[stage_id];
         for &(dep, cond) in &stage.after {
+            // A stage with `halt` is judged as a whole, once its items are over.
+            if self.batch_judged_whole(dep) && (self.batch_open(dep) || self.batch_running(dep)) {
+                return Check::Wait;
+            }
+            let halted_ok = self.batch_halted_success(dep);
+            if let Some(why) = self.batch_unmet(dep, cond) {
+                return Check::Skip(why.to_string());
+            }
             for &d in &self.by_stage[dep] {
                 match self.condition(d, cond) {
                     Cond::Met => {}
                     Cond::Pending => return Check::Wait,
-                    Cond::Never => {
-                        let what = match &self.insts[d].shown {
-                            State::Skipped { .. } => "was skipped".to_string(),
-                            State::CouldNotStart { .. } => "could not start".to_string(),
-                            s @ (State::Failed { .. }
-                            | State::Killed { .. }
-                            | State::TimedOut { .. }
-                            | State::Stopped { .. }
-                            | State::Succeeded(_)) => s.describe(),
-                            _ => "did not meet its condition".to_string(),
-                        };
-                        return Check::Skip(format!("{} {what}", self.insts[d].info.name));
-                    }
+                    Cond::Never if halted_ok => {}
+                    Cond::Never => return Check::Skip(self.unmet_reason(d)),
                 }
             }
             if self.batch_open(dep) {
@@ -155,6 +155,21 @@ impl Supervisor {
             }
         }
         Check::Go
+    }
+
+    /// Why an ended instance does not meet a condition: `build.3 failed (exit 2)`.
+    pub(super) fn unmet_reason(&self, d: InstanceId) -> String {
+        let what = match &self.insts[d].shown {
+            State::Skipped { .. } => "was skipped".to_string(),
+            State::CouldNotStart { .. } => "could not start".to_string(),
+            s @ (State::Failed { .. }
+            | State::Killed { .. }
+            | State::TimedOut { .. }
+            | State::Stopped { .. }
+            | State::Succeeded(_)) => s.describe(),
+            _ => "did not meet its condition".to_string(),
+        };
+        format!("{} {what}", self.insts[d].info.name)
     }
 
     pub(super) fn condition(&self, d: InstanceId, cond: Condition) -> Cond {

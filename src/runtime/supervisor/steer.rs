@@ -77,7 +77,11 @@ impl Supervisor {
     fn ids_of(&self, names: &[String]) -> Result<Vec<InstanceId>, String> {
         let mut ids = Vec::new();
         for name in names {
-            let found: Vec<InstanceId> = (0..self.insts.len())
+            // Instances held: ended foreach items are folded and cannot be steered.
+            let found: Vec<InstanceId> = self
+                .insts
+                .ids()
+                .into_iter()
                 .filter(|&id| {
                     let info = &self.insts[id].info;
                     info.stage_name == *name || info.name == *name

@@ -64,6 +64,11 @@ impl Supervisor {
             log_write = Some(w);
         }
         spec.stdin = match &stdin {
+            // `foreach: {queue, batch}`: the item's block of records.
+            _ if self.insts[id].block.is_some() => match &self.insts[id].block {
+                Some(b) => ChildFd::Fd(b.stdin()?),
+                None => ChildFd::Null,
+            },
             Input::Null => ChildFd::Null,
             Input::Inherit => ChildFd::Inherit,
             Input::File(_) => files.stdin.take().map_or(ChildFd::Null, ChildFd::Fd),
