@@ -604,3 +604,47 @@ fn prun_signal_and_status_from_another_terminal_reach_a_remote_stage() {
     let out = t.finish(child, "report.json");
     assert_eq!(out.instance("svc")["state"], "stopped", "{}", out.context());
 }
+
+#[test]
+fn inside_an_allocation_instances_are_steps_of_it_side_by_side() {
+    let Some(h) = hosts() else { return };
+    let t = Test::new("");
+    let log = t.path("overlap.log");
+    let yaml = format!(
+        "version: 1\n{}stages:\n  step:\n    sh: 'echo \"S $(date +%s%N)\" >> {log}; echo \"job $SLURM_JOB_ID step $SLURM_STEP_ID\"; sleep 1; echo \"E $(date +%s%N)\" >> {log}'\n    on: hpc\n    replicas: 2\n",
+        hosts_block(&h, 1, 1),
+        log = log.display()
+    );
+    std::fs::write(t.path("pipeline.yaml"), yaml).unwrap();
+    let mut cmd = std::process::Command::new("salloc");
+    cmd.args(["--quiet", "-p", "debug", "-N1", "-n2"])
+        .arg(run_util::prun_exe())
+        .args(["run", "pipeline.yaml", "--progress", "never", "--report"])
+        .arg(t.path("report.json"))
+        .current_dir(t.dir.path())
+        .env("SLURM_CONF", h.slurm_conf())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = t.finish(cmd.spawn().expect("salloc"), "report.json");
+    out.assert_code(0);
+    let mut jobs = Vec::new();
+    for name in ["step.0", "step.1"] {
+        let line = out.log_of(name).join(" ");
+        let mut f = line.split_whitespace();
+        assert_eq!(f.next(), Some("job"), "{}", out.context());
+        jobs.push((f.next().unwrap().to_string(), f.nth(1).unwrap().to_string()));
+        assert_eq!(out.instance(name)["node"], "node1");
+    }
+    assert_eq!(
+        jobs[0].0, jobs[1].0,
+        "both steps of the allocation: {jobs:?}"
+    );
+    assert_ne!(jobs[0].1, jobs[1].1, "two steps: {jobs:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        run_util::max_overlap(&text),
+        2,
+        "the steps ran one after the other: {text}"
+    );
+}
