@@ -648,3 +648,18 @@ fn inside_an_allocation_instances_are_steps_of_it_side_by_side() {
         "the steps ran one after the other: {text}"
     );
 }
+
+#[test]
+fn a_remote_ctl_wait_is_never_taken_for_a_deadlock() {
+    let Some(h) = hosts() else { return };
+    // prun cannot see the host's processes: a wait there that another process of the
+    // same instance will answer must not be judged a deadlock
+    let yaml = format!(
+        "version: 1\n{}events: [go]\nstages:\n  remote:\n    sh: '(sleep 3; prun ctl event set go) & prun ctl event wait go && echo got it; wait'\n    on: h2\n",
+        hosts_block(&h, 1, 1)
+    );
+    let t = Test::new(&yaml);
+    let out = run(&t, &h);
+    out.assert_code(0);
+    assert_eq!(out.log_of("remote"), ["got it"], "{}", out.context());
+}
