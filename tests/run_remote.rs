@@ -663,3 +663,48 @@ fn a_remote_ctl_wait_is_never_taken_for_a_deadlock() {
     out.assert_code(0);
     assert_eq!(out.log_of("remote"), ["got it"], "{}", out.context());
 }
+
+#[test]
+fn each_remote_instance_has_its_control_socket_only_while_it_runs() {
+    let Some(h) = hosts() else { return };
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        xdg.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let yaml = format!(
+        "version: 1\n{}events: [go]\nstages:\n  items:\n    foreach: {{range: {{from: 0, to: 12}}}}\n    sh: 'prun ctl event set go; sleep 0.2'\n    on: [h2, h3]\n",
+        hosts_block(&h, 2, 1)
+    );
+    let t = Test::new(&yaml);
+    let mut child = t
+        .command("report.json", &[])
+        .env("XDG_RUNTIME_DIR", xdg.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // prun's run directory is the one directory it makes under XDG_RUNTIME_DIR
+    let sockets = || -> usize {
+        std::fs::read_dir(xdg.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|d| std::fs::read_dir(d.path()).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ctl-"))
+            .count()
+    };
+    let (mut most, mut seen_any) = (0, false);
+    while child.try_wait().unwrap().is_none() {
+        let n = sockets();
+        seen_any |= n > 0;
+        most = most.max(n);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(seen_any, "no instance socket was ever seen");
+    assert!(most <= 3, "{most} instance sockets at once for 3 slots");
+}

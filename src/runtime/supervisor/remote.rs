@@ -100,10 +100,17 @@ impl Supervisor {
         self.remote.placed.insert(id, h);
     }
 
-    /// The run is over (or never began): its slot is free again.
+    /// The run is over (or never began): its slot is free again, and its own control
+    /// socket goes (a restart makes a new one; a foreach of many items must not keep
+    /// one per item).
     pub(super) fn unplace(&mut self, id: InstanceId) {
         if let Some(h) = self.remote.placed.remove(&id) {
             self.places.hosts_mut().release(h);
+        }
+        if self.remote.ctl_sockets.remove(&id)
+            && let Some(server) = self.ctl.as_mut()
+        {
+            server.close_own(id as u64);
         }
     }
 
