@@ -39,6 +39,20 @@ fn run(t: &Test, h: &Hosts) -> Outcome {
     t.finish(child, "report.json")
 }
 
+/// SIGKILLs the prun started in the background if the test fails before it ends (its
+/// guardian and the wrappers on the hosts then clean up), so a failed test leaves
+/// nothing running.
+struct KillOnPanic(i32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: signalling the prun this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Start prun in the background (its output to files in the test directory).
 fn spawn(t: &Test, h: &Hosts) -> std::process::Child {
     t.command("report.json", &[])
@@ -254,6 +268,7 @@ fn sigint_runs_the_remote_stages_term_handler() {
     );
     let t = Test::new(&yaml);
     let child = spawn(&t, &h);
+    let _guard = KillOnPanic(child.id() as i32);
     let pid = child.id() as i32;
     wait_until("the remote stage is up", LONG, || {
         std::fs::read_to_string(t.path("stderr")).is_ok_and(|s| s.contains("│ up"))
@@ -301,6 +316,7 @@ fn sigkill_of_prun_leaves_no_process_on_either_host_and_no_local_client() {
     );
     let t = Test::new(&yaml);
     let mut child = spawn(&t, &h);
+    let _guard = KillOnPanic(child.id() as i32);
     let pid = child.id() as i32;
     wait_until("two instances on each host", LONG, || {
         h.marked("h2", &m).len() >= 4 && h.marked("h3", &m).len() >= 4
@@ -407,6 +423,7 @@ fn sigkill_of_prun_with_a_running_slurm_stage_leaves_no_job() {
     );
     let t = Test::new(&yaml);
     let mut child = spawn(&t, &h);
+    let _guard = KillOnPanic(child.id() as i32);
     let ours = |jobs: Vec<String>| -> Vec<String> {
         jobs.into_iter()
             .filter(|l| l.contains(&format!("-{stage}.")))
@@ -480,6 +497,7 @@ fn a_connection_lost_mid_run_fails_the_instance_naming_the_host_and_restarts_app
     );
     std::fs::write(t.path("pipeline.yaml"), yaml).unwrap();
     let child = spawn(&t, &h);
+    let _guard = KillOnPanic(child.id() as i32);
     wait_until("the first run on h2", LONG, || {
         h.marked("h2", &m)
             .iter()
@@ -580,6 +598,7 @@ fn prun_signal_and_status_from_another_terminal_reach_a_remote_stage() {
         .stderr(std::fs::File::create(t.path("stderr")).unwrap())
         .spawn()
         .unwrap();
+    let _guard = KillOnPanic(child.id() as i32);
     let ops = |args: &[&str]| {
         std::process::Command::new(run_util::prun_exe())
             .args(args)
@@ -685,6 +704,7 @@ fn each_remote_instance_has_its_control_socket_only_while_it_runs() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _guard = KillOnPanic(child.id() as i32);
     // prun's run directory is the one directory it makes under XDG_RUNTIME_DIR
     let sockets = || -> usize {
         std::fs::read_dir(xdg.path())
