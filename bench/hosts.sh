@@ -6,10 +6,11 @@
 #     read by a local `wc -c`) against `cat f | ssh h2 cat | wc -c` on the same link;
 #   - 200 MB through a stage on Slurm against `cat f | srun cat | wc -c`.
 #
-# Both sides of a row pay for one connection (prun: its shared connection to the host,
-# then the stage's session over it; ssh: its own) or one job. The contenders run
-# interleaved, one after the other in every round, and the median of the rounds is
-# kept (see bench/compare.sh for why).
+# Both sides of a row pay for one connection (prun's first instance on a host connects
+# on its own while the shared connection comes up; ssh: its own) or one job. The
+# contenders run interleaved, one after the other in every round; the times shown are
+# medians, the ratio is the median of each round's ratio (see bench/compare.sh for
+# why interleaving matters on a shared machine).
 #
 #   bench/hosts.sh            # REPS=5 rounds
 #
@@ -67,7 +68,8 @@ YAML
 pipeline ssh "there: {ssh: h2, options: [-F, \"$cfg\"]}"
 pipeline slurm "there: {slurm: {partition: debug}}"
 
-# race CMD...: the median wall time in ms of each command, rounds interleaved.
+# race CMD...: every command once per round, rounds interleaved; prints, per command,
+# its wall times in ms of every round on one line.
 race() {
     local -a times=()
     local i cmd t0 t1
@@ -84,10 +86,17 @@ race() {
     for ((i = 0; i < $#; i++)); do
         local n=$((i + 1))
         echo "  times (ms):${times[i]}  <- ${!n}" | cut -c1-160 >&2
-        python3 -c "import statistics,sys; print(int(statistics.median(map(int, sys.argv[1:]))))" ${times[i]}
+        echo "${times[i]}"
     done
 }
-ratio() { python3 -c "print(f'{$1/max($2,1e-9):.2f}')"; }
+median() { python3 -c "import statistics,sys; print(int(statistics.median(map(int, sys.argv[1:]))))" $1; }
+# The median of the rounds' ratios baseline/prun: each round's pair ran back to back,
+# so a drift of the machine's load over the run moves both sides of a ratio alike.
+pair_ratio() {
+    python3 -c "import statistics,sys
+a=list(map(int,sys.argv[1].split())); b=list(map(int,sys.argv[2].split()))
+print(f'{statistics.median(y/x for x,y in zip(a,b)):.2f}')" "$1" "$2"
+}
 mbps() { python3 -c "print(f'{$size/1e6/($1/1000):.0f} MB/s')"; }
 verdict() { python3 -c "print('ok' if $1 else 'MISSED')"; }
 check_count() { # the stage really moved every byte
@@ -101,13 +110,15 @@ mapfile -t t < <(race "$P $work/ssh.yaml" "cat $file | ssh -F $cfg h2 cat | wc -
 check_count ssh
 check_count slurm
 rows=()
-r=$(ratio "${t[1]}" "${t[0]}")
-rows+=("| a stage on an SSH host, $((size / 1000000)) MB through it | prun ${t[0]} ms ($(mbps "${t[0]}")) vs \`ssh host cat\` ${t[1]} ms ($(mbps "${t[1]}")) | ${r}× | ≥ 0.9× | $(verdict "$r >= 0.9") |")
-r=$(ratio "${t[3]}" "${t[2]}")
-rows+=("| a stage on Slurm, $((size / 1000000)) MB through it | prun ${t[2]} ms ($(mbps "${t[2]}")) vs \`srun cat\` ${t[3]} ms ($(mbps "${t[3]}")) | ${r}× | ≥ 0.9× | $(verdict "$r >= 0.9") |")
+a=$(median "${t[0]}") b=$(median "${t[1]}")
+r=$(pair_ratio "${t[0]}" "${t[1]}")
+rows+=("| a stage on an SSH host, $((size / 1000000)) MB through it | prun ${a} ms ($(mbps "$a")) vs \`ssh host cat\` ${b} ms ($(mbps "$b")) | ${r}× | ≥ 0.9× | $(verdict "$r >= 0.9") |")
+a=$(median "${t[2]}") b=$(median "${t[3]}")
+r=$(pair_ratio "${t[2]}" "${t[3]}")
+rows+=("| a stage on Slurm, $((size / 1000000)) MB through it | prun ${a} ms ($(mbps "$a")) vs \`srun cat\` ${b} ms ($(mbps "$b")) | ${r}× | ≥ 0.9× | $(verdict "$r >= 0.9") |")
 
 echo
-echo "SPEC 9, hosts (median of $reps interleaved rounds, $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+echo "SPEC 9, hosts ($reps interleaved rounds: median times, median of the rounds' ratios; $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
 echo
 echo "| case | measured | ratio | target | verdict |"
 echo "|---|---|---|---|---|"

@@ -332,6 +332,8 @@ pub enum Event {
         queue: usize,
         name: String,
         records: u64,
+        /// Records waiting in prun for a reader now.
+        depth: u64,
     },
     /// Records counted for an instance by the routers (None: direct pipe only).
     Records {
@@ -351,6 +353,8 @@ pub enum Event {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueStats {
     pub records: u64,
+    /// Records waiting in prun for a reader at the last count (the board, `prun status`).
+    pub depth: u64,
     pub bytes: u64,
     pub max_depth: u64,
     pub blocked_ms: u64,

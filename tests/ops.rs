@@ -105,6 +105,12 @@ fn watch_and_steer_a_running_pipeline() {
     assert!(status["instances"][0]["pid"].as_u64().is_some());
     assert_eq!(status["queues"][0]["name"], "q");
     assert_eq!(status["queues"][0]["capacity"], 1024);
+    assert!(
+        status["queues"][0]["depth"]
+            .as_u64()
+            .is_some_and(|d| d <= 1024),
+        "{status}"
+    );
     let (_, human, _) = ops(xdg, &["status", "svc"]);
     assert!(
         human.contains("INSTANCE") && human.contains("web.1"),

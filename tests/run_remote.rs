@@ -39,6 +39,20 @@ fn run(t: &Test, h: &Hosts) -> Outcome {
     t.finish(child, "report.json")
 }
 
+/// SIGKILLs the prun started in the background if the test fails before it ends (its
+/// guardian and the wrappers on the hosts then clean up), so a failed test leaves
+/// nothing running.
+struct KillOnPanic(i32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: signalling the prun this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Start prun in the background (its output to files in the test directory).
 fn spawn(t: &Test, h: &Hosts) -> std::process::Child {
     t.command("report.json", &[])
@@ -173,7 +187,7 @@ fn a_shared_queue_spread_over_two_hosts_keeps_each_hosts_slots() {
 fn remote_exit_codes_and_signals_are_reported_exactly() {
     let Some(h) = hosts() else { return };
     let yaml = format!(
-        "version: 1\n{}defaults:\n  on: h2\n  on_failure: ignore\nstages:\n  three:\n    sh: 'exit 3'\n    on_failure: continue\n  ff:\n    sh: 'exit 255'\n  term:\n    sh: 'kill -TERM $$'\n  kill:\n    sh: 'kill -KILL $$'\n  ok:\n    cmd: ['true']\n",
+        "version: 1\n{}defaults:\n  on: h2\n  on_failure: ignore\nstages:\n  three:\n    sh: 'exit 3'\n    on_failure: continue\n  ff:\n    sh: 'exit 255'\n  term:\n    sh: 'kill -TERM $$'\n  kill:\n    sh: 'kill -KILL $$'\n  ok:\n    sh: 'echo \"dir $PRUN_RUN_DIR\"'\n",
         hosts_block(&h, 5, 1)
     );
     let t = Test::new(&yaml);
@@ -203,6 +217,13 @@ fn remote_exit_codes_and_signals_are_reported_exactly() {
     );
     assert_eq!(out.instance("ok")["state"], "succeeded");
     assert_eq!(out.instance("ok")["host"], "h2");
+    // a run directory nothing was written to is gone with its last user
+    let dir = out.log_of("ok")[0]
+        .strip_prefix("dir ")
+        .unwrap()
+        .to_string();
+    assert!(dir.contains("/prun-"), "{dir}");
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} is left");
 }
 
 #[test]
@@ -247,6 +268,7 @@ fn sigint_runs_the_remote_stages_term_handler() {
     );
     let t = Test::new(&yaml);
     let child = spawn(&t, &h);
+    let _guard = KillOnPanic(child.id() as i32);
     let pid = child.id() as i32;
     wait_until("the remote stage is up", LONG, || {
         std::fs::read_to_string(t.path("stderr")).is_ok_and(|s| s.contains("│ up"))
@@ -294,6 +316,7 @@ fn sigkill_of_prun_leaves_no_process_on_either_host_and_no_local_client() {
     );
     let t = Test::new(&yaml);
     let mut child = spawn(&t, &h);
+    let _guard = KillOnPanic(child.id() as i32);
     let pid = child.id() as i32;
     wait_until("two instances on each host", LONG, || {
         h.marked("h2", &m).len() >= 4 && h.marked("h3", &m).len() >= 4
@@ -400,6 +423,7 @@ fn sigkill_of_prun_with_a_running_slurm_stage_leaves_no_job() {
     );
     let t = Test::new(&yaml);
     let mut child = spawn(&t, &h);
+    let _guard = KillOnPanic(child.id() as i32);
     let ours = |jobs: Vec<String>| -> Vec<String> {
         jobs.into_iter()
             .filter(|l| l.contains(&format!("-{stage}.")))
@@ -473,6 +497,7 @@ fn a_connection_lost_mid_run_fails_the_instance_naming_the_host_and_restarts_app
     );
     std::fs::write(t.path("pipeline.yaml"), yaml).unwrap();
     let child = spawn(&t, &h);
+    let _guard = KillOnPanic(child.id() as i32);
     wait_until("the first run on h2", LONG, || {
         h.marked("h2", &m)
             .iter()
@@ -573,6 +598,7 @@ fn prun_signal_and_status_from_another_terminal_reach_a_remote_stage() {
         .stderr(std::fs::File::create(t.path("stderr")).unwrap())
         .spawn()
         .unwrap();
+    let _guard = KillOnPanic(child.id() as i32);
     let ops = |args: &[&str]| {
         std::process::Command::new(run_util::prun_exe())
             .args(args)
@@ -596,4 +622,109 @@ fn prun_signal_and_status_from_another_terminal_reach_a_remote_stage() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = t.finish(child, "report.json");
     assert_eq!(out.instance("svc")["state"], "stopped", "{}", out.context());
+}
+
+#[test]
+fn inside_an_allocation_instances_are_steps_of_it_side_by_side() {
+    let Some(h) = hosts() else { return };
+    let t = Test::new("");
+    let log = t.path("overlap.log");
+    let yaml = format!(
+        "version: 1\n{}stages:\n  step:\n    sh: 'echo \"S $(date +%s%N)\" >> {log}; echo \"job $SLURM_JOB_ID step $SLURM_STEP_ID\"; sleep 1; echo \"E $(date +%s%N)\" >> {log}'\n    on: hpc\n    replicas: 2\n",
+        hosts_block(&h, 1, 1),
+        log = log.display()
+    );
+    std::fs::write(t.path("pipeline.yaml"), yaml).unwrap();
+    let mut cmd = std::process::Command::new("salloc");
+    cmd.args(["--quiet", "-p", "debug", "-N1", "-n2"])
+        .arg(run_util::prun_exe())
+        .args(["run", "pipeline.yaml", "--progress", "never", "--report"])
+        .arg(t.path("report.json"))
+        .current_dir(t.dir.path())
+        .env("SLURM_CONF", h.slurm_conf())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = t.finish(cmd.spawn().expect("salloc"), "report.json");
+    out.assert_code(0);
+    let mut jobs = Vec::new();
+    for name in ["step.0", "step.1"] {
+        let line = out.log_of(name).join(" ");
+        let mut f = line.split_whitespace();
+        assert_eq!(f.next(), Some("job"), "{}", out.context());
+        jobs.push((f.next().unwrap().to_string(), f.nth(1).unwrap().to_string()));
+        assert_eq!(out.instance(name)["node"], "node1");
+    }
+    assert_eq!(
+        jobs[0].0, jobs[1].0,
+        "both steps of the allocation: {jobs:?}"
+    );
+    assert_ne!(jobs[0].1, jobs[1].1, "two steps: {jobs:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        run_util::max_overlap(&text),
+        2,
+        "the steps ran one after the other: {text}"
+    );
+}
+
+#[test]
+fn a_remote_ctl_wait_is_never_taken_for_a_deadlock() {
+    let Some(h) = hosts() else { return };
+    // prun cannot see the host's processes: a wait there that another process of the
+    // same instance will answer must not be judged a deadlock
+    let yaml = format!(
+        "version: 1\n{}events: [go]\nstages:\n  remote:\n    sh: '(sleep 3; prun ctl event set go) & prun ctl event wait go && echo got it; wait'\n    on: h2\n",
+        hosts_block(&h, 1, 1)
+    );
+    let t = Test::new(&yaml);
+    let out = run(&t, &h);
+    out.assert_code(0);
+    assert_eq!(out.log_of("remote"), ["got it"], "{}", out.context());
+}
+
+#[test]
+fn each_remote_instance_has_its_control_socket_only_while_it_runs() {
+    let Some(h) = hosts() else { return };
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        xdg.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let yaml = format!(
+        "version: 1\n{}events: [go]\nstages:\n  items:\n    foreach: {{range: {{from: 0, to: 12}}}}\n    sh: 'prun ctl event set go; sleep 0.2'\n    on: [h2, h3]\n",
+        hosts_block(&h, 2, 1)
+    );
+    let t = Test::new(&yaml);
+    let mut child = t
+        .command("report.json", &[])
+        .env("XDG_RUNTIME_DIR", xdg.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnPanic(child.id() as i32);
+    // prun's run directory is the one directory it makes under XDG_RUNTIME_DIR
+    let sockets = || -> usize {
+        std::fs::read_dir(xdg.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|d| std::fs::read_dir(d.path()).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ctl-"))
+            .count()
+    };
+    let (mut most, mut seen_any) = (0, false);
+    while child.try_wait().unwrap().is_none() {
+        let n = sockets();
+        seen_any |= n > 0;
+        most = most.max(n);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(seen_any, "no instance socket was ever seen");
+    assert!(most <= 3, "{most} instance sockets at once for 3 slots");
 }

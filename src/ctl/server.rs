@@ -50,8 +50,9 @@ pub struct CtlServer {
     accept: Option<JoinHandle<()>>,
     /// Where requests go (for the instances' own sockets).
     tx: Sender<CtlRequest>,
-    /// The instances' own sockets: path, a duplicate of the listener, accept thread.
-    own: Vec<(PathBuf, OwnedFd, JoinHandle<()>)>,
+    /// The instances' own sockets: instance, path, a duplicate of the listener, accept
+    /// thread.
+    own: Vec<(u64, PathBuf, OwnedFd, JoinHandle<()>)>,
 }
 
 impl CtlServer {
@@ -94,8 +95,20 @@ impl CtlServer {
         let accept = std::thread::Builder::new()
             .name(format!("prun-ctl-accept-{via}"))
             .spawn(move || accept_loop(listener, tx, stop, Some(via)))?;
-        self.own.push((path.to_path_buf(), fd, accept));
+        self.own.push((via, path.to_path_buf(), fd, accept));
         Ok(())
+    }
+
+    /// Stop accepting on instance `via`'s own socket and remove it (connections in
+    /// progress are served to their end).
+    pub fn close_own(&mut self, via: u64) {
+        let (mine, rest): (Vec<_>, Vec<_>) = self.own.drain(..).partition(|o| o.0 == via);
+        self.own = rest;
+        for (_, path, fd, accept) in mine {
+            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            let _ = accept.join();
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// The socket path, to export as `PRUN_CTL`.
@@ -120,7 +133,7 @@ impl CtlServer {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
-        for (path, fd, accept) in self.own.drain(..) {
+        for (_, path, fd, accept) in self.own.drain(..) {
             let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
             let _ = accept.join();
             let _ = std::fs::remove_file(path);

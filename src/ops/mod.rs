@@ -411,7 +411,7 @@ pub fn format_status(s: &Value) -> String {
     let queues = s["queues"].as_array().cloned().unwrap_or_default();
     if !queues.is_empty() {
         let mut table = vec![
-            ["QUEUE", "RECORDS", "RATE/S", "CAPACITY"]
+            ["QUEUE", "RECORDS", "RATE/S", "DEPTH", "CAPACITY"]
                 .map(String::from)
                 .to_vec(),
         ];
@@ -420,6 +420,7 @@ pub fn format_status(s: &Value) -> String {
                 q["name"].as_str().unwrap_or("").to_string(),
                 dash(&q["records"]),
                 dash(&q["rate"]),
+                dash(&q["depth"]),
                 dash(&q["capacity"]),
             ]);
         }

@@ -220,9 +220,21 @@ pub enum Ended {
     Gone(String),
 }
 
+/// What became of the host's run directory when an instance ended (SSH hosts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirEnd {
+    /// The last user removed it (nothing but prun's own files was in it).
+    Gone,
+    /// The last user left it: it holds files (the end of the run removes it).
+    Kept,
+    /// Other instances of the run still use it.
+    Shared,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
     Started(Started),
+    Dir(DirEnd),
     Ended(Ended),
 }
 
@@ -241,6 +253,14 @@ fn parse_report(line: &str) -> Option<Report> {
             }
         }
         return Some(Report::Started(s));
+    }
+    if let Some(rest) = line.strip_prefix("D ") {
+        return Some(Report::Dir(match rest {
+            "gone" => DirEnd::Gone,
+            "kept" => DirEnd::Kept,
+            "shared" => DirEnd::Shared,
+            _ => return None,
+        }));
     }
     let rest = line.strip_prefix("E ")?;
     let (kind, arg) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -271,6 +291,8 @@ const ENGINE_TEXT_MAX: usize = 4096;
 pub struct Seen {
     pub started: Option<Started>,
     pub ended: Option<Ended>,
+    /// What the wrapper did with the host's run directory (SSH hosts).
+    pub run_dir: Option<DirEnd>,
     /// What the engine wrote before the start line (its own messages), trimmed.
     pub engine_text: String,
     /// The engine's last status line taken out of the stream after the start line
@@ -402,6 +424,7 @@ impl Demux {
                         Report::Ended(e) if self.seen.ended.is_none() => {
                             self.seen.ended = Some(e.clone())
                         }
+                        Report::Dir(d) => self.seen.run_dir = Some(*d),
                         _ => {}
                     }
                     reports.push(r);
@@ -631,12 +654,13 @@ mod tests {
 
     #[test]
     fn reports_are_taken_out_of_the_stream() {
-        let s = b"engine says hi\n\x1eprun:n1:S pgid=42 start=7 node=h2\nuser line\npartial\x1eprun:n1:E exit 3\n";
+        let s = b"engine says hi\n\x1eprun:n1:S pgid=42 start=7 node=h2\nuser line\npartial\x1eprun:n1:D kept\n\x1eprun:n1:E exit 3\n";
         let (out, seen) = demux_all(&[s]);
         assert_eq!(out, b"engine says hi\nuser line\npartial");
         assert_eq!(seen.started.as_ref().unwrap().pgid, 42);
         assert_eq!(seen.started.as_ref().unwrap().node, "h2");
         assert_eq!(seen.ended, Some(Ended::Exit(3)));
+        assert_eq!(seen.run_dir, Some(DirEnd::Kept));
         assert_eq!(seen.engine_text, "engine says hi\n");
     }
 

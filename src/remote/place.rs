@@ -61,6 +61,8 @@ struct Host {
     target: Target,
     running: usize,
     conn: Conn,
+    /// The run directory there may hold files at the end (see [`Hosts::left_files`]).
+    dirty: bool,
 }
 
 /// Every host of a run.
@@ -112,6 +114,7 @@ impl Hosts {
                     target,
                     running: 0,
                     conn,
+                    dirty: false,
                 }
             })
             .collect();
@@ -254,12 +257,23 @@ impl Hosts {
             .collect()
     }
 
-    /// At the end of the run: remove the run directory on every SSH host that is up.
+    /// A run on `h` may have left files in the host's run directory: the last user
+    /// said it kept them, or the run ended without saying (lost, a helper command).
+    /// A host where every run's wrapper removed the directory, or left it to others
+    /// that did, needs no cleanup at the end.
+    pub fn left_files(&mut self, h: HostId) {
+        self.hosts[h].dirty = true;
+    }
+
+    /// At the end of the run: remove the run directory on every SSH host that may
+    /// still have one (over its shared connection when that is up, else on a
+    /// connection of its own).
     pub fn cleanup_commands(&self) -> Vec<Vec<String>> {
         self.hosts
             .iter()
+            .filter(|host| host.dirty)
             .filter_map(|host| match (&host.conn, &host.target) {
-                (Conn::Up { .. }, Target::Ssh(t)) => {
+                (Conn::Up { .. } | Conn::Idle, Target::Ssh(t)) => {
                     Some(t.session_argv(super::shell_line(&super::cleanup_words(&self.run_id))))
                 }
                 _ => None,
@@ -344,6 +358,8 @@ mod tests {
         hs.master_spawned(0, Ok(42));
         assert_eq!(hs.connect(0, |_| false), Connect::Wait);
         assert_eq!(hs.connect(0, |_| true), Connect::Ready);
+        assert!(hs.cleanup_commands().is_empty(), "nothing left there");
+        hs.left_files(0);
         assert_eq!(hs.cleanup_commands().len(), 1);
         assert_eq!(
             hs.master_exited(42, "ssh: connect to host a port 22: Connection refused\n"),

@@ -2,9 +2,9 @@
 //!
 //! Each instance is one `srun` step running the wrapper (one task, one node), named
 //! `prun-<run id>-<instance>`. When prun itself runs inside an allocation
-//! (`SLURM_JOB_ID` in its environment) the steps run inside it and the host's
-//! `partition` is not passed (the allocation decides); otherwise each is a job of its
-//! own. srun carries stdin, stdout and stderr.
+//! (`SLURM_JOB_ID` in its environment) the steps run inside it, each with `--exact`
+//! (only the CPUs it asks for, so steps run side by side), and the host's `partition`
+//! is not passed (the allocation decides); otherwise each is a job of its own. srun carries stdin, stdout and stderr.
 //!
 //! Stopping is `scancel -s SIGNAL` (the engine delivers it to the task's whole group, so
 //! the wrapper keeps the instance in its own group: one copy each), then `stop.timeout`,
@@ -55,10 +55,13 @@ impl SlurmTarget {
             // no "srun: job N queued" chatter; errors still come
             "--quiet".into(),
         ];
-        if self.allocation.is_none()
-            && let Some(p) = &self.partition
-        {
-            v.push(format!("--partition={p}"));
+        match (&self.allocation, &self.partition) {
+            // Inside an allocation a step takes every CPU of its node unless told
+            // otherwise, and the next step waits for it: `--exact` gives each step what
+            // it asks for (one task), so the instances run side by side.
+            (Some(_), _) => v.push("--exact".into()),
+            (None, Some(p)) => v.push(format!("--partition={p}")),
+            (None, None) => {}
         }
         v.extend(self.args.iter().cloned());
         v.extend(command);
@@ -123,12 +126,9 @@ mod tests {
             allocation: Some("77".into()),
             ..own
         };
-        assert!(
-            !inside
-                .srun_argv("n", vec![])
-                .iter()
-                .any(|a| a.starts_with("--partition"))
-        );
+        let v = inside.srun_argv("n", vec![]);
+        assert!(!v.iter().any(|a| a.starts_with("--partition")));
+        assert!(v.contains(&"--exact".to_string()));
         assert_eq!(inside.target("77", Some("3")), "77.3");
         assert!(sweep_script("ab12", Some("77")).contains("-s -j 77"));
     }

@@ -11,6 +11,7 @@
 # and one end line to stderr, each `\x1eprun:NONCE:` + text + `\n`, which prun strips from
 # the stream:
 #   S pgid=P start=T node=N [job=J step=S]      the instance runs as group P
+#   D gone | D kept | D shared                  (own group) the run directory at its end
 #   E exit N | E signal NAME | E nostart MSG    how it ended (exactly)
 # It ends the whole group (DEATHSIG, GRACE_MS, then SIGKILL; descendants that left the
 # group included) when its parent changes, its stdout or stderr loses its reader (prun or
@@ -301,8 +302,23 @@ for (1 .. 3) { last unless kill_all('KILL'); reap(); select(undef, undef, undef,
 reap();
 forget_ctl();
 # Under Slurm no cleanup command comes at the end (it could wait in the queue): the
-# last step of the run on this node removes the directory.
-remove_if_last() if $group eq 'same';
+# last step of the run on this node removes the directory. Over SSH the last user
+# removes it only if nothing but prun's own files is in it (nothing a later instance
+# could need), and says what it did, so that prun sends a cleanup at the end only to
+# hosts where something was left: `D gone` (removed), `D kept` (the last user, the
+# directory holds files), `D shared` (other instances of the run still use it).
+if ($group eq 'same') {
+    remove_if_last();
+} elsif (flock($lock, LOCK_EX | LOCK_NB)) {
+    if (pristine()) {
+        system('rm', '-rf', '--', $dir);
+        report("D gone");
+    } else {
+        report("D kept");
+    }
+} else {
+    report("D shared");
+}
 my $drain_until = now() + 2;
 pump(0.05) while $log_open && now() < $drain_until;
 if ($failed ne '') {
@@ -325,6 +341,21 @@ sub forget_ctl {
 }
 
 # Remove the run directory when no other instance of the run uses it (prun is gone).
+# Only prun's own files in the run directory: its lock file and the ctl client.
+sub pristine {
+    opendir(my $d, $dir) or return 0;
+    for my $e (readdir $d) {
+        next if $e eq '.' || $e eq '..' || $e eq '.users';
+        return 0 unless $e eq 'bin' && -d "$dir/bin" && !-l "$dir/bin";
+        opendir(my $b, "$dir/bin") or return 0;
+        for my $f (readdir $b) {
+            next if $f eq '.' || $f eq '..' || $f eq 'prun' || $f =~ /^\.prun\.\d+$/;
+            return 0;
+        }
+    }
+    return 1;
+}
+
 sub remove_if_last {
     if (flock($lock, LOCK_EX | LOCK_NB)) {
         system('rm', '-rf', '--', $dir);

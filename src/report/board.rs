@@ -236,7 +236,14 @@ impl Board {
     }
 
     /// Records routed so far through a queue (about once a second).
-    pub fn queue_progress(&mut self, queue: usize, name: &str, records: u64, now: Instant) {
+    pub fn queue_progress(
+        &mut self,
+        queue: usize,
+        name: &str,
+        records: u64,
+        depth: u64,
+        now: Instant,
+    ) {
         let i = match self.queues.iter().position(|q| q.name == name) {
             Some(i) => i,
             None => {
@@ -266,9 +273,9 @@ impl Board {
         q.at = Some(now);
         q.bar
             .set_prefix(paint(color, "1", &format!("queue {}", q.name)));
-        let mut msg = format!("{records} records · {:.0}/s", q.rate);
+        let mut msg = format!("{records} records · {:.0}/s · depth {depth}", q.rate);
         if let Some(c) = capacity {
-            let _ = write!(msg, " · capacity {c}");
+            let _ = write!(msg, "/{c}");
         }
         q.bar.set_message(msg);
         self.layout();

@@ -33,8 +33,8 @@ pub struct Live {
 pub struct LiveState {
     pub builder: ReportBuilder,
     pub lines: LineStore,
-    /// Queue name → (records, records/s, capacity).
-    pub queues: BTreeMap<String, (u64, f64, Option<u64>)>,
+    /// Queue name → (records, records/s, depth, capacity).
+    pub queues: BTreeMap<String, (u64, f64, u64, Option<u64>)>,
     followers: Vec<(Vec<String>, Sender<FollowLine>)>,
     pub started: Option<Instant>,
     pub finished: bool,
@@ -130,9 +130,9 @@ impl LiveState {
         let queues: Vec<Value> = self
             .queues
             .iter()
-            .map(|(name, (records, rate, capacity))| {
+            .map(|(name, (records, rate, depth, capacity))| {
                 json!({"name": name, "records": records, "rate": (rate * 10.0).round() / 10.0,
-                       "capacity": capacity, "depth": null})
+                       "depth": depth, "capacity": capacity})
             })
             .collect();
         json!({

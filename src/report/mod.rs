@@ -144,9 +144,14 @@ impl Reporter {
                 cause: ShutdownCause::Signal(_),
             } => self.interrupted = true,
             Event::PipelineStarted { .. } => st.started = Some(now),
-            Event::QueueProgress { name, records, .. } => {
+            Event::QueueProgress {
+                name,
+                records,
+                depth,
+                ..
+            } => {
                 let capacity = self.capacities.get(name).copied();
-                let (last, rate, _) = st.queues.get(name).copied().unwrap_or_default();
+                let (last, rate, _, _) = st.queues.get(name).copied().unwrap_or_default();
                 let secs = now
                     .saturating_duration_since(
                         self.queue_seen.insert(name.clone(), now).unwrap_or(now),
@@ -157,7 +162,8 @@ impl Reporter {
                 } else {
                     rate
                 };
-                st.queues.insert(name.clone(), (*records, rate, capacity));
+                st.queues
+                    .insert(name.clone(), (*records, rate, *depth, capacity));
             }
             _ => {}
         }

@@ -187,9 +187,10 @@ impl Terminal {
                 queue,
                 name,
                 records,
+                depth,
             } => {
                 if let Some(b) = &mut self.board {
-                    b.queue_progress(*queue, name, *records, now);
+                    b.queue_progress(*queue, name, *records, *depth, now);
                 }
             }
             Event::Output { id, bytes } => self.output(*id, bytes, now),

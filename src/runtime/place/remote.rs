@@ -96,10 +96,12 @@ impl Pump {
                     },
                 };
                 let seen = Demux::filtering(&nonce, engine).run(&mut input, &mut out, |r| {
-                    tell(match r {
-                        Report::Started(s) => PumpMsg::Started(s.clone()),
-                        Report::Ended(e) => PumpMsg::Ended(e.clone()),
-                    })
+                    match r {
+                        Report::Started(s) => tell(PumpMsg::Started(s.clone())),
+                        Report::Ended(e) => tell(PumpMsg::Ended(e.clone())),
+                        // Comes with `Done`, in the demux's view.
+                        Report::Dir(_) => {}
+                    }
                 });
                 drop(out);
                 tell(PumpMsg::Done(seen));

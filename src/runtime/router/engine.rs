@@ -600,6 +600,7 @@ impl Engine {
         per_reader.extend(self.readers.iter().map(|r| (r.id, r.delivered)));
         *g = QueueStats {
             blocked_ms,
+            depth: self.depth(),
             per_writer,
             per_reader,
             ..self.stats.clone()

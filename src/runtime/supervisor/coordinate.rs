@@ -123,7 +123,10 @@ impl Supervisor {
             let name = inst.info.name.clone();
             if let Some(pgid) = inst.pid() {
                 let parked = self.broker.parked_pids(holder);
+                // On another host prun cannot see the instance's processes (another
+                // of them may answer its wait): it never counts as blocked.
                 let blocked = !parked.is_empty()
+                    && !self.is_remote(id)
                     && (!verify || crate::procfs::group_is_parked(pgid, &parked));
                 parties.push(Party {
                     holder,

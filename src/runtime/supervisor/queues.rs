@@ -168,11 +168,12 @@ impl Supervisor {
         self.next_queue_tick = Some(now + QUEUE_TICK);
         for q in 0..self.routers.len() {
             if let Some(r) = &self.routers[q] {
-                let records = r.stats().records;
+                let stats = r.stats();
                 self.emit(Event::QueueProgress {
                     queue: q,
                     name: self.plan.queues[q].name.clone(),
-                    records,
+                    records: stats.records,
+                    depth: stats.depth,
                 });
             }
         }

@@ -141,6 +141,7 @@ impl Supervisor {
         ) else {
             return;
         };
+        self.note_remote_end(&run);
         if let Readiness::Probing { probe, .. } = &run.readiness {
             match probe {
                 Probe::Watcher { cancel } => {

@@ -5,11 +5,12 @@
 //! - placement: a stage `on:` hosts needs a free slot on one of them (the most free
 //!   slots, the first listed on a tie); the slot is taken with its permits and given
 //!   back when the run ends;
-//! - connections: an SSH host's shared connection (`ssh -M`) is spawned when its first
-//!   instance launches; a thread watches the master (its control socket appearing →
-//!   `HostUp`; its stderr closing → `HostDown` with what it wrote). Instances wait for
-//!   it in `Starting`; if it fails they end `could not start` with ssh's message, and
-//!   the next instance tries again;
+//! - connections: an instance alone on an SSH host connects on its own (as fast as a
+//!   plain `ssh host cmd`); when an instance finds others running there, the host's
+//!   shared connection (`ssh -M`) is spawned and a thread watches it (its control
+//!   socket appearing → `HostUp`; its stderr closing → `HostDown` with what it
+//!   wrote). Instances wait for it in `Starting`; if it fails they end `could not
+//!   start` with ssh's message, and the next instance tries again;
 //! - reports: each engine client's pump sends the wrapper's start line (the remote
 //!   group, the Slurm node), its end line, and `Done` when the client's stderr ends.
 //!   The client's exit is judged once `Done` came (or [`PUMP_GRACE`] after the exit,
@@ -41,6 +42,7 @@ use super::instance::Life;
 use super::{Owner, Supervisor};
 use crate::event::{Event, InstanceId, Level, ProcessEnd, State};
 use crate::plan::HostId;
+use crate::remote::DirEnd;
 use crate::remote::place::{Conn, Connect};
 use crate::runtime::msg::Msg;
 use crate::runtime::opener::{FileOpens, OpenedFiles};
@@ -98,10 +100,17 @@ impl Supervisor {
         self.remote.placed.insert(id, h);
     }
 
-    /// The run is over (or never began): its slot is free again.
+    /// The run is over (or never began): its slot is free again, and its own control
+    /// socket goes (a restart makes a new one; a foreach of many items must not keep
+    /// one per item).
     pub(super) fn unplace(&mut self, id: InstanceId) {
         if let Some(h) = self.remote.placed.remove(&id) {
             self.places.hosts_mut().release(h);
+        }
+        if self.remote.ctl_sockets.remove(&id)
+            && let Some(server) = self.ctl.as_mut()
+        {
+            server.close_own(id as u64);
         }
     }
 
@@ -165,6 +174,14 @@ impl Supervisor {
     ) -> Option<OpenedFiles> {
         if matches!(self.places.on(h), Place::Slurm(_)) {
             self.ensure_sweeper();
+            return Some(files);
+        }
+        // An instance alone on its host needs no shared connection: its client
+        // connects on its own, as fast as a plain `ssh host cmd`. The shared connection
+        // comes when instances meet there (stops and the cleanup go over it when it
+        // is up, on a connection of their own when not).
+        if matches!(self.places.hosts().conn(h), Conn::Idle) && self.places.hosts().running(h) <= 1
+        {
             return Some(files);
         }
         let connect = self
@@ -342,6 +359,24 @@ impl Supervisor {
         }
     }
 
+    /// A run on an SSH host ended: did its wrapper leave files in the host's run
+    /// directory (then the end of the run removes it)?
+    pub(super) fn note_remote_end(&mut self, run: &super::instance::Run) {
+        let Place::Ssh(h) = run.place else {
+            return;
+        };
+        let cleaned = run
+            .launched
+            .remote
+            .as_ref()
+            .and_then(|r| r.seen.as_ref())
+            .and_then(|s| s.run_dir)
+            .is_some_and(|d| matches!(d, DirEnd::Gone | DirEnd::Shared));
+        if !cleaned {
+            self.places.hosts_mut().left_files(h);
+        }
+    }
+
     /// A pump reported.
     pub(super) fn on_pump(&mut self, id: InstanceId, generation: u64, msg: PumpMsg) {
         // News about a run that ended (its instance may be folded already).
@@ -472,8 +507,11 @@ impl Supervisor {
             }),
             None => None,
         };
-        if matches!(place, Place::Slurm(_)) {
-            self.ensure_sweeper();
+        match place {
+            Place::Slurm(_) => self.ensure_sweeper(),
+            // Its end is not followed: the host's run directory is removed at the end.
+            Place::Ssh(h) => self.places.hosts_mut().left_files(h),
+            Place::Local => {}
         }
         let (launched, pump) = self.places.launch(place, spec, self.guardian_fd(), opts)?;
         if let Some(pump) = pump
