@@ -324,6 +324,58 @@ stages:
 }
 
 #[test]
+fn a_halted_queue_stage_accounts_for_every_record() {
+    // The total is unknown (a queue): 20 % of the items ended so far, once 5 ended.
+    // Every record the writer wrote is an item (run, or skipped: it was taken), or
+    // counted by the queue as discarded or in flight.
+    let yaml = r#"
+version: 1
+name: halted-queue
+queues:
+  q: {}
+semaphores: {one: 1}
+stages:
+  gen:
+    sh: 'seq 1 20000'
+    stdout: q
+  work:
+    foreach: {queue: q}
+    parallel: 4
+    semaphore: one
+    halt: {when: now, fail: "20%"}
+    on_failure: continue
+    sh: 'test ${item} -gt 3'
+"#;
+    let out = Test::new(yaml).run();
+    out.assert_code(1);
+    let work = out.foreach("work");
+    let n = |v: &Value| v.as_u64().unwrap();
+    assert!(
+        work["stopped_early"]
+            .as_str()
+            .unwrap()
+            .contains("ended items failed"),
+        "{}",
+        out.context()
+    );
+    assert_eq!(n(&work["failed"]), 3, "{}", out.context());
+    let q = out.queue("q");
+    assert_eq!(n(&q["records"]), 20000, "{}", out.context());
+    assert_eq!(
+        n(&work["items"]) + n(&q["discarded"]) + n(&q["in_flight_at_failure"]),
+        20000,
+        "every record is an item or counted\n{}",
+        out.context()
+    );
+    assert_eq!(
+        n(&work["items"]),
+        n(&work["succeeded"]) + n(&work["failed"]) + n(&work["skipped"]),
+        "{}",
+        out.context()
+    );
+}
+
+#[test]
 fn halt_with_a_percentage_of_the_items() {
     // 25 % of 20 items is 5 failures: items 0..4 fail.
     let yaml = r#"

@@ -111,6 +111,12 @@ pub(super) struct Batch {
     items: Option<Items>,
     /// `foreach: {queue}`: records arrive here until end of stream.
     pub(super) records: Option<Receiver<Vec<u8>>>,
+    /// The channel reader's queue and port (`foreach: {queue}`).
+    record_port: Option<(usize, usize)>,
+    /// The channel, kept (unread) once the stage closed early: what the router put in
+    /// it after prun stopped taking records is counted by the router
+    /// (`in_flight_at_failure`) when it handles `reader_exited`.
+    left_records: Option<Receiver<Vec<u8>>>,
     /// Records received while no slot was free (rare: see `feeds`).
     pub(super) held: VecDeque<Vec<u8>>,
     /// `foreach: {queue, batch: N}`: the block being filled, and N.
@@ -139,6 +145,8 @@ impl Batch {
                 phase: Phase::Waiting,
                 items: None,
                 records: None,
+                record_port: None,
+                left_records: None,
                 held: VecDeque::new(),
                 block: None,
                 batch: stage.batch,
@@ -220,6 +228,7 @@ impl Supervisor {
                 .map(|r| r.add_channel_reader(port));
             if let Some(b) = self.batches[st].as_mut() {
                 b.records = rx;
+                b.record_port = Some((q, port));
             }
         }
     }
@@ -619,7 +628,19 @@ impl Supervisor {
         if let Some(items) = b.items.as_mut() {
             items.stop();
         }
-        b.records = None;
+        // A queue left before its end: the router stops handing prun records and
+        // counts those it handed but prun never took (the channel is kept until then).
+        if let Some(rx) = b.records.take() {
+            b.left_records = Some(rx);
+            if let Some((q, port)) = b.record_port
+                && let Some(r) = self.routers.get(q).and_then(|r| r.as_ref())
+            {
+                r.reader_exited(port);
+            }
+        }
+        let Some(b) = self.batches[st].as_mut() else {
+            return;
+        };
         let name = self.plan.stages[st].name.clone();
         let glob = matches!(b.source, ForeachSource::Glob(_));
         if let Some(total) = total {
@@ -720,6 +741,13 @@ impl Supervisor {
         let mut rest: Vec<(u64, String)> = Vec::new();
         let delim = self.block_delim(st);
         if let Some(b) = self.batches[st].as_mut() {
+            // Records already in prun's channel were taken from the queue: they join
+            // the held ones (at most the channel's bound).
+            if let Some(rx) = &b.records {
+                while let Ok(r) = rx.try_recv() {
+                    b.held.push_back(r);
+                }
+            }
             let held = std::mem::take(&mut b.held);
             if b.batch.is_some() {
                 // Held records join the block being filled; a partial block is one
