@@ -18,6 +18,17 @@ fn sigint(child: &std::process::Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
 }
 
+/// Process `pid` has a thread named `name`.
+fn has_thread(pid: u32, name: &str) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+        })
+        .unwrap_or(false)
+}
+
 fn spawn_quiet(t: &Test, report: &str) -> std::process::Child {
     t.command(report, &[])
         .stdout(std::process::Stdio::piped())
@@ -509,6 +520,38 @@ stages:
 }
 
 #[test]
+fn a_big_lines_file_is_counted_while_its_first_items_run() {
+    // The items hold their slots: the feed is read only a little ahead, but the
+    // number of items is known from a count beside it (1.2 MB: a millisecond).
+    let lines: String = (0..200_000).map(|i| format!("{i}\n")).collect();
+    let t = Test::new(
+        r#"
+version: 1
+name: counted
+stages:
+  each:
+    foreach: {lines: big.txt}
+    parallel: 2
+    sh: 'echo ${item} >> started; exec sleep 30'
+"#,
+    )
+    .file("big.txt", &lines);
+    let child = spawn_quiet(&t, "r.json");
+    wait_until("the first items", DEADLINE, || {
+        t.read("started").lines().count() >= 2
+    });
+    // The counting thread (started before the first item) is done once it is gone.
+    let pid = child.id();
+    wait_until("the count", DEADLINE, || !has_thread(pid, "prun-count"));
+    sigint(&child);
+    let out = t.finish(child, "r.json");
+    out.assert_code(130);
+    let each = out.foreach("each");
+    assert_eq!(each["items"], 200_000, "{}", out.context());
+    assert_eq!(each["not_started"], 200_000 - 2, "{}", out.context());
+}
+
+#[test]
 fn a_source_that_never_comes_does_not_hold_sigint() {
     // Nobody ever opens the FIFO for writing: reading it waits forever, off the loop.
     let t = Test::new(
@@ -529,14 +572,7 @@ stages:
     let child = spawn_quiet(&t, "r.json");
     let pid = child.id();
     wait_until("the thread reading the source", DEADLINE, || {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|tasks| {
-                tasks.flatten().any(|t| {
-                    std::fs::read_to_string(t.path().join("comm"))
-                        .is_ok_and(|c| c.trim() == "prun-lines")
-                })
-            })
-            .unwrap_or(false)
+        has_thread(pid, "prun-lines")
     });
     let sent = Instant::now();
     sigint(&child);

@@ -29,7 +29,7 @@ use std::io::Read;
 use std::path::Path;
 use std::string::FromUtf8Error;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 
@@ -77,14 +77,24 @@ struct Feed {
     rx: Option<Receiver<Chunk>>,
     buf: VecDeque<Vec<u8>>,
     failed: Option<String>,
+    /// Shared with the feed's threads.
+    shared: Arc<Shared>,
+}
+
+/// What a feed's threads and its cursor share.
+#[derive(Default)]
+struct Shared {
     /// Set when nobody takes items any more: the threads stop at their next look
     /// (the feed at its next send, the counter at its next block).
-    gone: Arc<AtomicBool>,
+    gone: AtomicBool,
+    /// The total counted beside the feed (`u64::MAX`: not yet). Not sent on the
+    /// channel, where it would wait behind the chunks read ahead.
+    counted: AtomicU64,
 }
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.gone.store(true, Ordering::Release);
+        self.shared.gone.store(true, Ordering::Release);
     }
 }
 
@@ -148,7 +158,13 @@ impl Items {
 
     /// The number of items in all, once known.
     pub fn total(&self) -> Option<u64> {
-        self.total
+        self.total.or_else(|| match &self.cursor {
+            Cursor::Feed(f) => {
+                let n = f.shared.counted.load(Ordering::Acquire);
+                (n != u64::MAX).then_some(n)
+            }
+            _ => None,
+        })
     }
 
     /// Items taken so far.
@@ -208,7 +224,7 @@ impl Items {
             f.rx = None;
             f.buf.clear();
             f.failed = None;
-            f.gone.store(true, Ordering::Release);
+            f.shared.gone.store(true, Ordering::Release);
         }
     }
 
@@ -234,20 +250,23 @@ impl Items {
 impl Feed {
     fn spawn(
         name: &str,
-        body: impl FnOnce(&Sender<Chunk>, Arc<AtomicBool>) + Send + 'static,
+        body: impl FnOnce(&Sender<Chunk>, Arc<Shared>) + Send + 'static,
     ) -> Result<Feed, String> {
         let (tx, rx) = bounded(AHEAD);
-        let gone = Arc::new(AtomicBool::new(false));
-        let flag = gone.clone();
+        let shared = Arc::new(Shared {
+            gone: AtomicBool::new(false),
+            counted: AtomicU64::new(u64::MAX),
+        });
+        let theirs = shared.clone();
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || body(&tx, flag))
+            .spawn(move || body(&tx, theirs))
             .map_err(|e| format!("cannot start a thread to read the foreach source: {e}"))?;
         Ok(Feed {
             rx: Some(rx),
             buf: VecDeque::new(),
             failed: None,
-            gone,
+            shared,
         })
     }
 
@@ -342,7 +361,7 @@ fn glob_feed(glob: &super::glob::Glob, base: &Path, tx: &Sender<Chunk>) {
 /// The feed thread of a `lines` file: non-empty lines, `\r\n` accepted; a chunk per
 /// read, so a slowly written FIFO's lines start as they come. A regular file's total
 /// is counted by another thread meanwhile.
-fn lines_feed(full: &Path, tx: &Sender<Chunk>, gone: Arc<AtomicBool>) {
+fn lines_feed(full: &Path, tx: &Sender<Chunk>, shared: Arc<Shared>) {
     let mut file = match std::fs::File::open(full) {
         Ok(f) => f,
         Err(e) => {
@@ -355,12 +374,12 @@ fn lines_feed(full: &Path, tx: &Sender<Chunk>, gone: Arc<AtomicBool>) {
     };
     if file.metadata().is_ok_and(|m| m.is_file()) {
         // Best effort: the feed's own count at its end is exact.
-        let (tx, path) = (tx.clone(), full.to_path_buf());
+        let path = full.to_path_buf();
         let _ = std::thread::Builder::new()
             .name("prun-count".into())
             .spawn(move || {
-                if let Some(n) = count_lines_until(&path, &gone) {
-                    let _ = tx.send(Chunk::Total(n));
+                if let Some(n) = count_lines_until(&path, &shared.gone) {
+                    shared.counted.store(n, Ordering::Release);
                 }
             });
     }

@@ -111,6 +111,8 @@ pub(super) struct Batch {
     items: Option<Items>,
     /// `foreach: {queue}`: records arrive here until end of stream.
     pub(super) records: Option<Receiver<Vec<u8>>>,
+    /// The number of items last told to the reporter.
+    announced_total: Option<u64>,
     /// The channel reader's queue and port (`foreach: {queue}`).
     record_port: Option<(usize, usize)>,
     /// The channel, kept (unread) once the stage closed early: what the router put in
@@ -147,6 +149,7 @@ impl Batch {
                 records: None,
                 record_port: None,
                 left_records: None,
+                announced_total: None,
                 held: VecDeque::new(),
                 block: None,
                 batch: stage.batch,
@@ -266,10 +269,21 @@ impl Supervisor {
     /// A chunk of a feed arrived (Some) or the feed ended (None).
     pub(super) fn on_chunk(&mut self, stage: usize, chunk: Option<Chunk>) {
         if let Some(items) = self.batches[stage].as_mut().and_then(|b| b.items.as_mut()) {
-            let before = items.total();
             items.received(chunk);
-            let total = items.total();
-            if let (None, Some(total)) = (before, total) {
+        }
+        self.announce_total(stage);
+    }
+
+    /// Tell the reporter the number of items once it is known (a `lines` file is
+    /// counted beside its feed; a glob's is known at its end).
+    fn announce_total(&mut self, stage: usize) {
+        let Some(b) = self.batches[stage].as_mut() else {
+            return;
+        };
+        let total = b.total();
+        if total.is_some() && total != b.announced_total {
+            b.announced_total = total;
+            if let Some(total) = total {
                 self.emit(Event::BatchTotal { stage, total });
             }
         }
@@ -305,6 +319,7 @@ impl Supervisor {
                 Phase::Open => {}
             }
             changed |= self.fill_slots(st);
+            self.announce_total(st);
         }
         changed
     }
@@ -339,6 +354,9 @@ impl Supervisor {
         let total = self
             .batch_total(st)
             .filter(|_| !matches!(source, ForeachSource::Queue(_)));
+        if let Some(b) = self.batches[st].as_mut() {
+            b.announced_total = total;
+        }
         self.emit(Event::BatchStarted {
             stage: st,
             stage_name: name,
