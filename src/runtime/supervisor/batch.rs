@@ -54,7 +54,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use super::Supervisor;
 use super::block::Block;
 use super::halt::HaltState;
-use crate::event::{BatchEnd, Event, InstanceId, InstanceInfo, Level, State};
+use crate::event::{BatchEnd, Event, InstanceId, InstanceInfo, State};
 use crate::plan::{Condition, ForeachSource, Instances, StagePlan};
 use crate::runtime::items::{Chunk, Items, Next};
 
@@ -63,7 +63,7 @@ pub(super) const FILL_BUDGET: usize = 4096;
 
 /// Where a foreach stage is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     /// Its `after` conditions do not hold yet: no source is open.
     Waiting,
     /// Creating instances as slots free up.
@@ -105,20 +105,20 @@ pub(super) enum FeedRx {
 /// The run-time state of one foreach stage.
 pub(super) struct Batch {
     pub(super) source: ForeachSource,
-    parallel: usize,
-    phase: Phase,
+    pub(super) parallel: usize,
+    pub(super) phase: Phase,
     /// The source's cursor (not for `queue`).
-    items: Option<Items>,
+    pub(super) items: Option<Items>,
     /// `foreach: {queue}`: records arrive here until end of stream.
     pub(super) records: Option<Receiver<Vec<u8>>>,
     /// The number of items last told to the reporter.
-    announced_total: Option<u64>,
+    pub(super) announced_total: Option<u64>,
     /// The channel reader's queue and port (`foreach: {queue}`).
-    record_port: Option<(usize, usize)>,
+    pub(super) record_port: Option<(usize, usize)>,
     /// The channel, kept (unread) once the stage closed early: what the router put in
     /// it after prun stopped taking records is counted by the router
     /// (`in_flight_at_failure`) when it handles `reader_exited`.
-    left_records: Option<Receiver<Vec<u8>>>,
+    pub(super) left_records: Option<Receiver<Vec<u8>>>,
     /// Records received while no slot was free (rare: see `feeds`).
     pub(super) held: VecDeque<Vec<u8>>,
     /// `foreach: {queue, batch: N}`: the block being filled, and N.
@@ -129,9 +129,9 @@ pub(super) struct Batch {
     /// Instances created for blocks or records so far (their indexes).
     pub(super) next_index: u64,
     /// Created and not ended yet (at most `parallel`).
-    live: Vec<InstanceId>,
+    pub(super) live: Vec<InstanceId>,
     /// Ended for good, not folded yet.
-    ended: Vec<InstanceId>,
+    pub(super) ended: Vec<InstanceId>,
     pub(super) tally: Tally,
     pub(super) halt: Option<HaltState>,
     /// The exit code of the first failed item, while `halt` decides what it means.
@@ -176,7 +176,7 @@ impl Batch {
     }
 
     /// Items created so far.
-    fn taken(&self) -> u64 {
+    pub(super) fn taken(&self) -> u64 {
         match &self.items {
             Some(items) => items.taken(),
             None => self.next_index,
@@ -627,175 +627,5 @@ impl Supervisor {
         // Instances whose group still has members stay held (the final sweep needs
         // their groups); they are few.
         drop(kept);
-    }
-
-    /// No item will be created any more: announce it (with the items of the source
-    /// that never got an instance) and drop the source.
-    pub(super) fn close_batch(&mut self, st: usize, why: BatchEnd) {
-        let Some(b) = self.batches[st].as_mut() else {
-            return;
-        };
-        if b.phase == Phase::Closed {
-            return;
-        }
-        b.phase = Phase::Closed;
-        let total = b.total();
-        let not_started = total.map(|t| t.saturating_sub(b.taken()));
-        let taken = b.taken();
-        let resumed = b.tally.resumed;
-        if let Some(items) = b.items.as_mut() {
-            items.stop();
-        }
-        // A queue left before its end: the router stops handing prun records and
-        // counts those it handed but prun never took (the channel is kept until then).
-        if let Some(rx) = b.records.take() {
-            b.left_records = Some(rx);
-            if let Some((q, port)) = b.record_port
-                && let Some(r) = self.routers.get(q).and_then(|r| r.as_ref())
-            {
-                r.reader_exited(port);
-            }
-        }
-        let Some(b) = self.batches[st].as_mut() else {
-            return;
-        };
-        let name = self.plan.stages[st].name.clone();
-        let glob = matches!(b.source, ForeachSource::Glob(_));
-        if let Some(total) = total {
-            self.emit(Event::BatchTotal { stage: st, total });
-        }
-        self.emit(Event::BatchClosed {
-            stage: st,
-            not_started,
-            why: why.clone(),
-        });
-        if why == BatchEnd::Exhausted && taken == 0 && glob {
-            self.notice(
-                Level::Warning,
-                format!("{name}: the foreach glob matched nothing; no instance runs"),
-            );
-        }
-        if resumed > 0 {
-            self.notice(
-                Level::Info,
-                format!(
-                    "{name}: {resumed} of {taken} items succeeded in the resumed report; not run again"
-                ),
-            );
-        }
-    }
-
-    /// The source failed midway: one instance named after the stage reports it.
-    fn source_failed(&mut self, st: usize, error: String) {
-        let id = self.placeholder(st);
-        self.insts[id].start_error_code = 1;
-        self.finish_run(id, State::CouldNotStart { error });
-    }
-
-    /// One instance named after the stage (not an item), for what happened to it.
-    fn placeholder(&mut self, st: usize) -> InstanceId {
-        let stage = &self.plan.stages[st];
-        let (name, daemon) = (stage.name.clone(), stage.daemon);
-        let id = self.insts.add(|id| InstanceInfo {
-            id,
-            name: name.clone(),
-            stage: st,
-            stage_name: name,
-            index: 0,
-            item: None,
-            daemon,
-            resumed: false,
-        });
-        self.live.insert(id);
-        self.by_stage[st].push(id);
-        self.emit(Event::InstanceAdded(self.insts[id].info.clone()));
-        id
-    }
-
-    /// The stage will never run an item: report one placeholder instance named
-    /// after the stage with `state` (skipped, or could not start).
-    fn abandon_batch(&mut self, st: usize, state: State) {
-        let why = match &state {
-            State::CouldNotStart { error } => BatchEnd::SourceFailed(error.clone()),
-            _ => BatchEnd::Stopped,
-        };
-        self.close_batch(st, why);
-        let id = self.placeholder(st);
-        match state {
-            State::CouldNotStart { .. } => {
-                self.insts[id].start_error_code = 1;
-                self.finish_run(id, state);
-            }
-            other => self.end(id, other),
-        }
-    }
-
-    /// The pipeline stops: no new item starts. Items not taken from their source are
-    /// counted; records already taken from a queue (held, or in a block being
-    /// filled) each become a `skipped` instance, so none vanishes.
-    pub(super) fn close_batches(&mut self, reason: &str) {
-        for st in 0..self.batches.len() {
-            let Some(phase) = self.batches[st].as_ref().map(|b| b.phase) else {
-                continue;
-            };
-            match phase {
-                Phase::Closed => {}
-                Phase::Waiting => self.abandon_batch(
-                    st,
-                    State::Skipped {
-                        reason: reason.to_string(),
-                    },
-                ),
-                Phase::Open => {
-                    self.skip_taken(st, reason);
-                    self.close_batch(st, BatchEnd::Stopped);
-                }
-            }
-        }
-    }
-
-    /// Records taken from the queue but not started yet: each a `skipped` instance.
-    pub(super) fn skip_taken(&mut self, st: usize, reason: &str) {
-        let mut rest: Vec<(u64, String)> = Vec::new();
-        let delim = self.block_delim(st);
-        if let Some(b) = self.batches[st].as_mut() {
-            // Records already in prun's channel were taken from the queue: they join
-            // the held ones (at most the channel's bound).
-            if let Some(rx) = &b.records {
-                while let Ok(r) = rx.try_recv() {
-                    b.held.push_back(r);
-                }
-            }
-            let held = std::mem::take(&mut b.held);
-            if b.batch.is_some() {
-                // Held records join the block being filled; a partial block is one
-                // skipped instance.
-                for r in held {
-                    Block::push(&mut b.block, b.records_taken, &r, delim);
-                    b.records_taken += 1;
-                }
-                if let Some(block) = b.block.take() {
-                    let i = b.next_index;
-                    b.next_index += 1;
-                    rest.push((i, block.item()));
-                }
-            } else {
-                for r in held {
-                    let i = b.next_index;
-                    b.next_index += 1;
-                    b.records_taken += 1;
-                    rest.push((i, String::from_utf8_lossy(&r).into_owned()));
-                }
-            }
-        }
-        for (index, item) in rest {
-            let id = self.add_item_instance(st, index, item, false);
-            self.end(
-                id,
-                State::Skipped {
-                    reason: reason.to_string(),
-                },
-            );
-        }
     }
 }

@@ -20,8 +20,8 @@
 //! files, queue ends), `render` (templates, environment), `reap` (wait statuses →
 //! end states, restarts), `readiness` (probes), `queues` (routers and direct pipes),
 //! `due` (an instance's deadlines), `shutdown` (drain order, stop steps), `orphans` (escaped descendants, the guardian),
-//! `terminal` (Ctrl-Z and `fg`), `cleanup` (the end of the run), `batch` (foreach, with `halt`
-//! and `block` for `{queue, batch}`), `insts` (the instances held, folded foreach items
+//! `terminal` (Ctrl-Z and `fg`), `cleanup` (the end of the run), `batch` (foreach, with `halt`,
+//! `block` for `{queue, batch}` and `batch_close`), `insts` (the instances held, folded foreach items
 //! dropped), `coordinate` (`prun ctl`,
 //! deadlocks), `remote` (instances on other hosts: slots, shared connections, the
 //! engine clients' reports). Where an instance runs is [`Places`](super::place::Places)'s
@@ -61,6 +61,7 @@
 //!   order is kept.
 
 mod batch;
+mod batch_close;
 mod block;
 mod cleanup;
 mod coordinate;
