@@ -447,8 +447,17 @@ impl Demux {
                     .engine_text
                     .push_str(&String::from_utf8_lossy(take));
             }
-            self.line_start = bytes.last() == Some(&b'\n');
-            return out.write_all(bytes);
+            // srun's I/O and its own messages come on different connections: its
+            // account of a quick task's end can arrive before the task's first line
+            // (the start report), so its lines are taken out here too; a `could not
+            // start` message still has them (engine_text).
+            return match self.engine {
+                EngineLines::Keep => {
+                    self.line_start = bytes.last() == Some(&b'\n');
+                    out.write_all(bytes)
+                }
+                EngineLines::Slurm => self.filter(bytes, out),
+            };
         }
         match self.engine {
             EngineLines::Keep => out.write_all(bytes),
@@ -687,7 +696,7 @@ mod tests {
     #[test]
     fn slurm_lines_are_taken_out_once_the_instance_runs_whatever_the_cuts() {
         let s: &[u8] = b"srun: job 5 queued\n\x1eprun:n1:S pgid=1 start=2 node=node1 job=5 step=0\nuser out\nuser: srun: in the middle\nslurmstepd-node1: error: *** STEP 5.0 ON node1 CANCELLED AT 2026-01-01T00:00:00 ***\nslurmstepd: error: Detected 1 oom_kill event\nsrunx\nsrun: error: node1: task 0: Exited with exit code 3\n\x1eprun:n1:E exit 3\nlast";
-        let want: &[u8] = b"srun: job 5 queued\nuser out\nuser: srun: in the middle\nslurmstepd: error: Detected 1 oom_kill event\nsrunx\nlast";
+        let want: &[u8] = b"user out\nuser: srun: in the middle\nslurmstepd: error: Detected 1 oom_kill event\nsrunx\nlast";
         for cut in 0..s.len() {
             let mut d = Demux::filtering("n1", EngineLines::Slurm);
             let mut out = Vec::new();
@@ -705,6 +714,36 @@ mod tests {
             );
             assert_eq!(d.seen.ended, Some(Ended::Exit(3)));
         }
+    }
+
+    #[test]
+    fn srun_account_of_the_end_arriving_before_the_start_line_is_taken_out() {
+        // srun's own messages and the task's output come on separate connections: for
+        // a quick task, srun's line can come first.
+        let s: &[u8] = b"srun: error: node1: task 0: Exited with exit code 4\n\x1eprun:n1:S pgid=1 start=2 node=node1 job=5 step=0\nitem c\n\x1eprun:n1:E exit 4\n";
+        for cut in 0..s.len() {
+            let mut d = Demux::filtering("n1", EngineLines::Slurm);
+            let mut out = Vec::new();
+            d.feed(&s[..cut], &mut out).unwrap();
+            d.feed(&s[cut..], &mut out).unwrap();
+            d.finish(&mut out).unwrap();
+            assert_eq!(String::from_utf8_lossy(&out), "item c\n", "cut at {cut}");
+            assert_eq!(d.seen.ended, Some(Ended::Exit(4)));
+        }
+        // An engine failure before any start keeps its words for `could not start`.
+        let (mut d, mut out) = (Demux::filtering("n1", EngineLines::Slurm), Vec::new());
+        d.feed(
+            b"srun: error: Unable to allocate resources: Invalid partition name specified\n",
+            &mut out,
+        )
+        .unwrap();
+        d.finish(&mut out).unwrap();
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        assert!(
+            d.seen.engine_text.contains("Invalid partition name"),
+            "{:?}",
+            d.seen
+        );
     }
 
     #[test]
