@@ -51,7 +51,11 @@ fn keys(out: &[u8]) -> Vec<Key> {
             let mut it = key.split('.').map(|n| n.parse::<usize>().expect("number"));
             let k = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
             let c = b'a' + ((k.0 + k.2) % 26) as u8;
-            assert!(filler.bytes().all(|b| b == c), "record {k:?} corrupted");
+            assert!(
+                filler.bytes().all(|b| b == c),
+                "record {k:?} corrupted: {:?}",
+                String::from_utf8_lossy(&r[..r.len().min(200)])
+            );
             k
         })
         .collect()
@@ -301,6 +305,8 @@ fn writer_life(router: Arc<QueueRouter>, c: Case, w: usize) -> Vec<Key> {
 
 fn run_case(c: &Case) {
     let (router, rx) = start(ordered(c.delivery, c.capacity));
+    // As the supervisor does: torn last records wait for their writer's outcome.
+    router.await_writer_outcomes();
     let router = Arc::new(router);
     let outs: Vec<_> = (0..c.readers)
         .map(|i| {
@@ -367,9 +373,12 @@ fn run_case(c: &Case) {
             let all: BTreeSet<Key> = got.iter().flatten().copied().collect();
             let total: usize = got.iter().map(Vec::len).sum();
             assert_eq!(total, all.len(), "no record delivered twice");
+            let wanted: BTreeSet<Key> = want.iter().copied().collect();
             assert!(
-                all.into_iter().eq(want.iter().copied()),
-                "every record delivered"
+                all == wanted,
+                "every record delivered: missing {:?}, unexpected {:?}",
+                wanted.difference(&all).take(10).collect::<Vec<_>>(),
+                all.difference(&wanted).take(10).collect::<Vec<_>>()
             );
             if c.readers == 1 {
                 assert!(got[0] == want);
