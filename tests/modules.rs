@@ -144,7 +144,7 @@ fn a_cycle_is_found() {
 
 /// Files that are still bigger than a room should be, each owned by work in progress;
 /// each must still be over the limit (so the list shrinks). Empty is the goal.
-const OVERSIZE: &[&str] = &["src/model/resolve.rs", "src/syntax/decode.rs"];
+const OVERSIZE: &[&str] = &[];
 
 /// Most lines a source file may have: a file owns one concern (ARCHITECTURE.md).
 const MAX_LINES: usize = 800;

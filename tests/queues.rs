@@ -638,7 +638,11 @@ stages:
     // more than it can read within the finish time after the cut.)
     let wrote = counted(&t, "wrote", &["w"]);
     assert_eq!(q["records"].as_u64(), Some(wrote), "{q:#}");
-    assert!(q["discarded"].as_u64().unwrap() > 0, "{q:#}");
+    // The backlog was cut: copies still queued in prun (discarded) or already in a
+    // reader's pipe (in flight); which of the two depends on how far the readers'
+    // enlarged pipes took them.
+    let cut = q["discarded"].as_u64().unwrap() + q["in_flight_at_failure"].as_u64().unwrap();
+    assert!(cut > 0, "{q:#}");
 }
 
 #[test]
