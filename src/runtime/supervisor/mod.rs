@@ -183,8 +183,9 @@ pub struct Supervisor {
     more_work: bool,
     /// Folded items the report lists (failed, skipped, …): counted at the end.
     folded_listed: Vec<Listed>,
-    /// `(stage, item)` pairs that succeeded in the `--resume` report.
-    resume: HashSet<(String, String)>,
+    /// The foreach items (stage, position, value) that succeeded in the `--resume`
+    /// report.
+    resume: crate::resume::Resume,
     /// A deadlock seen by the last check: who, and since when (confirmed after a grace).
     deadlock_seen: Option<(Vec<u64>, Instant)>,
     next_deadlock_check: Instant,
@@ -289,7 +290,7 @@ impl Supervisor {
             batches,
             more_work: false,
             folded_listed: Vec::new(),
-            resume: HashSet::new(),
+            resume: crate::resume::Resume::new(),
             deadlock_seen: None,
             next_deadlock_check: now,
             next_queue_tick: None,
@@ -310,8 +311,8 @@ impl Supervisor {
         }
     }
 
-    /// Use the `(stage, item)` pairs of a `--resume` report: those items are not run.
-    pub fn with_resume(mut self, resume: HashSet<(String, String)>) -> Supervisor {
+    /// Use the items of a `--resume` report: those items are not run.
+    pub fn with_resume(mut self, resume: crate::resume::Resume) -> Supervisor {
         self.resume = resume;
         self
     }
