@@ -23,6 +23,7 @@ pub mod plan;
 pub mod procfs;
 pub mod remote;
 pub mod report;
+pub mod resume;
 pub mod run;
 pub mod rundir;
 pub mod runtime;

@@ -5,7 +5,6 @@
 //! module, called by the CLI, connects them and turns their outcomes into prun's exit
 //! code.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::plan::Plan;
@@ -92,7 +91,7 @@ pub fn run(plan: Plan, opts: &RunOptions) -> i32 {
                 return 2;
             }
         },
-        None => HashSet::new(),
+        None => crate::resume::Resume::new(),
     };
     // Log lines are bounded, so a stalled terminal holds back only the stages that log
     // (as in a shell); not larger, because the channel's slots are allocated and touched

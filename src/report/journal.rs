@@ -21,7 +21,6 @@
 //! [`read_resume`] reads either form, streaming, and refuses what cannot be a report (a
 //! device such as `/dev/zero`, more than [`RESUME_CAP`] bytes) with a clear error.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::json::{InstanceReport, Report};
+use crate::resume::Resume;
 
 /// The largest report or journal `--resume` reads (a million instances take ~300 MB).
 pub const RESUME_CAP: u64 = 1 << 30;
@@ -166,6 +166,9 @@ struct Piece {
 #[derive(Deserialize)]
 struct Entry {
     stage: String,
+    /// The item's position in its source (SPEC 3.4: part of its identity).
+    #[serde(default)]
+    index: Option<u64>,
     #[serde(default)]
     item: Option<serde_json::Value>,
     #[serde(default)]
@@ -175,14 +178,26 @@ struct Entry {
 }
 
 impl Entry {
-    /// `(stage, item)` when this foreach item succeeded (or was itself resumed).
-    fn done(self) -> Option<(String, String)> {
-        let item = match self.item? {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => return None,
+    /// Add this entry to `done` when it is a foreach item that succeeded (or was
+    /// itself resumed); an item without its position cannot be identified.
+    fn record(self, done: &mut Resume) -> Result<(), String> {
+        let item = match self.item {
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            // Not a foreach instance: nothing to resume.
+            _ => return Ok(()),
         };
-        (self.state == "succeeded" || self.resumed).then_some((self.stage, item))
+        if !(self.state == "succeeded" || self.resumed) {
+            return Ok(());
+        }
+        let Some(index) = self.index else {
+            return Err(format!(
+                "the item `{item}` of stage `{}` has no `index` (its position), which `--resume` needs to tell repeated values apart",
+                self.stage
+            ));
+        };
+        done.insert(&self.stage, index, &item);
+        Ok(())
     }
 }
 
@@ -200,9 +215,9 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-/// The `(stage, item)` pairs that succeeded in a report or journal (`--resume FILE`);
-/// a final report's kept journal (its `journal` field) is read too.
-pub fn read_resume(path: &Path) -> Result<HashSet<(String, String)>, String> {
+/// The foreach items (stage, position, value) that succeeded in a report or journal
+/// (`--resume FILE`); a final report's kept journal (its `journal` field) is read too.
+pub fn read_resume(path: &Path) -> Result<Resume, String> {
     let (mut done, journal) = read_one(path)?;
     if let Some(name) = journal {
         // Only a file beside the report: the name is not a path.
@@ -216,11 +231,12 @@ pub fn read_resume(path: &Path) -> Result<HashSet<(String, String)>, String> {
             .map_err(|e| format!("{e} (the journal of {})", path.display()))?;
         done.extend(more);
     }
+    done.seal();
     Ok(done)
 }
 
-/// What one file says: the succeeded `(stage, item)` pairs, and a kept journal's name.
-type OneFile = (HashSet<(String, String)>, Option<String>);
+/// What one file says: the items that succeeded, and a kept journal's name.
+type OneFile = (Resume, Option<String>);
 
 fn read_one(path: &Path) -> Result<OneFile, String> {
     let shown = path.display();
@@ -254,7 +270,7 @@ fn read_one(path: &Path) -> Result<OneFile, String> {
             )
         })
     };
-    let mut done = HashSet::new();
+    let mut done = Resume::new();
     let mut recognized = false;
     let mut journal = None;
     let stream = serde_json::Deserializer::from_reader(&mut counted).into_iter::<Piece>();
@@ -272,7 +288,9 @@ fn read_one(path: &Path) -> Result<OneFile, String> {
             journal = piece.journal;
         }
         for entry in piece.instances.into_iter().flatten().chain(piece.instance) {
-            done.extend(entry.done());
+            entry
+                .record(&mut done)
+                .map_err(|e| format!("{shown}: {e}"))?;
         }
     }
     if let Some(e) = too_large(counted.count) {
@@ -297,18 +315,21 @@ mod tests {
         std::fs::write(
             &p,
             r#"{"pipeline": "x", "instances": [
-                {"stage": "job", "item": "a", "state": "succeeded"},
-                {"stage": "job", "item": 2, "state": "skipped", "resumed": true},
-                {"stage": "job", "item": "c", "state": "failed"},
-                {"stage": "other", "item": null, "state": "succeeded"}]}"#,
+                {"stage": "job", "index": 0, "item": "a", "state": "succeeded"},
+                {"stage": "job", "index": 1, "item": 2, "state": "skipped", "resumed": true},
+                {"stage": "job", "index": 2, "item": "c", "state": "failed"},
+                {"stage": "job", "index": 3, "item": "a", "state": "succeeded"},
+                {"stage": "other", "index": 0, "item": null, "state": "succeeded"}]}"#,
         )
         .unwrap();
         let done = read_resume(&p).unwrap();
-        assert_eq!(done.len(), 2);
-        assert!(done.contains(&("job".into(), "2".into())));
+        assert_eq!(done.len(), 3);
+        assert!(done.contains("job", 1, "2"));
+        assert!(done.contains("job", 0, "a") && done.contains("job", 3, "a"));
+        assert!(!done.contains("job", 4, "a"));
         std::fs::write(
             &p,
-            "{\"prun_journal\":1}\n{\"instance\":{\"stage\":\"job\",\"item\":\"a\",\"state\":\"succeeded\"}}\n{\"instance\":{\"stage\":\"job\",\"it",
+            "{\"prun_journal\":1}\n{\"instance\":{\"stage\":\"job\",\"index\":0,\"item\":\"a\",\"state\":\"succeeded\"}}\n{\"instance\":{\"stage\":\"job\",\"it",
         )
         .unwrap();
         assert_eq!(read_resume(&p).unwrap().len(), 1);
@@ -329,14 +350,26 @@ mod tests {
         assert!(read_resume(&p).unwrap_err().contains("the journal of"));
         std::fs::write(
             dir.path().join("r.json.journal"),
-            "{\"prun_journal\":1}\n{\"instance\":{\"stage\":\"job\",\"item\":\"a\",\"state\":\"succeeded\"}}\n",
+            "{\"prun_journal\":1}\n{\"instance\":{\"stage\":\"job\",\"index\":0,\"item\":\"a\",\"state\":\"succeeded\"}}\n",
         )
         .unwrap();
         let done = read_resume(&p).unwrap();
         assert_eq!(done.len(), 1);
-        assert!(done.contains(&("job".into(), "a".into())));
+        assert!(done.contains("job", 0, "a"));
         std::fs::write(&p, r#"{"instances": [], "journal": "../x"}"#).unwrap();
         assert!(read_resume(&p).unwrap_err().contains("file name"));
+    }
+
+    #[test]
+    fn an_item_without_its_position_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        std::fs::write(
+            &p,
+            r#"{"instances": [{"stage": "job", "item": "a", "state": "succeeded"}]}"#,
+        )
+        .unwrap();
+        assert!(read_resume(&p).unwrap_err().contains("no `index`"));
     }
 
     #[test]

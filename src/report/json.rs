@@ -62,6 +62,8 @@ pub struct InstanceReport {
     /// `eater.1`
     pub name: String,
     pub stage: String,
+    /// The replica number; for a foreach item, its position in the source (0-based),
+    /// which with `stage` and `item` identifies the item for `--resume`.
     pub index: u64,
     /// The foreach item, when the stage has `foreach`.
     pub item: Option<String>,

@@ -8,12 +8,11 @@
 //! `opener` (files opened off the loop), `guardian` (kills every group if prun is
 //! SIGKILLed), `drain` (log pipes → lines), `msg` (what threads tell the loop),
 //! `supervisor` (the one loop that owns all children and waits, in rooms), `router`
-//! (queues), `items` and `glob` (foreach sources, read lazily off the loop), `foreach`
-//! (`--resume`). The vocabulary it reports in is [`crate::event`]; semaphores and
+//! (queues), `items` and `glob` (foreach sources, read lazily off the loop); the items
+//! `--resume` skips are [`crate::resume`]. The vocabulary it reports in is [`crate::event`]; semaphores and
 //! events as data are [`crate::coord`].
 
 mod drain;
-pub mod foreach;
 mod glob;
 mod guardian;
 pub mod items;
@@ -25,7 +24,6 @@ mod scanner;
 pub mod spawn;
 mod supervisor;
 
-use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_channel::Sender;
@@ -79,12 +77,12 @@ pub fn supervise(plan: Plan, events: Sender<Event>) -> i32 {
         logs: events.clone(),
         events,
     };
-    supervise_resuming(plan, sinks, HashSet::new())
+    supervise_resuming(plan, sinks, crate::resume::Resume::new())
 }
 
-/// [`supervise`] with separate sinks, skipping the foreach items in `resume` (`(stage,
-/// item)` pairs that succeeded in an earlier report, from [`foreach::load_resume`]).
-pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: HashSet<(String, String)>) -> i32 {
+/// [`supervise`] with separate sinks, skipping the foreach items in `resume` (the items
+/// that succeeded in an earlier report, by stage, position and value).
+pub fn supervise_resuming(plan: Plan, sinks: Sinks, resume: crate::resume::Resume) -> i32 {
     let events = sinks.events.clone();
     let _lock = exclusive();
     // prun reaps every orphaned descendant (SPEC 5.4).

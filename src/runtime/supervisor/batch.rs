@@ -24,7 +24,7 @@
 //! - A record or a `lines` line that is not valid UTF-8 becomes an item that could
 //!   not start (exit code 126), never run with altered bytes.
 //! - `--resume REPORT`: an item that succeeded in that report (same stage name, same
-//!   item string) gets an instance in state `skipped` with `resumed: true`, without
+//!   position, same item string: [`crate::resume`]) gets an instance in state `skipped` with `resumed: true`, without
 //!   running and without taking a slot; it counts as succeeded for `after` conditions
 //!   and for a later `--resume` of this run's report.
 //! - The stage is *open* until its source is exhausted (every item has an instance,
@@ -453,7 +453,7 @@ impl Supervisor {
         };
         let resumed = self
             .resume
-            .contains(&(self.plan.stages[st].name.clone(), item.clone()));
+            .contains(&self.plan.stages[st].name, index, &item);
         self.add_item_instance(st, index, item, resumed);
         !resumed
     }
@@ -489,6 +489,7 @@ impl Supervisor {
         }
         self.emit(Event::InstanceAdded(self.insts[id].info.clone()));
         self.expect_broadcast_reader(id);
+        self.expect_ordered_writer(id);
         if resumed {
             self.end(
                 id,

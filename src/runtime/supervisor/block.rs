@@ -158,7 +158,7 @@ impl Supervisor {
         let item = block.item();
         let resumed = self
             .resume
-            .contains(&(self.plan.stages[st].name.clone(), item.clone()));
+            .contains(&self.plan.stages[st].name, index, &item);
         let id = self.add_item_instance(st, index, item, resumed);
         if !resumed {
             match block.finish() {
