@@ -3,7 +3,8 @@
 //! measure the data plane before `prun run` can execute YAML pipelines.
 //!
 //! Usage: `route [--delivery shared|broadcast] [--framing lines|nul|bytes]
-//!   [--capacity N] [--sentinel S] [--direct] --writer CMD [--writer CMD ...]
+//!   [--order arrival|writers] [--capacity N] [--sentinel S] [--direct]
+//!   --writer CMD [--writer CMD ...]
 //!   --readers N --reader CMD`
 //! Commands run with `sh -c`; readers inherit stdout. With `--direct`, one writer and one
 //! reader are joined by a plain OS pipe, sized like the supervisor's (1→1 queues).
@@ -15,7 +16,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use prun::plan::{Delivery, Framing};
+use prun::plan::{Delivery, Framing, Order};
 use prun::runtime::router::{QueueConfig, QueueRouter, RouterEvent};
 
 fn pipe() -> (OwnedFd, OwnedFd) {
@@ -59,6 +60,7 @@ fn cpu_ms() -> i64 {
 struct Args {
     delivery: Delivery,
     framing: Framing,
+    order: Order,
     capacity: usize,
     sentinel: Option<String>,
     direct: bool,
@@ -71,6 +73,7 @@ fn parse() -> Result<Args, String> {
     let mut a = Args {
         delivery: Delivery::Shared,
         framing: Framing::Lines,
+        order: Order::Arrival,
         capacity: 1024,
         sentinel: None,
         direct: false,
@@ -96,6 +99,13 @@ fn parse() -> Result<Args, String> {
                     "nul" => Framing::Nul,
                     "bytes" => Framing::Bytes,
                     v => return Err(format!("bad framing {v}")),
+                }
+            }
+            "--order" => {
+                a.order = match val()?.as_str() {
+                    "arrival" => Order::Arrival,
+                    "writers" => Order::Writers,
+                    v => return Err(format!("bad order {v}")),
                 }
             }
             "--capacity" => a.capacity = val()?.parse().map_err(|e| format!("{e}"))?,
@@ -158,6 +168,7 @@ fn main() -> ExitCode {
         delivery: a.delivery,
         framing: a.framing,
         sentinel: a.sentinel.map(String::into_bytes),
+        order: a.order,
     };
     let router = QueueRouter::start(cfg, tx);
     // Readers first, so broadcast readers see the stream from its first record.

@@ -4,7 +4,7 @@
 //! module; [`crate::load`] runs both so a load reports everything at once.
 
 use crate::diag::Diagnostic;
-use crate::plan::{Condition, Delivery, Endpoint, Framing, Instances, Order, Port};
+use crate::plan::{Condition, Delivery, Endpoint, Framing, Instances, Port};
 use crate::syntax::PipelineSpec;
 
 use super::Model;
@@ -264,13 +264,9 @@ fn check_hosts(spec: &PipelineSpec, diags: &mut Vec<Diagnostic>) {
 /// and carried into the plan) but that the runtime does not run yet: `prun run`
 /// refuses a file that uses one, with one `not-yet-supported` error per use, before
 /// anything starts. Delete a line here when the runtime implements it.
-pub fn not_yet_supported(spec: &PipelineSpec) -> Vec<Diagnostic> {
-    let mut found: Vec<(crate::syntax::Span, &str)> = Vec::new();
-    for q in &spec.queues {
-        if let Some(o) = q.order.as_ref().filter(|o| o.value == Order::Writers) {
-            found.push((o.span, "`order: writers`"));
-        }
-    }
+pub fn not_yet_supported(_spec: &PipelineSpec) -> Vec<Diagnostic> {
+    // Nothing at the moment (`order: writers` runs since the router's `order` room).
+    let found: Vec<(crate::syntax::Span, &str)> = Vec::new();
     // One diagnostic per feature: its first use, the others as related places.
     let mut grouped: Vec<(&str, Vec<crate::syntax::Span>)> = Vec::new();
     for (span, what) in found {

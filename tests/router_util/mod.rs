@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use prun::plan::{Delivery, Framing};
+use prun::plan::{Delivery, Framing, Order};
 use prun::runtime::router::{QueueConfig, QueueRouter, RouterEvent};
 
 /// (read end, write end), both close-on-exec so children only get what we give them.
@@ -34,6 +34,7 @@ pub fn config(
         delivery,
         framing,
         sentinel: sentinel.map(|s| s.as_bytes().to_vec()),
+        order: Order::Arrival,
     }
 }
 

@@ -356,6 +356,7 @@ pub(super) fn push_sentinel(sentinel: Option<&Arc<Vec<u8>>>, r: &mut Reader) {
             sentinel: true,
             writer: NO_WRITER,
             seq: 0,
+            group: 0,
         });
     }
 }

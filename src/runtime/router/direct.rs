@@ -31,6 +31,7 @@ impl Engine {
         let w = &self.writers[wi];
         if self.cfg.delivery != Delivery::Shared
             || !self.queue.is_empty()
+            || !self.has_turn(wi)
             || !w.tee
             || w.phase != WriterPhase::Streaming
             || w.peeked > 0
@@ -142,6 +143,7 @@ impl Engine {
         self.stats.bytes += rest_end as u64;
         let w = &mut self.writers[wi];
         let seq = w.records;
+        let group = w.group;
         w.records += accepted;
         self.handed[wi] = self.handed[wi].max(seq + accepted);
         if rest_end > m {
@@ -160,6 +162,10 @@ impl Engine {
         r.served += rest_end as u64;
         r.delivered += whole;
         r.note_handed(wi, seq + whole);
+        r.high_group = r.high_group.max(group);
+        if let Some(t) = self.turns.as_mut() {
+            t.top_group = t.top_group.max(group);
+        }
         if whole_end > 0 {
             r.log_written(Slice {
                 buf: buf.clone(),
@@ -169,6 +175,7 @@ impl Engine {
                 sentinel: false,
                 writer: wi,
                 seq,
+                group,
             });
         }
         if rest_end > whole_end {
@@ -180,6 +187,7 @@ impl Engine {
                 sentinel: false,
                 writer: wi,
                 seq: seq + whole,
+                group,
             });
             r.head_off = m - whole_end;
         }

@@ -104,6 +104,9 @@ impl Engine {
                 if s.writer != NO_WRITER {
                     let h = &mut self.handed[s.writer];
                     *h = (*h).max(s.seq + s.records);
+                    if let Some(t) = self.turns.as_mut() {
+                        t.top_group = t.top_group.max(s.group);
+                    }
                 }
                 self.readers[i].served += s.len() as u64;
                 self.readers[i].push_pending(s);
@@ -201,6 +204,7 @@ impl Engine {
             sentinel: false,
             writer: front.writer,
             seq: front.seq,
+            group: front.group,
         };
         front.start += cut;
         front.records -= n;
@@ -212,7 +216,8 @@ impl Engine {
     /// written to the stuck one (they were never handed over) and shrink its window.
     /// Only a batch that holds its writer's latest records handed out is taken back
     /// (from the newest down): no reader has later records of that writer, so whoever
-    /// gets it next still sees the writer's order.
+    /// gets it next still sees the writer's order (with `order: writers`, also only one
+    /// of the latest group handed out: nobody has a later writer's records).
     pub(super) fn steal(&mut self, now: Instant) {
         let idle = self
             .readers
@@ -221,6 +226,7 @@ impl Engine {
         if !idle {
             return;
         }
+        let top_group = self.turns.as_ref().map(|t| t.top_group);
         for r in self.readers.iter_mut().filter(|r| r.live()) {
             let stuck = r
                 .blocked_since
@@ -232,7 +238,10 @@ impl Engine {
             let mut took = false;
             while r.pending.len() > keep {
                 let s = r.pending.back().expect("pending is longer than keep");
-                if s.sentinel || self.handed[s.writer] != s.seq + s.records {
+                if s.sentinel
+                    || self.handed[s.writer] != s.seq + s.records
+                    || top_group.is_some_and(|g| s.group != g)
+                {
                     break;
                 }
                 let s = r.pending.pop_back().expect("checked above");
@@ -272,6 +281,7 @@ mod tests {
             sentinel: false,
             writer: 0,
             seq: 0,
+            group: 0,
         }
     }
 
@@ -283,6 +293,7 @@ mod tests {
             delivery: Delivery::Shared,
             framing: crate::plan::Framing::Lines,
             sentinel: None,
+            order: crate::plan::Order::Arrival,
         };
         let (etx, _) = crossbeam_channel::unbounded();
         let (_, crx) = crossbeam_channel::unbounded();
@@ -290,7 +301,7 @@ mod tests {
         let mut e = Engine::new(cfg, etx, crx, waker, Arc::default());
         let mut far = Vec::new();
         let (r, w) = sys::pipe().unwrap();
-        e.add_writer(0, r);
+        e.add_writer(0, None, r);
         far.push(w);
         for id in 0..readers {
             let (r, w) = sys::pipe().unwrap();

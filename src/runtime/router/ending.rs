@@ -53,11 +53,13 @@ impl Engine {
             w.phase = WriterPhase::Done;
             w.carry = Vec::new();
         }
-        self.stats.discarded += self.clear_queue();
+        self.stats.discarded += self.clear_queue() + self.drop_waiting();
     }
 
     pub(super) fn abort(&mut self) {
+        // Waiting records are part of the depth.
         self.stats.discarded += self.depth();
+        self.drop_waiting();
         for wi in 0..self.writers.len() {
             self.discard_writer(wi, false);
         }
@@ -78,7 +80,7 @@ impl Engine {
     /// record; then every reader gets the sentinel and EOF as at a normal end, and
     /// `Drained` follows.
     pub(super) fn cut_stream(&mut self) {
-        self.stats.discarded += self.clear_queue();
+        self.stats.discarded += self.clear_queue() + self.drop_waiting();
         for wi in 0..self.writers.len() {
             self.discard_writer(wi, true);
         }

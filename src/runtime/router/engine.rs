@@ -25,12 +25,13 @@ use memchr::memmem;
 use super::blocks::{BlockPool, USE_SPLICE, peek_pipes};
 use super::broadcast::{MemberKey, Stream};
 use super::deliver::push_sentinel;
+use super::order::Turns;
 use super::reader::{READER_PIPE, Reader, ReaderPhase, Sink};
 use super::records::Slice;
 use super::sys;
 use super::writer::{WRITER_PIPE, Writer, WriterPhase};
-use super::{QueueConfig, QueueStats, ReaderId, RouterEvent, WriterId};
-use crate::plan::Delivery;
+use super::{QueueConfig, QueueStats, ReaderId, RouterEvent, WriterId, WriterRank};
+use crate::plan::{Delivery, Order};
 
 /// Besides `capacity` records, prun holds at most about this many bytes of records for a
 /// queue's readers (plus one read, and the record being read), so that large records
@@ -45,7 +46,9 @@ pub(super) const TICK_MS: i32 = 2;
 pub(super) const EAGER_ROUNDS: u32 = 4;
 
 pub(super) enum Command {
-    AddWriter(WriterId, OwnedFd),
+    AddWriter(WriterId, Option<WriterRank>, OwnedFd),
+    ExpectWriter(WriterRank),
+    RankEnded(WriterRank),
     AddReader(ReaderId, OwnedFd),
     AddChannelReader(ReaderId, Sender<Vec<u8>>),
     ReaderExited(ReaderId),
@@ -100,6 +103,13 @@ pub(super) struct Engine {
     pub(super) writer_outcomes: bool,
     /// Broadcast: the stream's numbering and its members (see `broadcast`).
     pub(super) stream: Stream,
+    /// `order: writers`: whose records enter the queue now (see `order`).
+    pub(super) turns: Option<Turns>,
+    /// Records (and their bytes) of writers without the turn, waiting outside the queue.
+    pub(super) waiting_records: u64,
+    pub(super) waiting_bytes: usize,
+    /// Attach serial of the next writer pipe.
+    pub(super) next_serial: u64,
     pub(super) blocked_since: Option<Instant>,
     pub(super) scratch: Vec<u8>,
     pub(super) pool: BlockPool,
@@ -130,6 +140,7 @@ impl Engine {
         shared_stats: Arc<Mutex<QueueStats>>,
     ) -> Engine {
         let delim = cfg.framing.delimiter();
+        let cfg_order = cfg.order;
         let sentinel_record = cfg.sentinel.as_ref().map(|s| {
             let mut v = s.clone();
             v.extend(delim);
@@ -175,6 +186,10 @@ impl Engine {
             retired_writers: 0,
             retired_readers: 0,
             writer_outcomes: false,
+            turns: (cfg_order == Order::Writers).then(Turns::default),
+            waiting_records: 0,
+            waiting_bytes: 0,
+            next_serial: 0,
             stream: Stream::default(),
             blocked_since: None,
             scratch: Vec::new(),
@@ -214,7 +229,9 @@ impl Engine {
                 continue;
             }
             let now = Instant::now();
+            self.advance_turn();
             self.read_writers();
+            self.advance_turn();
             self.dispatch(now);
             self.write_readers(now);
             if std::mem::take(&mut self.handed_back) {
@@ -249,13 +266,16 @@ impl Engine {
         let _ = self.events.send(ev);
     }
 
+    /// Records prun holds for the queue: queued, pending at readers (broadcast: the
+    /// most some member has not taken), and waiting for their writer's turn.
     pub(super) fn depth(&self) -> u64 {
-        match self.cfg.delivery {
+        let stream = match self.cfg.delivery {
             Delivery::Shared => {
                 self.queued_records + self.held_by_readers(|r| r.pending_records as usize) as u64
             }
             Delivery::Broadcast => self.broadcast_depth(),
-        }
+        };
+        stream + self.waiting_records
     }
 
     /// What open readers hold between them: the sum (shared), or the largest (with
@@ -282,7 +302,7 @@ impl Engine {
                 .all(|r| r.pending_bytes == r.pending.iter().map(Slice::len).sum::<usize>()),
             "pending bytes"
         );
-        self.queued_bytes + self.held_by_readers(|r| r.pending_bytes)
+        self.queued_bytes + self.held_by_readers(|r| r.pending_bytes) + self.waiting_bytes
     }
 
     /// No more records may be taken from writers: `capacity` records are held, or
@@ -295,10 +315,9 @@ impl Engine {
     /// would read again at once, so polling first would only cost a system call.
     pub(super) fn more_to_read(&self) -> bool {
         !self.full()
-            && self
-                .writers
-                .iter()
-                .any(|w| w.fd.is_some() && w.readable && w.full_read && !w.backlog())
+            && self.writers.iter().enumerate().any(|(i, w)| {
+                w.fd.is_some() && w.readable && w.full_read && !w.backlog() && self.may_read(i)
+            })
     }
 
     pub(super) fn capacity(&self) -> u64 {
@@ -323,7 +342,9 @@ impl Engine {
     /// Returns false when the router must stop (abort).
     pub(super) fn handle_command(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::AddWriter(id, fd) => self.add_writer(id, fd),
+            Command::AddWriter(id, rank, fd) => self.add_writer(id, rank, fd),
+            Command::ExpectWriter(rank) => self.expect_writer(rank),
+            Command::RankEnded(rank) => self.rank_ended(rank),
             Command::AddReader(id, fd) => {
                 let raw = fd.as_raw_fd();
                 let _ = sys::set_nonblocking(raw);
@@ -361,7 +382,10 @@ impl Engine {
                     self.reader_gone(i);
                 }
             }
-            Command::CloseWriters => self.writers_closed = true,
+            Command::CloseWriters => {
+                self.writers_closed = true;
+                self.all_ranks_ended();
+            }
             Command::CloseReaders => {
                 self.readers_final = true;
                 self.strand_if_no_reader();
@@ -388,12 +412,15 @@ impl Engine {
         true
     }
 
-    pub(super) fn add_writer(&mut self, id: WriterId, fd: OwnedFd) {
+    pub(super) fn add_writer(&mut self, id: WriterId, rank: Option<WriterRank>, fd: OwnedFd) {
         let raw = fd.as_raw_fd();
         let _ = sys::set_nonblocking(raw);
         sys::grow_pipe(raw, WRITER_PIPE);
         let no_reader = self.readers_final && !self.readers.iter().any(|r| r.is_open());
         let mut w = Writer::new(id, fd, self.peek.is_some());
+        w.serial = self.next_serial;
+        self.next_serial += 1;
+        self.rank_pipe(w.serial, rank);
         if no_reader {
             // Like a shell pipeline whose reader is gone: the writer sees EPIPE.
             w.fd = None;
@@ -427,7 +454,11 @@ impl Engine {
     /// held (queued or pending at a reader), so nothing refers to its index any more.
     /// This is what keeps the router's memory flat over any number of writer restarts.
     fn free_writer_slot(&self) -> Option<usize> {
-        if !self.writers.iter().any(|w| w.phase == WriterPhase::Done) {
+        let free = |wi: usize| {
+            let w = &self.writers[wi];
+            w.phase == WriterPhase::Done && w.waiting.is_empty() && self.turn_slot() != Some(wi)
+        };
+        if !(0..self.writers.len()).any(free) {
             return None;
         }
         let mut held = vec![false; self.writers.len()];
@@ -437,7 +468,7 @@ impl Engine {
                 *h = true;
             }
         }
-        (0..self.writers.len()).find(|&wi| self.writers[wi].phase == WriterPhase::Done && !held[wi])
+        (0..self.writers.len()).find(|&wi| free(wi) && !held[wi])
     }
 
     /// Forget readers that ended (`ReaderGone` sent, or EOF given and nothing left to
@@ -627,7 +658,7 @@ impl Engine {
         let read_more = !self.full();
         for (i, w) in self.writers.iter().enumerate() {
             if let Some(fd) = &w.fd
-                && (read_more || w.discarding())
+                && ((read_more && self.may_read(i)) || w.discarding())
             {
                 self.pollfds.push(libc::pollfd {
                     fd: fd.as_raw_fd(),
@@ -662,7 +693,9 @@ impl Engine {
                 _ => {}
             }
         }
-        if read_more && self.writers.iter().any(Writer::backlog) {
+        if read_more
+            && (0..self.writers.len()).any(|i| self.writers[i].backlog() && self.may_read(i))
+        {
             // Room freed since the backlog was set: cut it in at the next round.
             tick = true;
         }

@@ -103,7 +103,8 @@
 //! must be seen anyway to frame them, so plain writes of the shared block are used.
 //!
 //! **Backpressure.** Depth = records queued + records given to readers but not yet
-//! written (broadcast: the largest such backlog). While depth ≥ `capacity`, writers are
+//! written (broadcast: the largest such backlog), + records waiting for their writer's
+//! turn (`order: writers`). While depth ≥ `capacity`, writers are
 //! not polled nor read, their pipes fill and they block. Reads are sized from the room
 //! left and the average record size (at least 16 KiB, for throughput); when a read holds
 //! more records than there is room for, only `room` records enter the queue and the rest
@@ -156,8 +157,17 @@
 //! done); `direct` is the shared path that bypasses the queue; `dispatch` decides who
 //! gets which records; `reader` holds a reader's state and window (its phase: live,
 //! finishing, closed, gone); `deliver` writes readers and handles those that go away;
-//! `ending` is the early ends (no reader, cut, abort); `records` and `blocks` are the
-//! data (slices, counting, the block pool, peeked bytes); `sys` the system calls.
+//! `ending` is the early ends (no reader, cut, abort); `order` is `order: writers` (whose
+//! turn it is; the other writers' records wait outside the queue); `records` and
+//! `blocks` are the data (slices, counting, the block pool, peeked bytes); `sys` the
+//! system calls.
+//!
+//! **`order: writers`** ([`order`]). Only the writer whose turn it is puts records into
+//! the queue; the others' records wait in their writer, counted in the depth and capped
+//! at half of `capacity`, and enter the queue when their turn comes. So the queue holds
+//! the writers' records group by group, and dispatch, broadcast, the direct path and
+//! the end of stream work on it unchanged. The supervisor gives each writer pipe its
+//! instance's [`WriterRank`] and says when a rank is over.
 //!
 //! **Cut.** During a stop whose readers could not drain the queue in time, `cut` ends the
 //! stream early: what is queued and what the writers left in their pipes is counted as
@@ -178,6 +188,7 @@ mod direct;
 mod dispatch;
 mod ending;
 mod engine;
+mod order;
 mod reader;
 mod records;
 pub(crate) mod sys;
@@ -192,7 +203,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use engine::{Command, Engine};
 
-use crate::plan::{Delivery, Framing};
+use crate::plan::{Delivery, Framing, Order};
 
 /// Ids are chosen by the supervisor (one per instance); they only need to be unique
 /// within one queue.
@@ -209,6 +220,30 @@ pub struct QueueConfig {
     pub framing: Framing,
     /// Sentinel record without its delimiter.
     pub sentinel: Option<Vec<u8>>,
+    /// `writers`: records are delivered grouped by writer, in [`WriterRank`] order.
+    pub order: Order,
+}
+
+/// `order: writers`: where a writer instance's records go in the queue's order — its
+/// stage in file order, then its instance index (replicas) or foreach item position.
+/// Compared as a pair, stage first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WriterRank {
+    pub stage: usize,
+    pub index: u64,
+}
+
+impl WriterRank {
+    pub fn new(stage: usize, index: u64) -> WriterRank {
+        WriterRank { stage, index }
+    }
+
+    /// The items of foreach stage `stage` that are not created yet: announced while the
+    /// stage may still create items, ended when it stops, so that later stages' records
+    /// wait for them.
+    pub fn later_items(stage: usize) -> WriterRank {
+        WriterRank::new(stage, u64::MAX)
+    }
 }
 
 /// What the router tells the supervisor.
@@ -286,8 +321,32 @@ impl QueueRouter {
     }
 
     /// Attach a writer: `fd` is the read end of the pipe whose write end the writer holds.
+    /// With `order: writers` it ranks after every ranked writer, in attach order.
     pub fn add_writer(&self, id: WriterId, fd: OwnedFd) {
-        self.send(Command::AddWriter(id, fd));
+        self.send(Command::AddWriter(id, None, fd));
+    }
+
+    /// `order: writers`: attach a pipe of writer instance `rank` (see
+    /// [`Self::add_writer`]). Its records come after those of the rank's earlier pipes
+    /// (a restart's after the run before it).
+    pub fn add_ranked_writer(&self, id: WriterId, rank: WriterRank, fd: OwnedFd) {
+        self.send(Command::AddWriter(id, Some(rank), fd));
+    }
+
+    /// `order: writers`: writer instance `rank` will write this queue. Records of later
+    /// ranks wait for its own until [`Self::writer_rank_ended`]. Announce every rank
+    /// known before the first writer is attached, and a foreach stage's items as they
+    /// are created (with [`WriterRank::later_items`] until the stage stops creating
+    /// them). Ignored with `order: arrival`.
+    pub fn expect_writer(&self, rank: WriterRank) {
+        self.send(Command::ExpectWriter(rank));
+    }
+
+    /// `order: writers`: no pipe of writer instance `rank` will be attached any more (it
+    /// ended for good, or will never start). Once the streams of its pipes are over, the
+    /// turn passes to the next rank.
+    pub fn writer_rank_ended(&self, rank: WriterRank) {
+        self.send(Command::RankEnded(rank));
     }
 
     /// Attach a reader: `fd` is the write end of the pipe whose read end the reader holds.
@@ -463,6 +522,7 @@ mod tests {
                 delivery: Delivery::Shared,
                 framing: Framing::Lines,
                 sentinel: None,
+                order: Order::Arrival,
             },
             tx,
         );

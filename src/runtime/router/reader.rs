@@ -103,6 +103,9 @@ pub(super) struct Reader {
     /// Per writer index: the number after the last record of that writer handed to this
     /// reader. A record numbered below it would reach the reader out of order.
     pub(super) high: Vec<u64>,
+    /// `order: writers`: the highest [`Slice::group`] handed to it. A record of a lower
+    /// group would reach it after a later writer's records.
+    pub(super) high_group: u64,
     /// Its stage restarts readers: if it dies, its restart is awaited (see
     /// `Engine::awaited`), until the supervisor says it is not coming.
     pub(super) may_restart: bool,
@@ -133,6 +136,7 @@ impl Reader {
             delivered: 0,
             blocked_since: None,
             high: Vec::new(),
+            high_group: 0,
             may_restart: false,
             member: None,
         }
@@ -167,9 +171,11 @@ impl Reader {
         )
     }
 
-    /// Handing `s` to this reader keeps each writer's records in order for it.
+    /// Handing `s` to this reader keeps each writer's records in order for it (and,
+    /// with `order: writers`, the writers' order).
     pub(super) fn in_order(&self, s: &Slice) -> bool {
-        s.writer == NO_WRITER || self.high.get(s.writer).is_none_or(|&h| h <= s.seq)
+        s.writer == NO_WRITER
+            || (s.group >= self.high_group && self.high.get(s.writer).is_none_or(|&h| h <= s.seq))
     }
 
     /// Record that this reader got writer `w`'s records up to (not including) `end`.
@@ -285,6 +291,9 @@ impl Reader {
 
     pub(super) fn push_pending(&mut self, s: Slice) {
         self.note_handed(s.writer, s.seq + s.records);
+        if s.writer != NO_WRITER {
+            self.high_group = self.high_group.max(s.group);
+        }
         self.pending_records += s.records;
         self.pending_bytes += s.len();
         self.pending.push_back(s);

@@ -20,6 +20,11 @@ pub(super) struct Slice {
     /// kept when records are given back (a reader died, or was stuck and its batch was
     /// taken back) and handed out again.
     pub(super) seq: u64,
+    /// `order: writers`: the turn number of its writer (writers get the turn one after
+    /// the other, numbered from 0, so the queue's slices never go down in it); 0 for
+    /// `order: arrival`. With it, a reader never gets an earlier writer's records after
+    /// a later one's (see [`super::order`]).
+    pub(super) group: u64,
 }
 
 /// [`Slice::writer`] of a record prun made itself (the sentinel).
@@ -112,6 +117,7 @@ mod tests {
             sentinel: false,
             writer: 0,
             seq: 0,
+            group: 0,
         }
     }
 

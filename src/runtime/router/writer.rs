@@ -3,6 +3,7 @@
 //! (the rest waits in the writer's pipe or its backlog); writer-emitted sentinels, and a
 //! writer's end of stream.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -82,6 +83,13 @@ pub(super) struct Writer {
     /// Where the peeked bytes are in a queued block: those can be spliced.
     pub(super) shadow: Option<Shadow>,
     pub(super) records: u64,
+    /// Attach order among the queue's writer pipes (never reused, unlike the slot).
+    pub(super) serial: u64,
+    /// `order: writers`: its complete records that wait for its turn (see `order`), and
+    /// their number; its turn's group number once it got the turn.
+    pub(super) waiting: VecDeque<Slice>,
+    pub(super) waiting_records: u64,
+    pub(super) group: u64,
 }
 
 impl Writer {
@@ -98,6 +106,10 @@ impl Writer {
             peeked: 0,
             shadow: None,
             records: 0,
+            serial: 0,
+            waiting: VecDeque::new(),
+            waiting_records: 0,
+            group: 0,
         }
     }
 
@@ -119,7 +131,10 @@ impl Writer {
 
     /// Its stream is over, and nothing of it waits to enter the queue.
     pub(super) fn finished(&self) -> bool {
-        self.fd.is_none() && !self.backlog() && self.phase != WriterPhase::Torn
+        self.fd.is_none()
+            && !self.backlog()
+            && self.phase != WriterPhase::Torn
+            && self.waiting.is_empty()
     }
 }
 
@@ -128,7 +143,7 @@ impl Engine {
         let n = self.writers.len();
         for wi in 0..n {
             if let WriterPhase::Backlog { eof } = self.writers[wi].phase
-                && !self.full()
+                && self.may_read(wi)
             {
                 self.writers[wi].phase = WriterPhase::Streaming;
                 self.cut(wi, 0, None);
@@ -143,15 +158,15 @@ impl Engine {
             if w.fd.is_none() || !w.readable || w.backlog() {
                 continue;
             }
-            if !w.discarding() && self.full() {
+            if !w.discarding() && !self.may_read(wi) {
                 continue;
             }
             self.read_writer(wi);
         }
     }
 
-    pub(super) fn read_size(&self) -> usize {
-        let room = self.capacity().saturating_sub(self.depth()) as usize;
+    pub(super) fn read_size(&self, wi: usize) -> usize {
+        let room = self.room_for(wi) as usize;
         // Before the first record its size is unknown: start with the minimum read.
         let avg = self
             .stats
@@ -162,7 +177,7 @@ impl Engine {
     }
 
     pub(super) fn read_writer(&mut self, wi: usize) {
-        let size = self.read_size();
+        let size = self.read_size(wi);
         if !self.consume_peeked(wi) {
             return;
         }
@@ -190,10 +205,13 @@ impl Engine {
         if self.try_direct(wi, Instant::now()) {
             return;
         }
+        // Records that will wait for their writer's turn are read plainly: peeking only
+        // pays when they can go on by splice.
+        let turn = self.has_turn(wi);
         let w = &mut self.writers[wi];
         let old = w.carry.len();
         let got = match &self.peek {
-            Some((pr, pw)) if w.tee => match sys::tee(raw, pw.as_raw_fd(), size) {
+            Some((pr, pw)) if w.tee && turn => match sys::tee(raw, pw.as_raw_fd(), size) {
                 Ok(n) if n > 0 => {
                     // Copy the peeked bytes out of the private pipe; they stay at the
                     // head of the writer's pipe until consumed.
@@ -370,7 +388,7 @@ impl Engine {
     /// bytes before it hold no delimiter (they were scanned already). `peeked`: the
     /// bytes from there on are still at the head of the writer's pipe.
     pub(super) fn cut(&mut self, wi: usize, scan_from: usize, peeked: Option<usize>) {
-        let room = self.capacity().saturating_sub(self.depth()) as usize;
+        let room = self.room_for(wi) as usize;
         let discarding = self.writers[wi].discarding();
         let w = &mut self.writers[wi];
         let mut split = match self.delim {
@@ -501,7 +519,6 @@ impl Engine {
         };
         self.stats.records += records;
         self.stats.bytes += chunk.len() as u64;
-        self.stream.end_record += records;
         let seq = self.writers[wi].records;
         self.writers[wi].records += records;
         let end = chunk.len();
@@ -512,7 +529,7 @@ impl Engine {
             pos,
             len: end - pos,
         });
-        self.queue.push_back(Slice {
+        let s = Slice {
             buf,
             start: 0,
             end,
@@ -520,11 +537,23 @@ impl Engine {
             sentinel: false,
             writer: wi,
             seq,
-        });
-        self.queued_records += records;
-        self.queued_bytes += end;
+            group: self.writers[wi].group,
+        };
+        if self.has_turn(wi) {
+            self.enqueue(s);
+        } else {
+            self.hold(wi, s);
+        }
         let depth = self.depth();
         self.stats.max_depth = self.stats.max_depth.max(depth);
+    }
+
+    /// Whole records enter the queue (the stream, for broadcast).
+    pub(super) fn enqueue(&mut self, s: Slice) {
+        self.stream.end_record += s.records;
+        self.queued_records += s.records;
+        self.queued_bytes += s.len();
+        self.queue.push_back(s);
     }
 }
 

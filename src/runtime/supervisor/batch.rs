@@ -489,6 +489,7 @@ impl Supervisor {
         }
         self.emit(Event::InstanceAdded(self.insts[id].info.clone()));
         self.expect_broadcast_reader(id);
+        self.expect_ordered_writer(id);
         if resumed {
             self.end(
                 id,

@@ -22,6 +22,10 @@ impl Supervisor {
             return;
         }
         b.phase = Phase::Closed;
+        self.later_items_ended(st);
+        let Some(b) = self.batches[st].as_mut() else {
+            return;
+        };
         let total = b.total();
         let not_started = total.map(|t| t.saturating_sub(b.taken()));
         let taken = b.taken();

@@ -132,14 +132,12 @@ impl Supervisor {
         self.owners.insert(pid, Owner::Instance(id));
         let restartable = stage.restart.policy != RestartPolicy::Never;
         for (port, fd) in router_ends {
-            if let Some(r) = &self.routers[port.queue] {
-                if port.writer {
-                    r.add_writer(port.id, fd)
-                } else {
-                    r.add_member_reader(port.id, id, fd);
-                    if restartable {
-                        r.reader_may_restart(port.id);
-                    }
+            if port.writer {
+                self.attach_writer(port.queue, port.id, id, fd);
+            } else if let Some(r) = &self.routers[port.queue] {
+                r.add_member_reader(port.id, id, fd);
+                if restartable {
+                    r.reader_may_restart(port.id);
                 }
             }
             self.queues[port.queue].port_owner.insert(port.id, id);

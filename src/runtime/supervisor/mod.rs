@@ -18,7 +18,7 @@
 //! heap and a clock that stops while suspended), `start` (start checks: after, events,
 //! permits), `launch` (one start: render, wire, spawn), `wiring` (descriptors: pipes,
 //! files, queue ends), `render` (templates, environment), `reap` (wait statuses →
-//! end states, restarts), `readiness` (probes), `queues` (routers and direct pipes),
+//! end states, restarts), `readiness` (probes), `queues` (routers and direct pipes), `ranks` (writer order for `order: writers`),
 //! `due` (an instance's deadlines), `shutdown` (drain order, stop steps), `orphans` (escaped descendants, the guardian),
 //! `terminal` (Ctrl-Z and `fg`), `cleanup` (the end of the run), `batch` (foreach, with `halt`,
 //! `block` for `{queue, batch}` and `batch_close`), `insts` (the instances held, folded foreach items
@@ -72,6 +72,7 @@ mod insts;
 mod launch;
 mod orphans;
 mod queues;
+mod ranks;
 mod readiness;
 mod reap;
 mod remote;
@@ -368,6 +369,7 @@ impl Supervisor {
                     delivery: qp.delivery,
                     framing: qp.framing,
                     sentinel: qp.sentinel.clone(),
+                    order: qp.order,
                 };
                 let router = QueueRouter::start(cfg, self.router_tx.clone());
                 // Torn last records wait for their writer's outcome (`writer_ended`).
@@ -381,6 +383,8 @@ impl Supervisor {
         for id in self.insts.ids() {
             self.expect_broadcast_reader(id);
         }
+        // `order: writers`: every writer rank is announced before any writer starts.
+        self.announce_writer_ranks();
         self.start_ctl();
         self.attach_batch_queues();
         if self.routers.iter().any(|r| r.is_some()) {
@@ -622,6 +626,8 @@ impl Supervisor {
         // Broadcast queues it reads stop holding copies for it (skipped, resumed, could
         // not start, or ended after its last run).
         self.broadcast_reader_done(id);
+        // Ordered queues it writes pass the turn on once its streams are over.
+        self.ordered_writer_ended(id);
         self.show(id, state.clone());
         self.emit(Event::InstanceFinal { id });
         self.item_ended(id, &state);
