@@ -17,9 +17,13 @@ use prun::plan::{Delivery, Framing};
 use router_util::*;
 
 /// Reads stdin in 8 KiB chunks with a 2 ms pause after each (at most ~4 MB/s, almost no
-/// CPU), then prints how many lines it saw.
+/// CPU), then prints how many lines it saw. With an argument, it first creates that file
+/// (it is ready: Python's start-up can take a second on a loaded machine, and a reader
+/// still starting up rightly gets nothing meanwhile).
 const PACED: &str = r"
-import os, time
+import os, sys, time
+if len(sys.argv) > 1:
+    open(sys.argv[1], 'w').close()
 n = 0
 while True:
     b = os.read(0, 8192)
@@ -56,9 +60,16 @@ fn per_reader(router: &prun::runtime::router::QueueRouter) -> Vec<u64> {
 #[test]
 fn equal_paced_readers_split_evenly_when_readers_set_the_pace() {
     let (router, rx) = start(config(Delivery::Shared, Framing::Lines, 1024, None));
-    let readers: Vec<_> = (0..2)
-        .map(|i| spawn_reader(&router, i, &["python3", "-c", PACED]))
+    let dir = tempfile::tempdir().unwrap();
+    let ready: Vec<String> = (0..2)
+        .map(|i| dir.path().join(format!("ready.{i}")).display().to_string())
         .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|i| spawn_reader(&router, i, &["python3", "-c", PACED, &ready[i]]))
+        .collect();
+    run_util::wait_until("both readers started", Duration::from_secs(60), || {
+        ready.iter().all(|f| std::path::Path::new(f).exists())
+    });
     let mut w = spawn_writer(&router, 0, &["seq", "1", "300000"]);
     assert!(w.wait().unwrap().success());
     router.close_writers();

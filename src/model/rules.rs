@@ -163,6 +163,77 @@ pub fn check(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
 
     check_hosts(spec, diags);
     check_programs(spec, m, diags);
+    check_broadcast_foreach(spec, m, diags);
+}
+
+/// A foreach stage reading a broadcast queue must run all its items at once (SPEC 4.2):
+/// an item started after records were handed out to every reader then running would
+/// miss them. Without `parallel` it does (the resolver's default); a `parallel` below
+/// a count known before the run is an error; with a count known only at run time
+/// (`glob`, `lines`, `queue`) a `parallel` is a warning: late items miss records,
+/// which are counted in the queue's `discarded`.
+fn check_broadcast_foreach(spec: &PipelineSpec, m: &Model, diags: &mut Vec<Diagnostic>) {
+    for s in &m.stages {
+        let Instances::Foreach { source, parallel } = &s.instances else {
+            continue;
+        };
+        let mut read = s.stdin_queue().into_iter().chain(
+            s.fds
+                .iter()
+                .filter(|f| f.direction == crate::plan::FdDirection::Read)
+                .map(|f| f.queue),
+        );
+        let Some(q) = read.find(|&q| {
+            m.queues
+                .get(q)
+                .is_some_and(|q| q.delivery == Delivery::Broadcast)
+        }) else {
+            continue;
+        };
+        // Where `parallel` is written: on the stage, or in `defaults`.
+        let Some(span) = spec
+            .stages
+            .iter()
+            .find(|st| st.name.value == s.name)
+            .and_then(|st| st.parallel.as_ref())
+            .or_else(|| spec.defaults.as_ref().and_then(|d| d.parallel.as_ref()))
+            .map(|p| p.span)
+        else {
+            continue;
+        };
+        let queue = &m.queues[q].name;
+        match source.known_count() {
+            Some(count) if (*parallel as u64) < count => diags.push(
+                Diagnostic::error(
+                    "broadcast-foreach-parallel",
+                    format!(
+                        "stage `{}` reads broadcast queue `{queue}` but runs only {parallel} of its {count} items at once",
+                        s.name
+                    ),
+                )
+                .at(span, format!("{parallel} at once, {count} items"))
+                .related(m.queue_spans[q], "every reader instance gets every record")
+                .help(format!(
+                    "an item started later would miss the records handed out before it: remove `parallel` (the stage then runs all {count} items at once) or raise it to {count}"
+                )),
+            ),
+            Some(_) => {}
+            None => diags.push(
+                Diagnostic::warning(
+                    "broadcast-foreach-late-items",
+                    format!(
+                        "stage `{}` reads broadcast queue `{queue}` with `parallel: {parallel}`, and how many items it has is known only at run time",
+                        s.name
+                    ),
+                )
+                .at(span, "later items may start late")
+                .related(m.queue_spans[q], "every reader instance gets every record")
+                .help(
+                    "an item that starts after records were handed out to every reader then running gets only the records still held; the ones it missed are counted in the queue's `discarded`. Remove `parallel` to start every item at once",
+                ),
+            ),
+        }
+    }
 }
 
 /// What cannot cross to another host: an engine carries stdin, stdout and stderr, not

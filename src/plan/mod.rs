@@ -353,6 +353,33 @@ pub enum ForeachSource {
     Matrix(Vec<(String, Vec<String>)>),
 }
 
+impl ForeachSource {
+    /// The number of items, when it is known before the run (`items`, `range`,
+    /// `matrix`); None for `glob`, `lines` and `queue` (and a range with step 0).
+    pub fn known_count(&self) -> Option<u64> {
+        match self {
+            ForeachSource::Items(v) => Some(v.len() as u64),
+            ForeachSource::Range { from, to, step } => {
+                let (from, to, step) = (*from as i128, *to as i128, *step as i128);
+                if step == 0 {
+                    return None;
+                }
+                let span = if step > 0 { to - from } else { from - to };
+                let n = if span <= 0 {
+                    0
+                } else {
+                    (span + step.abs() - 1) / step.abs()
+                };
+                u64::try_from(n).ok()
+            }
+            ForeachSource::Matrix(dims) => dims
+                .iter()
+                .try_fold(1u64, |n, (_, v)| n.checked_mul(v.len() as u64)),
+            ForeachSource::Glob(_) | ForeachSource::Lines(_) | ForeachSource::Queue(_) => None,
+        }
+    }
+}
+
 /// The items of a matrix as `${item}` renders them: every combination, the first
 /// dimension varying slowest, parts joined by a space.
 pub fn matrix_items(dims: &[(String, Vec<String>)]) -> Vec<String> {

@@ -35,7 +35,11 @@ pub fn render(p: &Plan) -> String {
                     ),
                     _ => describe_source(p, source),
                 };
-                format!("{}.N, one per {what} (parallel {parallel})", s.name)
+                if *parallel == usize::MAX {
+                    format!("{}.N, one per {what} (all at once)", s.name)
+                } else {
+                    format!("{}.N, one per {what} (parallel {parallel})", s.name)
+                }
             }
         };
         let mut extra = Vec::new();
@@ -264,16 +268,7 @@ fn placement(p: &Plan, o: &mut String) {
         let (count, batch) = match &s.instances {
             Instances::Replicas { count, .. } => (*count, false),
             Instances::Foreach { source, parallel } => {
-                let known = match source {
-                    ForeachSource::Items(v) => Some(v.len()),
-                    ForeachSource::Matrix(dims) => {
-                        Some(dims.iter().map(|(_, v)| v.len()).product())
-                    }
-                    ForeachSource::Range { from, to, step } if *step != 0 => {
-                        Some(((to - from) / step).max(0) as usize)
-                    }
-                    _ => None,
-                };
+                let known = source.known_count().map(|k| k as usize);
                 (known.map_or(*parallel, |k| k.min(*parallel)), true)
             }
         };

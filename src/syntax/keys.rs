@@ -199,7 +199,7 @@ pub const STAGE: Block = Block {
         d(
             "parallel",
             "With `foreach`: at most this many items run at once.",
-            "number of CPUs (with `on`: the hosts' slots)",
+            "number of CPUs (with `on`: the hosts' slots); reading a `broadcast` queue: every item at once",
         ),
         j(
             "stdin",

@@ -63,6 +63,11 @@ pub fn resolve(
         pipeline_env: Vec::new(),
         pipeline_dir: ctx.pipeline_dir.display().to_string(),
         queues: spec.queues.iter().map(|q| q.name.value.clone()).collect(),
+        broadcast: spec
+            .queues
+            .iter()
+            .map(|q| q.delivery.as_ref().map(|d| d.value) == Some(Delivery::Broadcast))
+            .collect(),
         semaphores: spec
             .semaphores
             .iter()
@@ -232,6 +237,8 @@ struct Resolver<'d> {
     pipeline_env: Vec<(String, Template)>,
     pipeline_dir: String,
     queues: Vec<String>,
+    /// Per queue: `delivery: broadcast`.
+    broadcast: Vec<bool>,
     semaphores: Vec<String>,
     events: Vec<String>,
     stages: Vec<String>,

@@ -348,6 +348,21 @@ impl Resolver<'_> {
                 .help("`halt` stops a foreach stage's items early; remove it, or give the stage a `foreach`"),
             );
         }
+        // A foreach stage reading a broadcast queue runs all its items at once unless
+        // `parallel` says otherwise (SPEC 4.2, GNU parallel `--tee`): an item started
+        // later would miss the records handed out before it.
+        let mut instances = instances;
+        if let (Instances::Foreach { source, parallel }, None) = (&mut instances, parallel) {
+            let reads_broadcast = matches!(stdin, Input::Queue(q) if self.broadcast.get(q) == Some(&true))
+                || fds.iter().any(|f| {
+                    f.direction == FdDirection::Read && self.broadcast.get(f.queue) == Some(&true)
+                });
+            if reads_broadcast {
+                *parallel = source
+                    .known_count()
+                    .map_or(usize::MAX, |n| (n as usize).max(1));
+            }
+        }
         let plan = StagePlan {
             name,
             role: Role::Job,

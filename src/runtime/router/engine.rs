@@ -211,7 +211,15 @@ impl Engine {
             if drained {
                 // After `Drained`: only to count what readers that got EOF leave unread
                 // when they exit (`reader_exited`), until none is left or `abort`.
-                if !self.readers.iter().any(|r| r.watched()) {
+                // Broadcast: also until the supervisor says no reader instance can come
+                // any more (`close_readers`): one announced now (a foreach item started
+                // late) has what it missed counted (`expect_member`) and gets its
+                // sentinel and EOF.
+                let broadcast = self.cfg.delivery == Delivery::Broadcast;
+                if broadcast {
+                    self.broadcast_end();
+                }
+                if !self.readers.iter().any(|r| r.watched()) && (!broadcast || self.readers_final) {
                     break;
                 }
                 self.publish();

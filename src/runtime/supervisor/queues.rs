@@ -29,6 +29,8 @@ pub(super) struct QueueRt {
     pub direct_read: Option<OwnedFd>,
     pub direct_write: Option<OwnedFd>,
     pub writers_closed: bool,
+    /// `close_readers` sent (broadcast: no reader instance can come any more).
+    pub readers_closed: bool,
     pub drained: bool,
     pub aborted: bool,
     /// When the queue was cut short during a stop (`QueueRouter::cut`).
@@ -138,6 +140,15 @@ impl Supervisor {
                 if writers_done && !qr.writers_closed {
                     qr.writers_closed = true;
                     router.close_writers();
+                }
+                // A drained broadcast router waits for readers announced late (their
+                // missed copies are counted) until no reader instance can come.
+                if readers_done
+                    && !qr.readers_closed
+                    && self.plan.queues[q].delivery == crate::plan::Delivery::Broadcast
+                {
+                    qr.readers_closed = true;
+                    router.close_readers();
                 }
                 // Writers still running must see a closed pipe, as in a shell.
                 if readers_done && !writers_done && !qr.aborted {
