@@ -286,6 +286,10 @@ mod tests {
     }
 
     fn engine(readers: usize) -> (Engine, Vec<OwnedFd>) {
+        engine_with(readers, crate::plan::Order::Arrival)
+    }
+
+    fn engine_with(readers: usize, order: crate::plan::Order) -> (Engine, Vec<OwnedFd>) {
         let cfg = QueueConfig {
             queue: 0,
             name: "q".into(),
@@ -293,7 +297,7 @@ mod tests {
             delivery: Delivery::Shared,
             framing: crate::plan::Framing::Lines,
             sentinel: None,
-            order: crate::plan::Order::Arrival,
+            order,
         };
         let (etx, _) = crossbeam_channel::unbounded();
         let (_, crx) = crossbeam_channel::unbounded();
@@ -397,5 +401,41 @@ mod tests {
             Some(0),
             "withdrawn: delivered rather than held"
         );
+    }
+
+    #[test]
+    fn with_order_writers_no_reader_gets_an_earlier_writers_records_after_a_later_ones() {
+        let (mut e, _far) = engine_with(3, crate::plan::Order::Writers);
+        // Writer 0 had the first turn (group 0), writer 1 has it now (group 1).
+        let (r, _w) = sys::pipe().unwrap();
+        e.add_writer(1, None, r);
+        let later = Slice {
+            writer: 1,
+            group: 1,
+            ..run_of(0, 10)
+        };
+        // Reader 1 already got some of writer 1's records.
+        hand(&mut e, 1, later.clone());
+        e.readers[1].pending.clear();
+        e.turns.as_mut().unwrap().top_group = 1;
+        // Reader 0 died holding writer 0's last records: they come back to the front.
+        e.queue.push_back(run_of(0, 10));
+        e.queue.push_back(Slice { seq: 10, ..later });
+        e.readers[0].phase = ReaderPhase::Gone;
+        assert_eq!(e.next_for(1), Some(1), "reader 1 goes on with writer 1");
+        assert_eq!(e.next_for(2), Some(0), "reader 2 takes writer 0's first");
+        // A stuck reader's batch of writer 0 is not taken back while writer 1's records
+        // were handed out: whoever took it would get writer 0 after writer 1.
+        e.queue.clear();
+        hand(&mut e, 2, run_of(0, 10));
+        let now = Instant::now();
+        e.readers[2].blocked_since = Some(now - STEAL_AFTER * 2);
+        e.readers[1].pending.clear();
+        e.steal(now);
+        assert_eq!(e.readers[2].pending.len(), 1, "kept by the stuck reader");
+        // Of the latest group, it is.
+        e.turns.as_mut().unwrap().top_group = 0;
+        e.steal(now);
+        assert!(e.readers[2].pending.is_empty(), "taken back");
     }
 }
