@@ -7,7 +7,8 @@
 #
 # Environment: REPS (rounds per case, the median is kept; default 5, 25 for the quick
 # direct row; the contenders of a case run interleaved, one after the other in every
-# round), DATA (data directory,
+# round), ROWS (a comma-separated subset of: direct, shared2, fanout4, fanin, fairness,
+# foreach, memory, sigint, ordered; default all), DATA (data directory,
 # default /tmp/prun-bench), PRUN (prun binary for PRUN_BENCH=prun, default
 # target/release/prun). Installs GNU parallel with apt-get when it is missing.
 set -euo pipefail
@@ -42,7 +43,14 @@ with open(sys.argv[1], "w") as f:
         n += len(l)
 EOF
 fi
-cat "$lines" >/dev/null # warm the page cache for every contender alike
+# The `order: writers` row: the same 170 MB as 8 files, one per writer.
+if [ ! -s "$data/part.7" ]; then
+    split -n l/8 -d -a1 "$lines" "$data/part."
+fi
+cat "$lines" "$data"/part.* >/dev/null # warm the page cache for every contender alike
+
+# want ROW: the row is selected (ROWS unset, or ROW listed in it).
+want() { [ -z "${ROWS:-}" ] || [[ ",$ROWS," == *",$1,"* ]]; }
 
 if [ "$mode" = harness ]; then
     echo "building the route harness (cargo bench --no-run)..." >&2
@@ -108,6 +116,9 @@ if [ "$mode" = harness ]; then
     prun_fanin="$R $(for t in a b c d; do printf -- "--writer 'python3 $here/longlines.py $t 2000' "; done) --readers 1 --reader 'python3 $here/torn.py'"
     prun_fair="$R --writer 'seq 1 40' --readers 4 --reader 'python3 -S -E $here/slow_reader.py'"
     prun_memory="$R --writer 'for i in 1 2 3 4 5 6; do cat $lines; done' --readers 2 --reader 'wc -l'"
+    eight="$(for i in 0 1 2 3 4 5 6 7; do printf -- "--writer 'cat $data/part.$i' "; done) --readers 1 --reader 'wc -l'"
+    prun_ordered="$R --order writers $eight"
+    prun_arrival8="$R --order arrival $eight"
 else
     P="$prun run --quiet --progress never"
     prun_direct="$P $here/pipelines/direct.yaml --set file=$lines"
@@ -118,6 +129,8 @@ else
     prun_fair="$P $here/pipelines/fairness.yaml --set bench=$here"
     prun_memory="$P $here/pipelines/memory.yaml --set file=$lines"
     prun_foreach="$P $here/pipelines/foreach.yaml"
+    prun_ordered="$P $here/pipelines/fanin8_writers.yaml --set data=$data"
+    prun_arrival8="$P $here/pipelines/fanin8_arrival.yaml --set data=$data"
 fi
 
 rows=()
@@ -126,6 +139,7 @@ verdict() { python3 -c "print('ok' if $1 else 'MISSED')"; }
 
 echo "mode=$mode reps=$reps nproc=$(nproc) cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
+if want direct; then
 # 1. direct 1->1
 # Both sides take ~0.1 s and differ by prun's start-up only: this row gets 5 times as
 # many rounds.
@@ -133,7 +147,9 @@ mapfile -t t < <(reps=$((reps * 5)) race "cat $lines | wc -l" "$prun_direct")
 t_bash=${t[0]} t_prun=${t[1]}
 r=$(ratio "$t_bash" "$t_prun")
 row "direct 1→1, 170 MB" "prun ${t_prun} ms vs \`cat f | wc -l\` ${t_bash} ms" "$r×" "≥ 0.95×" "$(verdict "$r >= 0.95")"
+fi
 
+if want shared2; then
 # 2. routed shared 1->2, against a plain two-stage pipe and GNU parallel's two modes,
 # all four interleaved.
 mapfile -t t < <(race "$prun_shared2" "cat $lines | cat | wc -l" \
@@ -150,19 +166,25 @@ r=$(ratio "$t_rr" "$t_prun")
 row "shared 1→2 vs parallel --roundrobin" "prun ${t_prun} ms vs ${t_rr} ms" "$r×" "≥ 3×" "$(verdict "$r >= 3")"
 r=$(ratio "$t_par" "$t_prun")
 row "shared 1→2 vs parallel --pipe" "prun ${t_prun} ms vs ${t_par} ms" "$r×" "≥ 20×" "$(verdict "$r >= 20")"
+fi
 
+if want fanout4; then
 # 3. 1M records 1->4
 mapfile -t t < <(race "$prun_fanout4" "python3 $here/mpqueue.py 1000000")
 t_prun=${t[0]} t_py=${t[1]}
 r=$(ratio "$t_py" "$t_prun")
 row "1M records 1→4" "prun ${t_prun} ms vs multiprocessing.Queue ${t_py} ms" "$r×" "≥ 200×" "$(verdict "$r >= 200")"
+fi
 
+if want fanin; then
 # 4. fan-in, 4 writers of 10 KB lines: torn lines through prun, and through a bare
 # shared pipe for comparison (writes larger than PIPE_BUF are not atomic).
 torn_prun=$(bash -c "$prun_fanin" 2>/dev/null | grep -o 'torn=[0-9]*' | cut -d= -f2)
 torn_pipe=$( { for t in a b c d; do python3 "$here/longlines.py" $t 2000 & done; wait; } | python3 "$here/torn.py" | grep -o 'torn=[0-9]*' | cut -d= -f2)
 row "fan-in 4 writers × 2000 lines of 10 KB" "prun ${torn_prun:-?} torn, bare shared pipe ${torn_pipe} torn" "${torn_prun:-?}" "0 torn" "$(verdict "'${torn_prun:-x}' == '0'")"
+fi
 
+if want fairness; then
 # 5. fairness
 # The same four readers fed 10 records each directly: what this machine can do at best
 # (1.0 s of work plus the start-up of four Pythons). The readers start Python with -S -E
@@ -171,7 +193,9 @@ row "fan-in 4 writers × 2000 lines of 10 KB" "prun ${torn_prun:-?} torn, bare s
 mapfile -t t < <(race "$prun_fair" "for i in 1 2 3 4; do seq 1 10 | python3 -S -E $here/slow_reader.py & done; wait")
 t_fair=${t[0]} t_ideal=${t[1]}
 row "fairness 4 readers × 40 records × 100 ms" "wall ${t_fair} ms; same readers fed 10 each directly ${t_ideal} ms" "$(python3 -c "print(f'{$t_fair/1000:.2f} s')")" "≤ 1.3 s" "$(verdict "$t_fair <= 1300")"
+fi
 
+if want foreach; then
 # 6. foreach (needs the supervisor: prun mode only)
 if [ "$mode" = prun ]; then
     mapfile -t t < <(race "$prun_foreach" "seq 2000 | xargs -P8 -n1 true" "seq 2000 | parallel -j8 true")
@@ -179,7 +203,9 @@ if [ "$mode" = prun ]; then
     r=$(ratio "$t_prun" "$t_x")
     row "foreach 2000 × true, parallel 8" "prun ${t_prun} ms, xargs ${t_x} ms, parallel ${t_par} ms" "$r× xargs" "≤ 1.5× xargs, < parallel" "$(verdict "$r <= 1.5 and $t_prun < $t_par")"
 fi
+fi
 
+if want memory; then
 # 7. memory while routing ~1 GB
 if [ "$mode" = harness ]; then
     rss=$(bash -c "$prun_memory" 2>&1 >/dev/null | grep -o 'maxrss_kib=[0-9]*' | cut -d= -f2)
@@ -187,7 +213,9 @@ else
     rss=$( { /usr/bin/time -f 'maxrss_kib=%M' bash -c "exec $prun_memory" >/dev/null; } 2>&1 | grep -o 'maxrss_kib=[0-9]*' | cut -d= -f2)
 fi
 row "prun memory routing 1 GB" "max RSS ${rss} KiB" "$(python3 -c "print(f'{$rss/1024:.1f} MiB')")" "≤ 20 MiB" "$(verdict "$rss <= 20480")"
+fi
 
+if want sigint; then
 # 8. SIGINT to exit (needs the supervisor: prun mode only)
 if [ "$mode" = prun ]; then
     ms=$(python3 - "$prun" "$here/pipelines/sigint.yaml" <<'EOF'
@@ -199,6 +227,16 @@ print(int((time.monotonic() - t) * 1000))
 EOF
 )
     row "SIGINT to exit, cooperative stages" "${ms} ms" "${ms} ms" "≤ 200 ms" "$(verdict "$ms <= 200")"
+fi
+fi
+
+# 9. `order: writers` fan-in: 8 writers (`cat` of an eighth of the 170 MB each) into one
+# reader, against the same queue with `order: arrival`, interleaved.
+if want ordered; then
+mapfile -t t < <(race "$prun_ordered" "$prun_arrival8")
+t_ord=${t[0]} t_arr=${t[1]}
+r=$(ratio "$t_arr" "$t_ord")
+row "order: writers fan-in 8 writers, 170 MB" "prun ${t_ord} ms vs the same queue with order: arrival ${t_arr} ms" "$r×" "≥ 0.8×" "$(verdict "$r >= 0.8")"
 fi
 
 echo

@@ -207,6 +207,7 @@ fn every_example_validates_strictly() {
         "traffic",
         "sum",
         "singdance",
+        "keeporder",
     ] {
         assert!(
             names.contains(expected),
@@ -494,6 +495,18 @@ total            47       11       6
         (&Value::from(3), &Value::from(3))
     );
     assert_eq!(out.queue("stats")["records"], 3);
+}
+
+#[test]
+fn keeporder_prints_the_jobs_in_item_order() {
+    // The later jobs finish first; their output still comes in item order.
+    let out = run("pipelines/keeporder.yaml", &[]);
+    out.assert_code(0);
+    let want: String = (1..=12)
+        .map(|i| format!("job {i}: {i} squared is {}\njob {i}: done\n", i * i))
+        .collect();
+    assert_eq!(out.stdout, want, "{}", out.context());
+    assert_eq!(out.queue("results")["records"], 24);
 }
 
 #[test]

@@ -29,6 +29,7 @@ pub fn tier(code: &str) -> u8 {
         | "dependency-cycle"
         | "data-cycle"
         | "after-reader-deadlock"
+        | "order-writers-deadlock"
         | "after-daemon"
         | "bytes-framing"
         | "event-never-set"

@@ -4,6 +4,7 @@
 //! are about the shape of the whole pipeline, and the same graph is drawn by
 //! `prun graph` as Graphviz dot or Mermaid.
 
+mod order;
 pub mod plan;
 pub mod render;
 
@@ -117,9 +118,11 @@ fn trigger_label(t: &Trigger) -> String {
     }
 }
 
-/// Cycle rules: `after`/`waits`/`sets` cycles are errors; data cycles through queues
+/// Cycle rules (and the `order: writers` wait rule, [`order`]): `after`/`waits`/`sets`
+/// cycles are errors; data cycles through queues
 /// are warnings (they only deadlock when buffers fill).
 pub fn check(m: &Model, diags: &mut Vec<Diagnostic>) {
+    order::check(m, diags);
     let graph = Graph::build(m);
     let name_of = |n: &Node| match n {
         Node::Stage(i) => format!("stage `{}`", m.stages[*i].name),
