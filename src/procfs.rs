@@ -181,6 +181,75 @@ pub fn group_is_parked(pgid: i32, parked: &HashSet<i32>) -> bool {
     members > 0
 }
 
+/// A pipe a sleeping process is blocked on, by inode (`pipe:[N]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeBlock {
+    Read(u64),
+    Write(u64),
+}
+
+/// The pipe `pid` is blocked reading or writing: it sleeps (`S`) inside `read`,
+/// `readv`, `pread64`, `write`, `writev` or `pwrite64` on a pipe descriptor, as
+/// `/proc/<pid>/syscall` says. None for anything else (running, another call, not a
+/// pipe, gone, or the file unreadable).
+pub fn blocked_on_pipe(pid: i32) -> Option<PipeBlock> {
+    if stat(pid)?.state != 'S' {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let mut it = text.split_ascii_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    let fd = i64::from_str_radix(it.next()?.trim_start_matches("0x"), 16).ok()?;
+    let ino = pipe_inode(pid, fd)?;
+    if [libc::SYS_read, libc::SYS_readv, libc::SYS_pread64].contains(&nr) {
+        Some(PipeBlock::Read(ino))
+    } else if [libc::SYS_write, libc::SYS_writev, libc::SYS_pwrite64].contains(&nr) {
+        Some(PipeBlock::Write(ino))
+    } else {
+        None
+    }
+}
+
+/// True when `pid` sleeps waiting for a child (kernel wait channel `do_wait`, or
+/// `sigsuspend` for dash's `wait`).
+pub fn waits_for_child(pid: i32) -> bool {
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    stat(pid).is_some_and(|s| s.state == 'S')
+        && (wchan.starts_with("do_wait") || wchan.starts_with("sigsuspend"))
+}
+
+/// The inode of the pipe open as descriptor `fd` of `pid`.
+pub fn pipe_inode(pid: i32, fd: i64) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("pipe:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The pipes `pid` holds open: inode and whether that descriptor is a write end.
+pub fn pipe_ends(pid: i32) -> Vec<(u64, bool)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i64>().ok()) else {
+            continue;
+        };
+        let Some(ino) = pipe_inode(pid, fd) else {
+            continue;
+        };
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| i64::from_str_radix(f.trim(), 8).ok())
+            .unwrap_or(0);
+        let write = flags & i64::from(libc::O_ACCMODE) != i64::from(libc::O_RDONLY);
+        out.push((ino, write));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@
 //! message names who waits for what and who holds what.
 
 mod deadlock;
+pub mod stall;
 
 pub use deadlock::{Deadlock, Party, Wait};
 

@@ -78,6 +78,7 @@ mod reap;
 mod remote;
 mod render;
 mod shutdown;
+mod stall;
 mod start;
 mod steer;
 mod terminal;
@@ -189,6 +190,10 @@ pub struct Supervisor {
     /// A deadlock seen by the last check: who, and since when (confirmed after a grace).
     deadlock_seen: Option<(Vec<u64>, Instant)>,
     next_deadlock_check: Instant,
+    /// A full broadcast queue that seemed unable to drain at the last check: who was
+    /// stuck, and since when (`stall.rs`).
+    stall_seen: Option<(Vec<u64>, Instant)>,
+    next_stall_check: Instant,
     /// Next `QueueProgress` report (routed queues only).
     next_queue_tick: Option<Instant>,
     /// Reads prun's process tree off the loop (escaped descendants).
@@ -293,6 +298,8 @@ impl Supervisor {
             resume: crate::resume::Resume::new(),
             deadlock_seen: None,
             next_deadlock_check: now,
+            stall_seen: None,
+            next_stall_check: now,
             next_queue_tick: None,
             scanner: None,
             adopted: HashSet::new(),
@@ -411,6 +418,9 @@ impl Supervisor {
             if self.shutdown.is_none() {
                 self.check_deadlock(now);
             }
+            if self.shutdown.is_none() {
+                self.check_stall(now);
+            }
             if self.shutdown.is_some() && self.live.is_empty() {
                 break;
             }
@@ -453,6 +463,7 @@ impl Supervisor {
         if self.deadlock_seen.is_some() {
             consider(Some(self.next_deadlock_check));
         }
+        consider(self.next_stall_deadline());
         consider(self.next_shutdown_deadline());
         next
     }

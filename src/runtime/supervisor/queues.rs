@@ -51,7 +51,7 @@ impl Supervisor {
         }
     }
 
-    fn queue_writers(&self, q: QueueId) -> Vec<InstanceId> {
+    pub(super) fn queue_writers(&self, q: QueueId) -> Vec<InstanceId> {
         let mut v = Vec::new();
         for ep in &self.plan.queues[q].writers {
             v.extend(self.by_stage[ep.stage].iter().copied());
@@ -61,7 +61,7 @@ impl Supervisor {
         v
     }
 
-    fn queue_readers(&self, q: QueueId) -> Vec<InstanceId> {
+    pub(super) fn queue_readers(&self, q: QueueId) -> Vec<InstanceId> {
         let mut v = Vec::new();
         for ep in &self.plan.queues[q].readers {
             if ep.port != Port::Foreach {
