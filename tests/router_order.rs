@@ -401,15 +401,17 @@ fn run_case(c: &Case) {
         .flat_map(|(_, l)| l.join().unwrap())
         .collect();
     router.close_writers();
-    router.close_readers();
-    wait_drained(&rx, 60);
-    // Every record was written and every reader got EOF; once the dying reader's exit
-    // was counted, a restart that joined after the end gets its EOF.
+    // As the supervisor does: readers are closed once no restart can come (the dying
+    // reader's exit was reported and its restart attached).
     if c.dies.is_some() {
         died_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the dying reader ends");
     }
+    router.close_readers();
+    wait_drained(&rx, 60);
+    // Every record was written and every reader got EOF (a restart that joined after
+    // the end gets its EOF now).
     router.join();
     let mut got: Vec<Vec<Key>> = Vec::new();
     for o in outs.drain(..) {
