@@ -49,7 +49,7 @@ fn spell_highlight_with_a_small_capacity_is_named() {
     // `a`'s output before its own copies, `a` needs the queue's end, the queue is full
     // of copies held for `b`.
     let t = Test::new(
-        "version: 1\nname: spell\nqueues:\n  q: {delivery: broadcast, capacity: 1000}\n  r: {}\nstages:\n  src: {cmd: [seq, '2000000'], stdout: q}\n  a: {cmd: [wc, -l], stdin: q, stdout: r}\n  b:\n    cmd: [sh, -c, 'cat; wc -l <${fd.3}']\n    stdin: r\n    fds: {3: {read: q}}\n",
+        "version: 1\nname: spell\ndefaults:\n  stop: {timeout: 60s}\nqueues:\n  q: {delivery: broadcast, capacity: 1000}\n  r: {}\nstages:\n  src: {cmd: [seq, '2000000'], stdout: q}\n  a: {cmd: [wc, -l], stdin: q, stdout: r}\n  b:\n    cmd: [sh, -c, 'cat; wc -l <${fd.3}']\n    stdin: r\n    fds: {3: {read: q}}\n",
     );
     let out = t.run();
     out.assert_code(70);
@@ -71,6 +71,18 @@ fn spell_highlight_with_a_small_capacity_is_named() {
         msg.contains(
             "`b` will never read the copies held for it: it is blocked reading the output of `a`"
         ),
+        "{}",
+        out.context()
+    );
+    // The queue that can never drain is cut at the verdict: its readers get EOF at
+    // once (what it held is counted), rather than after their 60 s `stop.timeout`.
+    assert!(
+        out.elapsed < std::time::Duration::from_secs(30),
+        "{}",
+        out.context()
+    );
+    assert!(
+        out.queue("q")["discarded"].as_u64().unwrap() > 0,
         "{}",
         out.context()
     );

@@ -74,6 +74,8 @@ pub struct QueueView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stall {
     pub stuck: Vec<HolderId>,
+    /// The full queues that can never drain.
+    pub queues: Vec<QueueId>,
     pub message: String,
 }
 
@@ -228,6 +230,7 @@ pub fn find_stall(nodes: &[Node], queues: &[QueueView]) -> Option<Stall> {
     );
     Some(Stall {
         stuck: stuck.iter().map(|n| n.holder).collect(),
+        queues: full.iter().map(|v| v.id).collect(),
         message: msg,
     })
 }

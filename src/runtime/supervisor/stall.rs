@@ -10,11 +10,12 @@
 //!
 //! Only while some broadcast queue is full (its router's depth reached `capacity`),
 //! at most every [`DEADLOCK_PERIOD`], the loop describes each unfinished instance from
-//! `/proc` (each process of its group blocked reading or writing a pipe, by inode;
+//! `/proc` (prun's own descendants only) (each process of its group blocked reading or writing a pipe, by inode;
 //! the inodes of its routed queues from its group leader's bound descriptors; the
 //! other end of a direct pipe from the pipes the other instances hold) and hands the
 //! picture to [`find_stall`]. The verdict must hold, with the same instances, for
-//! [`STALL_GRACE`] before the run fails (exit 70, like any deadlock): a queue that is
+//! [`STALL_GRACE`] before the run fails (exit 70, like any deadlock) and the queues
+//! that can never drain are cut at once (their readers get EOF): a queue that is
 //! full for a moment while a reader catches up is never mistaken for one. Anything
 //! prun cannot see (a remote instance, a process running or sleeping elsewhere, a
 //! pipe whose other end it cannot find) counts as able to go on.
@@ -79,6 +80,18 @@ impl Supervisor {
         }
         self.first_failure.get_or_insert(crate::exit::DEADLOCK);
         self.begin_shutdown(ShutdownCause::Deadlock);
+        // Those queues can never drain: cut them now (what they hold is counted as
+        // discarded), so their readers get EOF at once instead of after `stop.timeout`.
+        for q in stall.queues {
+            if let (Some(router), qr) = (&self.routers[q], &mut self.queues[q])
+                && qr.cut_at.is_none()
+                && !qr.drained
+                && !qr.aborted
+            {
+                qr.cut_at = Some(now);
+                router.cut();
+            }
+        }
     }
 
     /// When the next stall check is due, while one is suspected.
@@ -120,7 +133,7 @@ impl Supervisor {
     /// Every unfinished instance as [`find_stall`] sees it.
     fn stall_nodes(&self) -> Vec<Node> {
         let mut groups: HashMap<i32, Vec<i32>> = HashMap::new();
-        for s in procfs::table() {
+        for s in procfs::descendants(self.self_pid) {
             if s.state != 'Z' {
                 groups.entry(s.pgrp).or_default().push(s.pid);
             }
