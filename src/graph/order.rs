@@ -1,9 +1,9 @@
 //! The `order: writers` wait rule: a writer of an ordered queue that waits (`after`,
-//! succeeded or completed) for a *later* writer of the same queue to end. Its records
-//! come first, so the later writer's records wait for it, and the later writer blocks
-//! once its share of the queue and its pipe are full: neither can go on (like
-//! `cat <(a) <(b)` with `a` waiting for `b`). The ordered twin of
-//! `after-reader-deadlock`, and an error for the same reason.
+//! succeeded or completed, directly or through other stages) for a *later* writer of the
+//! same queue to end. Its records come first, so the later writer's records wait for
+//! it, and the later writer blocks once its share of the queue and its pipe are full:
+//! neither can go on (like `cat <(a) <(b)` with `a` waiting for `b`). The ordered twin
+//! of `after-reader-deadlock`, and an error for the same reason.
 
 use crate::diag::Diagnostic;
 use crate::model::Model;
@@ -16,20 +16,29 @@ pub fn check(m: &Model, diags: &mut Vec<Diagnostic>) {
             continue;
         }
         let writes = |s: usize| writers[qi].iter().any(|e| e.stage == s);
-        for (si, s) in m.stages.iter().enumerate().filter(|(si, _)| writes(*si)) {
+        for si in (0..m.stages.len()).filter(|&si| writes(si)) {
+            let s = &m.stages[si];
             for (k, (dep, cond)) in s.after.iter().enumerate() {
-                let waits_for_end = matches!(cond, Condition::Succeeded | Condition::Completed);
-                if !waits_for_end || *dep <= si || !writes(*dep) {
+                if !ends(cond) {
                     continue;
                 }
+                // The later writer this `after` entry waits for, directly or not.
+                let Some(later) = waits_for(m, *dep, &|d| d > si && writes(d)) else {
+                    continue;
+                };
                 let spans = &m.stage_spans[si];
                 let span = spans.after.get(k).copied().unwrap_or(spans.name);
-                let later = &m.stages[*dep].name;
+                let later = &m.stages[later].name;
+                let through = if m.stages[*dep].name == *later {
+                    String::new()
+                } else {
+                    format!(" (through `{}`)", m.stages[*dep].name)
+                };
                 diags.push(
                     Diagnostic::error(
                         "order-writers-deadlock",
                         format!(
-                            "stage `{}` waits for `{later}` to end, but its records come first in queue `{}` (`order: writers`): once `{later}` has filled its share of the queue, neither can go on",
+                            "stage `{}` waits for `{later}` to end{through}, but its records come first in queue `{}` (`order: writers`): once `{later}` has filled its share of the queue, neither can go on",
                             s.name, q.name
                         ),
                     )
@@ -43,4 +52,32 @@ pub fn check(m: &Model, diags: &mut Vec<Diagnostic>) {
             }
         }
     }
+}
+
+/// The condition waits for its stage to end.
+fn ends(c: &Condition) -> bool {
+    matches!(c, Condition::Succeeded | Condition::Completed)
+}
+
+/// The first stage matching `target` among `from` and the stages `from` waits for to
+/// end, following `after` (succeeded or completed) edges.
+fn waits_for(m: &Model, from: usize, target: &dyn Fn(usize) -> bool) -> Option<usize> {
+    let mut seen = vec![false; m.stages.len()];
+    let mut todo = vec![from];
+    while let Some(s) = todo.pop() {
+        if std::mem::replace(&mut seen[s], true) {
+            continue;
+        }
+        if target(s) {
+            return Some(s);
+        }
+        todo.extend(
+            m.stages[s]
+                .after
+                .iter()
+                .filter(|(_, c)| ends(c))
+                .map(|(d, _)| *d),
+        );
+    }
+    None
 }
