@@ -279,3 +279,53 @@ stages:
         "every record exactly once"
     );
 }
+
+#[test]
+fn an_interrupt_while_later_writers_wait_loses_nothing_uncounted() {
+    // `a` has the turn and never ends on its own; `b` waits (its share of the queue,
+    // then its pipe, full). SIGINT: prun stops both, `b`'s turn comes, and every record
+    // `b` wrote is delivered or counted.
+    let t = Test::new(
+        r#"
+version: 1
+queues:
+  q: {order: writers, capacity: 10}
+stages:
+  a: {sh: 'seq -f a%g 1 5; exec sleep 30', stdout: q}
+  b: {sh: 'seq -f b%g 1 300000', stdout: q}
+  r: {sh: 'cat > got.txt', stdin: q}
+"#,
+    );
+    let child = t
+        .command("report.json", &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("prun starts");
+    run_util::wait_until("a's records", run_util::DEADLINE, || {
+        t.read("got.txt").lines().count() >= 5
+    });
+    // SAFETY: signalling the prun we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let run = t.finish(child, "report.json");
+    assert!(
+        run.elapsed < std::time::Duration::from_secs(10),
+        "{}",
+        run.context()
+    );
+    let got = lines(&t.read("got.txt"));
+    assert_eq!(got[..5], seq("a", 1, 5)[..], "{}", run.context());
+    let b = &got[5..];
+    assert!(
+        b.iter().cloned().eq(seq("b", 1, b.len())),
+        "b's records follow in order"
+    );
+    let q = run.queue("q");
+    let counted = q["discarded"].as_u64().unwrap() + q["in_flight_at_failure"].as_u64().unwrap();
+    assert_eq!(
+        q["records"].as_u64().unwrap(),
+        got.len() as u64 + counted,
+        "every record read from a writer is delivered or counted: {q}"
+    );
+    assert!(q["max_depth"].as_u64().unwrap() <= 10, "{q}");
+}

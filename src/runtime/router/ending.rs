@@ -81,6 +81,9 @@ impl Engine {
     /// `Drained` follows.
     pub(super) fn cut_stream(&mut self) {
         self.stats.discarded += self.clear_queue() + self.drop_waiting();
+        // Nothing waits for a turn any more, and nothing will: a writer that still
+        // comes is read as under `order: arrival` (its records are cut like the rest).
+        self.turns = None;
         for wi in 0..self.writers.len() {
             self.discard_writer(wi, true);
         }
