@@ -30,6 +30,7 @@ pub fn tier(code: &str) -> u8 {
         | "data-cycle"
         | "after-reader-deadlock"
         | "order-writers-deadlock"
+        | "order-writers-daemon"
         | "after-daemon"
         | "bytes-framing"
         | "event-never-set"

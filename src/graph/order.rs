@@ -3,7 +3,8 @@
 //! same queue to end. Its records come first, so the later writer's records wait for
 //! it, and the later writer blocks once its share of the queue and its pipe are full:
 //! neither can go on (like `cat <(a) <(b)` with `a` waiting for `b`). The ordered twin
-//! of `after-reader-deadlock`, and an error for the same reason.
+//! of `after-reader-deadlock`, and an error for the same reason. Likewise a daemon
+//! writer with writers after it (`order-writers-daemon`, the twin of `after-daemon`).
 
 use crate::diag::Diagnostic;
 use crate::model::Model;
@@ -18,6 +19,7 @@ pub fn check(m: &Model, diags: &mut Vec<Diagnostic>) {
         let writes = |s: usize| writers[qi].iter().any(|e| e.stage == s);
         for si in (0..m.stages.len()).filter(|&si| writes(si)) {
             let s = &m.stages[si];
+            daemon_first(m, qi, si, &writes, diags);
             for (k, (dep, cond)) in s.after.iter().enumerate() {
                 if !ends(cond) {
                     continue;
@@ -52,6 +54,41 @@ pub fn check(m: &Model, diags: &mut Vec<Diagnostic>) {
             }
         }
     }
+}
+
+/// A daemon writer of an ordered queue before other writers (later stages, or its own
+/// other instances): their records wait for it to end, and a daemon only ends when the
+/// pipeline does, which in turn waits for them.
+fn daemon_first(
+    m: &Model,
+    qi: usize,
+    si: usize,
+    writes: &dyn Fn(usize) -> bool,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let s = &m.stages[si];
+    if !s.daemon {
+        return;
+    }
+    let later = (si + 1..m.stages.len()).find(|&d| writes(d));
+    let who = match later {
+        Some(d) => format!("the records of `{}`", m.stages[d].name),
+        None if m.instance_count(si) > 1 => "the records of its other instances".to_string(),
+        None => return,
+    };
+    let q = &m.queues[qi].name;
+    diags.push(
+        Diagnostic::error(
+            "order-writers-daemon",
+            format!(
+                "daemon `{}` writes queue `{q}` (`order: writers`) before other writers: {who} wait for it to end, but a daemon only ends when the pipeline does",
+                s.name
+            ),
+        )
+        .at(m.stage_spans[si].name, "a daemon writer with writers after it")
+        .related(m.queue_spans[qi], "the ordered queue")
+        .help("write it after the other writers of the queue in the file (one instance), or give it a queue of its own"),
+    );
 }
 
 /// The condition waits for its stage to end.
