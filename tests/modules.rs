@@ -1,7 +1,8 @@
 //! No module cycles (issue 11): the top-level modules of `src/` must form a DAG, so
 //! each phase can be read, tested and changed without the ones after it. This reads
 //! every `crate::MODULE` path of the sources (comments excluded) and fails on any
-//! cycle, naming its members.
+//! cycle, naming its members; within each folder, no file imports a sibling that
+//! imports it back; and no source file is over 800 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -131,6 +132,88 @@ fn the_static_half_depends_only_forward() {
             "`{module}` depends on {extra:?}, only {deps:?} allowed"
         );
     }
+}
+
+/// Within each folder of `src/`: sibling file → the sibling files it names through
+/// `super::NAME` (the folder's `mod.rs` is the parent every room may use, not a
+/// sibling). A room that imports a room that imports it back is one concern in two
+/// files: split by types (leaves) and behaviour instead.
+fn sibling_graphs() -> Vec<(PathBuf, BTreeMap<String, BTreeSet<String>>)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let path_re = regex::Regex::new(r"\bsuper::([a-z_][a-z0-9_]*)").unwrap();
+    let group_re = regex::Regex::new(r"\bsuper::\{([^}]*)\}").unwrap();
+    let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for f in files {
+        by_dir
+            .entry(f.parent().unwrap().to_path_buf())
+            .or_default()
+            .push(f);
+    }
+    let mut out = Vec::new();
+    for (dir, files) in by_dir {
+        let module_of = |f: &Path| f.file_stem().unwrap().to_string_lossy().to_string();
+        let mut siblings: BTreeSet<String> = files.iter().map(|f| module_of(f)).collect();
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.path().join("mod.rs").is_file() {
+                siblings.insert(e.file_name().to_string_lossy().to_string());
+            }
+        }
+        siblings.remove("mod");
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in &files {
+            let module = module_of(f);
+            if module == "mod" {
+                continue;
+            }
+            let text = std::fs::read_to_string(f).unwrap();
+            let deps = graph.entry(module.clone()).or_default();
+            // Only the file's own code: a `mod tests` inside it uses `super` for the file.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for line in code.lines() {
+                let code = line.split("//").next().unwrap_or("");
+                let mut names: Vec<String> = path_re
+                    .captures_iter(code)
+                    .map(|c| c[1].to_string())
+                    .collect();
+                for c in group_re.captures_iter(code) {
+                    for part in c[1].split(',') {
+                        names.push(
+                            part.trim()
+                                .split("::")
+                                .next()
+                                .unwrap_or("")
+                                .trim()
+                                .to_string(),
+                        );
+                    }
+                }
+                deps.extend(names.into_iter().filter(|n| siblings.contains(n)));
+            }
+            deps.remove(&module);
+        }
+        out.push((dir, graph));
+    }
+    out
+}
+
+#[test]
+fn no_room_imports_a_room_that_imports_it() {
+    let graphs = sibling_graphs();
+    assert!(
+        graphs
+            .iter()
+            .any(|(d, g)| d.ends_with("runtime/router") && !g.is_empty()),
+        "the router's rooms are read"
+    );
+    let mut found = Vec::new();
+    for (dir, graph) in &graphs {
+        for c in cycles(graph) {
+            found.push(format!("{}: {c:?}", dir.display()));
+        }
+    }
+    assert!(found.is_empty(), "file cycles within a folder: {found:#?}");
 }
 
 #[test]

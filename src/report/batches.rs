@@ -12,7 +12,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::json::EndState;
+use super::end_state::EndState;
 use crate::event::BatchEnd;
 
 /// One foreach stage's items, counted. Succeeded (and resumed) items are counted here

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::batches::{Batches, ForeachReport};
+pub use super::end_state::EndState;
 use crate::event::{Event, InstanceId, InstanceInfo, RunStatus, State, Success, signal_name};
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -43,18 +44,6 @@ pub enum ReportStatus {
     Succeeded,
     Failed,
     Interrupted,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EndState {
-    Succeeded,
-    Failed,
-    Killed,
-    TimedOut,
-    Stopped,
-    Skipped,
-    CouldNotStart,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]

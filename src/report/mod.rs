@@ -18,6 +18,7 @@
 
 mod batches;
 mod board;
+mod end_state;
 mod journal;
 mod json;
 mod junit;

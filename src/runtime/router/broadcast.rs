@@ -20,19 +20,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::Engine;
 use super::ReaderId;
-use super::deliver::push_sentinel;
-use super::engine::Engine;
-use super::reader::{Reader, ReaderPhase};
+use super::reader::{MemberKey, Reader, ReaderPhase, push_sentinel};
 use super::records::Slice;
-
-/// Who a broadcast reader reads for: an announced instance, or a reader process that
-/// joined unannounced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MemberKey {
-    Instance(usize),
-    Reader(ReaderId),
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum MemberPhase {

@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use crossbeam_channel::TrySendError;
 
+use super::Engine;
 use super::RouterEvent;
-use super::engine::Engine;
 use super::reader::{Reader, ReaderPhase, Sink};
-use super::records::{NO_WRITER, Slice, count_delims, records_in_tail};
+use super::records::{Slice, count_delims, records_in_tail};
 use super::sys;
 use crate::plan::Delivery;
 
@@ -341,22 +341,5 @@ pub(super) fn advance(r: &mut Reader, mut n: usize, sentinels: &mut u64) {
             r.head_off += n;
             n = 0;
         }
-    }
-}
-
-/// Queue the sentinel record (if the queue has one) behind what a pipe reader still has
-/// pending; channel readers get none (the channel closing is their end of stream).
-pub(super) fn push_sentinel(sentinel: Option<&Arc<Vec<u8>>>, r: &mut Reader) {
-    if let (Some(s), Some(Sink::Pipe(_))) = (sentinel, &r.sink) {
-        r.push_pending(Slice {
-            buf: s.clone(),
-            start: 0,
-            end: s.len(),
-            records: 0,
-            sentinel: true,
-            writer: NO_WRITER,
-            seq: 0,
-            group: 0,
-        });
     }
 }

@@ -10,8 +10,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::Engine;
 use super::blocks::{READ_BLOCK, Shadow, read_peeked};
-use super::engine::Engine;
 use super::reader::{PAGE, Sink};
 use super::records::{Slice, count_delims};
 use super::sys;

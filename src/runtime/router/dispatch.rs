@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::engine::Engine;
+use super::Engine;
 use super::reader::FIRST_RECORDS;
 use super::records::{NO_WRITER, Slice, count_delims};
 use crate::plan::Delivery;
@@ -263,8 +263,8 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Command;
     use super::super::QueueConfig;
-    use super::super::engine::Command;
     use super::super::reader::{Reader, ReaderPhase, Sink};
     use super::super::sys;
     use super::*;

@@ -5,10 +5,10 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
+use super::Engine;
 use super::RouterEvent;
-use super::deliver::push_sentinel;
-use super::engine::Engine;
 use super::reader::ReaderPhase;
+use super::reader::push_sentinel;
 use super::records::count_delims;
 use super::sys;
 use super::writer::{WRITER_PIPE, WriterPhase, discard_backlog};

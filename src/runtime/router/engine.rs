@@ -23,113 +23,18 @@ use crossbeam_channel::{Receiver, Sender};
 use memchr::memmem;
 
 use super::blocks::{BlockPool, USE_SPLICE, peek_pipes};
-use super::broadcast::{MemberKey, Stream};
-use super::deliver::push_sentinel;
+use super::broadcast::Stream;
 use super::order::Turns;
-use super::reader::{READER_PIPE, Reader, ReaderPhase, Sink};
+use super::reader::push_sentinel;
+use super::reader::{MemberKey, READER_PIPE, Reader, ReaderPhase, Sink};
 use super::records::Slice;
 use super::sys;
 use super::writer::{WRITER_PIPE, Writer, WriterPhase};
-use super::{QueueConfig, QueueStats, ReaderId, RouterEvent, WriterId, WriterRank};
+use super::{
+    Command, EAGER_ROUNDS, Engine, MAX_HELD_BYTES, QueueConfig, QueueStats, ReaderId, RouterEvent,
+    Slot, TICK_MS, WriterId, WriterRank,
+};
 use crate::plan::{Delivery, Order};
-
-/// Besides `capacity` records, prun holds at most about this many bytes of records for a
-/// queue's readers (plus one read, and the record being read), so that large records
-/// cannot make `capacity` records a lot of memory: 1024 records of 1 MB would be 1 GB.
-pub(super) const MAX_HELD_BYTES: usize = 16 << 20;
-
-/// Re-check interval while records wait for a reader to drain (drain is not pollable).
-pub(super) const TICK_MS: i32 = 2;
-
-/// Rounds in a row that may skip `poll` because a writer has more to read; then poll
-/// anyway, so readers' pipes (room, errors) and the waker are looked at regularly.
-pub(super) const EAGER_ROUNDS: u32 = 4;
-
-pub(super) enum Command {
-    AddWriter(WriterId, Option<WriterRank>, OwnedFd),
-    ExpectWriter(WriterRank),
-    RankEnded(WriterRank),
-    AddReader(ReaderId, OwnedFd),
-    AddChannelReader(ReaderId, Sender<Vec<u8>>),
-    ReaderExited(ReaderId),
-    CloseWriters,
-    CloseReaders,
-    MayRestart(ReaderId),
-    ReaderNotComing(ReaderId),
-    WriterEnded(WriterId, bool),
-    AddMemberReader(ReaderId, usize, OwnedFd),
-    ExpectReader(usize),
-    MemberNotComing(usize),
-    AwaitOutcomes,
-    Cut,
-    Abort,
-}
-
-pub(super) struct Engine {
-    pub(super) cfg: QueueConfig,
-    pub(super) delim: Option<u8>,
-    pub(super) sentinel_record: Option<Arc<Vec<u8>>>,
-    pub(super) sentinel_finder: Option<memmem::Finder<'static>>,
-    pub(super) events: Sender<RouterEvent>,
-    pub(super) cmds: Receiver<Command>,
-    pub(super) waker: Arc<sys::Waker>,
-    pub(super) shared_stats: Arc<Mutex<QueueStats>>,
-    pub(super) stats: QueueStats,
-    pub(super) writers: Vec<Writer>,
-    pub(super) readers: Vec<Reader>,
-    pub(super) queue: VecDeque<Slice>,
-    pub(super) queued_records: u64,
-    /// Bytes of the queued records (see `held_bytes`).
-    pub(super) queued_bytes: usize,
-    pub(super) writers_closed: bool,
-    pub(super) readers_final: bool,
-    pub(super) finishing: bool,
-    pub(super) rr: usize,
-    /// A reader that vanished gave records back to the queue since the last dispatch.
-    pub(super) handed_back: bool,
-    /// Per writer index: the number after its last record handed to any reader (shared
-    /// delivery). A reader's pending batch may be taken back only while it holds its
-    /// writer's latest records: no other reader has later ones yet.
-    pub(super) handed: Vec<u64>,
-    /// Dead readers whose restart is awaited (they may restart, see
-    /// [`Command::MayRestart`]): records given back wait for a restart when no open
-    /// reader can take them in order.
-    pub(super) awaited: Vec<ReaderId>,
-    /// Entries at the front of the published `per_writer` / `per_reader` counts that
-    /// belong to forgotten writers and readers (they are not rewritten each round).
-    pub(super) retired_writers: usize,
-    pub(super) retired_readers: usize,
-    /// The supervisor reports writers' outcomes (`QueueRouter::await_writer_outcomes`).
-    pub(super) writer_outcomes: bool,
-    /// Broadcast: the stream's numbering and its members (see `broadcast`).
-    pub(super) stream: Stream,
-    /// `order: writers`: whose records enter the queue now (see `order`).
-    pub(super) turns: Option<Turns>,
-    /// Records (and their bytes) of writers without the turn, waiting outside the queue.
-    pub(super) waiting_records: u64,
-    pub(super) waiting_bytes: usize,
-    /// Attach serial of the next writer pipe.
-    pub(super) next_serial: u64,
-    pub(super) blocked_since: Option<Instant>,
-    pub(super) scratch: Vec<u8>,
-    pub(super) pool: BlockPool,
-    /// Private pipe (read end, write end) that writers' pipes are peeked into with tee
-    /// (shared delivery), and /dev/null to drop peeked bytes that were not spliced.
-    pub(super) peek: Option<(OwnedFd, OwnedFd)>,
-    pub(super) null: Option<OwnedFd>,
-    pub(super) pollfds: Vec<libc::pollfd>,
-    /// The waker's eventfd may be signalled (poll said so, or we have not polled yet):
-    /// only then is it worth a `read` to reset it. Commands are looked for at every
-    /// round regardless, so a command that arrives after a poll is not missed, and its
-    /// wake-up makes the next poll return at once.
-    pub(super) woken: bool,
-}
-
-pub(super) enum Slot {
-    Waker,
-    Writer(usize),
-    Reader(usize),
-}
 
 impl Engine {
     pub(super) fn new(

@@ -201,9 +201,119 @@ use std::os::fd::OwnedFd;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use engine::{Command, Engine};
-
 use crate::plan::{Delivery, Framing, Order};
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use memchr::memmem;
+
+use blocks::BlockPool;
+use broadcast::Stream;
+use order::Turns;
+use reader::Reader;
+use records::Slice;
+use writer::Writer;
+
+// The router thread's state (its loop is `engine.rs`; each room adds to `impl Engine`).
+
+/// Besides `capacity` records, prun holds at most about this many bytes of records for a
+/// queue's readers (plus one read, and the record being read), so that large records
+/// cannot make `capacity` records a lot of memory: 1024 records of 1 MB would be 1 GB.
+const MAX_HELD_BYTES: usize = 16 << 20;
+
+/// Re-check interval while records wait for a reader to drain (drain is not pollable).
+const TICK_MS: i32 = 2;
+
+/// Rounds in a row that may skip `poll` because a writer has more to read; then poll
+/// anyway, so readers' pipes (room, errors) and the waker are looked at regularly.
+const EAGER_ROUNDS: u32 = 4;
+
+enum Command {
+    AddWriter(WriterId, Option<WriterRank>, OwnedFd),
+    ExpectWriter(WriterRank),
+    RankEnded(WriterRank),
+    AddReader(ReaderId, OwnedFd),
+    AddChannelReader(ReaderId, Sender<Vec<u8>>),
+    ReaderExited(ReaderId),
+    CloseWriters,
+    CloseReaders,
+    MayRestart(ReaderId),
+    ReaderNotComing(ReaderId),
+    WriterEnded(WriterId, bool),
+    AddMemberReader(ReaderId, usize, OwnedFd),
+    ExpectReader(usize),
+    MemberNotComing(usize),
+    AwaitOutcomes,
+    Cut,
+    Abort,
+}
+
+struct Engine {
+    cfg: QueueConfig,
+    delim: Option<u8>,
+    sentinel_record: Option<Arc<Vec<u8>>>,
+    sentinel_finder: Option<memmem::Finder<'static>>,
+    events: Sender<RouterEvent>,
+    cmds: Receiver<Command>,
+    waker: Arc<sys::Waker>,
+    shared_stats: Arc<Mutex<QueueStats>>,
+    stats: QueueStats,
+    writers: Vec<Writer>,
+    readers: Vec<Reader>,
+    queue: VecDeque<Slice>,
+    queued_records: u64,
+    /// Bytes of the queued records (see `held_bytes`).
+    queued_bytes: usize,
+    writers_closed: bool,
+    readers_final: bool,
+    finishing: bool,
+    rr: usize,
+    /// A reader that vanished gave records back to the queue since the last dispatch.
+    handed_back: bool,
+    /// Per writer index: the number after its last record handed to any reader (shared
+    /// delivery). A reader's pending batch may be taken back only while it holds its
+    /// writer's latest records: no other reader has later ones yet.
+    handed: Vec<u64>,
+    /// Dead readers whose restart is awaited (they may restart, see
+    /// [`Command::MayRestart`]): records given back wait for a restart when no open
+    /// reader can take them in order.
+    awaited: Vec<ReaderId>,
+    /// Entries at the front of the published `per_writer` / `per_reader` counts that
+    /// belong to forgotten writers and readers (they are not rewritten each round).
+    retired_writers: usize,
+    retired_readers: usize,
+    /// The supervisor reports writers' outcomes (`QueueRouter::await_writer_outcomes`).
+    writer_outcomes: bool,
+    /// Broadcast: the stream's numbering and its members (see `broadcast`).
+    stream: Stream,
+    /// `order: writers`: whose records enter the queue now (see `order`).
+    turns: Option<Turns>,
+    /// Records (and their bytes) of writers without the turn, waiting outside the queue.
+    waiting_records: u64,
+    waiting_bytes: usize,
+    /// Attach serial of the next writer pipe.
+    next_serial: u64,
+    blocked_since: Option<Instant>,
+    scratch: Vec<u8>,
+    pool: BlockPool,
+    /// Private pipe (read end, write end) that writers' pipes are peeked into with tee
+    /// (shared delivery), and /dev/null to drop peeked bytes that were not spliced.
+    peek: Option<(OwnedFd, OwnedFd)>,
+    null: Option<OwnedFd>,
+    pollfds: Vec<libc::pollfd>,
+    /// The waker's eventfd may be signalled (poll said so, or we have not polled yet):
+    /// only then is it worth a `read` to reset it. Commands are looked for at every
+    /// round regardless, so a command that arrives after a poll is not missed, and its
+    /// wake-up makes the next poll return at once.
+    woken: bool,
+}
+
+enum Slot {
+    Waker,
+    Writer(usize),
+    Reader(usize),
+}
 
 /// Ids are chosen by the supervisor (one per instance); they only need to be unique
 /// within one queue.

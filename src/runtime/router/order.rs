@@ -34,8 +34,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::WriterRank;
-use super::engine::{Engine, MAX_HELD_BYTES};
 use super::records::Slice;
+use super::{Engine, MAX_HELD_BYTES};
 
 /// The writers' turns of an `order: writers` queue.
 #[derive(Default)]

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::ReaderId;
-use super::broadcast::MemberKey;
 use super::records::{NO_WRITER, Slice};
 use super::sys;
 
@@ -361,5 +360,30 @@ impl Reader {
                 break;
             }
         }
+    }
+}
+
+/// Who a broadcast reader reads for: an announced instance, or a reader process that
+/// joined unannounced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberKey {
+    Instance(usize),
+    Reader(ReaderId),
+}
+
+/// Queue the sentinel record (if the queue has one) behind what a pipe reader still has
+/// pending; channel readers get none (the channel closing is their end of stream).
+pub(super) fn push_sentinel(sentinel: Option<&Arc<Vec<u8>>>, r: &mut Reader) {
+    if let (Some(s), Some(Sink::Pipe(_))) = (sentinel, &r.sink) {
+        r.push_pending(Slice {
+            buf: s.clone(),
+            start: 0,
+            end: s.len(),
+            records: 0,
+            sentinel: true,
+            writer: NO_WRITER,
+            seq: 0,
+            group: 0,
+        });
     }
 }

@@ -9,8 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::Engine;
 use super::blocks::{READ_BLOCK, Shadow, read_peeked};
-use super::engine::Engine;
 use super::records::{Slice, count_delims, count_upto};
 use super::sys;
 use super::{QueueStats, RouterEvent, WriterId};
