@@ -331,16 +331,22 @@ mod tests {
         assert_eq!(whole_seen.started.unwrap().job.as_deref(), Some("5"));
     }
 
+    /// A Slurm demux fed `s` in two chunks cut at `cut`: its output and itself.
+    fn slurm_demux_cut(s: &[u8], cut: usize) -> (Vec<u8>, Demux) {
+        let mut d = Demux::filtering("n1", EngineLines::Slurm);
+        let mut out = Vec::new();
+        d.feed(&s[..cut], &mut out).unwrap();
+        d.feed(&s[cut..], &mut out).unwrap();
+        d.finish(&mut out).unwrap();
+        (out, d)
+    }
+
     #[test]
     fn slurm_lines_are_taken_out_once_the_instance_runs_whatever_the_cuts() {
         let s: &[u8] = b"srun: job 5 queued\n\x1eprun:n1:S pgid=1 start=2 node=node1 job=5 step=0\nuser out\nuser: srun: in the middle\nslurmstepd-node1: error: *** STEP 5.0 ON node1 CANCELLED AT 2026-01-01T00:00:00 ***\nslurmstepd: error: Detected 1 oom_kill event\nsrunx\nsrun: error: node1: task 0: Exited with exit code 3\n\x1eprun:n1:E exit 3\nlast";
         let want: &[u8] = b"user out\nuser: srun: in the middle\nslurmstepd: error: Detected 1 oom_kill event\nsrunx\nlast";
         for cut in 0..s.len() {
-            let mut d = Demux::filtering("n1", EngineLines::Slurm);
-            let mut out = Vec::new();
-            d.feed(&s[..cut], &mut out).unwrap();
-            d.feed(&s[cut..], &mut out).unwrap();
-            d.finish(&mut out).unwrap();
+            let (out, d) = slurm_demux_cut(s, cut);
             assert_eq!(
                 String::from_utf8_lossy(&out),
                 String::from_utf8_lossy(want),
@@ -360,11 +366,7 @@ mod tests {
         // a quick task, srun's line can come first.
         let s: &[u8] = b"srun: error: node1: task 0: Exited with exit code 4\n\x1eprun:n1:S pgid=1 start=2 node=node1 job=5 step=0\nitem c\n\x1eprun:n1:E exit 4\n";
         for cut in 0..s.len() {
-            let mut d = Demux::filtering("n1", EngineLines::Slurm);
-            let mut out = Vec::new();
-            d.feed(&s[..cut], &mut out).unwrap();
-            d.feed(&s[cut..], &mut out).unwrap();
-            d.finish(&mut out).unwrap();
+            let (out, d) = slurm_demux_cut(s, cut);
             assert_eq!(String::from_utf8_lossy(&out), "item c\n", "cut at {cut}");
             assert_eq!(d.seen.ended, Some(Ended::Exit(4)));
         }

@@ -238,8 +238,14 @@ impl Supervisor {
             }
         }
         self.deadlock_seen = None;
+        self.fail_on_deadlock(message, stuck_ids);
+    }
+
+    /// A deadlock's verdict (here, or a broadcast stall): the report's words, the stuck
+    /// instances that never started skipped, the run failing with exit 70.
+    pub(super) fn fail_on_deadlock(&mut self, message: String, stuck: Vec<u64>) {
         self.emit(Event::Deadlock { message });
-        for h in stuck_ids {
+        for h in stuck {
             let id = h as usize;
             if self.insts.get(id).is_some_and(|i| i.startable()) {
                 self.release_permits(id);

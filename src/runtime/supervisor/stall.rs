@@ -27,7 +27,7 @@ use super::Supervisor;
 use super::coordinate::DEADLOCK_PERIOD;
 use super::instance::Permit;
 use crate::coord::stall::{Node, NodeState, PipeWait, QueueView, find_stall};
-use crate::event::{Event, InstanceId, ShutdownCause, State};
+use crate::event::InstanceId;
 use crate::plan::{Delivery, Input, Output, QueueId, Wiring};
 use crate::procfs::{self, PipeBlock};
 
@@ -63,23 +63,7 @@ impl Supervisor {
             }
         }
         self.stall_seen = None;
-        self.emit(Event::Deadlock {
-            message: stall.message,
-        });
-        for h in stall.stuck {
-            let id = h as usize;
-            if self.insts.get(id).is_some_and(|i| i.startable()) {
-                self.release_permits(id);
-                self.end(
-                    id,
-                    State::Skipped {
-                        reason: "deadlock".into(),
-                    },
-                );
-            }
-        }
-        self.first_failure.get_or_insert(crate::exit::DEADLOCK);
-        self.begin_shutdown(ShutdownCause::Deadlock);
+        self.fail_on_deadlock(stall.message, stall.stuck);
         // Those queues can never drain: cut them now (what they hold is counted as
         // discarded), so their readers get EOF at once instead of after `stop.timeout`.
         for q in stall.queues {
