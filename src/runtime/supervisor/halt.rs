@@ -31,7 +31,7 @@
 
 use super::Supervisor;
 use super::instance::{Life, StopWhy};
-use crate::event::{BatchEnd, InstanceId, Level, ShutdownCause, State};
+use crate::event::{BatchEnd, InstanceId, Level, ShutdownCause};
 use crate::plan::{Halt, HaltWhen, OnFailure, Threshold};
 
 /// Why a halt fired.
@@ -107,30 +107,29 @@ impl Supervisor {
             HaltWhen::Soon => "soon",
             HaltWhen::Now => "now",
         };
+        let of = total.map_or_else(|| format!("{ran} ended"), |n| n.to_string());
+        let fired = |success: bool, count: u64, th: Threshold| {
+            let (word, key) = if success {
+                ("succeeded", "success")
+            } else {
+                ("failed", "fail")
+            };
+            Fired {
+                success,
+                reason: format!(
+                    "{count} of {of} items {word} (halt: {when}, {key}: {})",
+                    describe(th)
+                ),
+            }
+        };
         if let Some(th) = h.spec.fail
             && reached(th, t.failed, ran, total)
         {
-            h.pending = Some(Fired {
-                success: false,
-                reason: format!(
-                    "{} of {} items failed (halt: {when}, fail: {})",
-                    t.failed,
-                    total.map_or_else(|| format!("{ran} ended"), |n| n.to_string()),
-                    describe(th)
-                ),
-            });
+            h.pending = Some(fired(false, t.failed, th));
         } else if let Some(th) = h.spec.success
             && reached(th, t.succeeded, ran, total)
         {
-            h.pending = Some(Fired {
-                success: true,
-                reason: format!(
-                    "{} of {} items succeeded (halt: {when}, success: {})",
-                    t.succeeded,
-                    total.map_or_else(|| format!("{ran} ended"), |n| n.to_string()),
-                    describe(th)
-                ),
-            });
+            h.pending = Some(fired(true, t.succeeded, th));
         }
     }
 
@@ -179,29 +178,8 @@ impl Supervisor {
                         self.begin_stop(id, StopWhy::Shutdown);
                     }
                 }
-                Life::Waiting {
-                    backoff: Some(_), ..
-                } => {
-                    // The restart is cancelled: its last end stands.
-                    self.release_permits(id);
-                    self.withdraw_expected(id);
-                    let last = self.insts[id]
-                        .last_end
-                        .clone()
-                        .unwrap_or(State::Stopped { end: None });
-                    self.end(id, last);
-                }
                 Life::Waiting { .. } | Life::Starting { .. } => {
-                    self.release_permits(id);
-                    if let Life::Starting { opens, .. } = &self.insts[id].life {
-                        crate::runtime::opener::cancel_opens(opens);
-                    }
-                    self.end(
-                        id,
-                        State::Skipped {
-                            reason: "halted".into(),
-                        },
-                    );
+                    self.cancel_unstarted(id, "halted");
                 }
                 Life::Judging { .. } | Life::Ended(_) => {}
             }

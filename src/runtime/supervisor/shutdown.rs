@@ -79,35 +79,42 @@ impl Supervisor {
             })
             .collect();
         for id in waiting {
-            self.release_permits(id);
-            let inst = &mut self.insts[id];
-            if let Life::Starting { opens, .. } = &inst.life {
-                crate::runtime::opener::cancel_opens(opens);
-            }
-            if matches!(
-                inst.life,
-                Life::Waiting {
-                    backoff: Some(_),
-                    ..
-                }
-            ) {
-                self.withdraw_expected(id);
-                // The restart is cancelled: the last run's end state is final.
-                let last = self.insts[id]
-                    .last_end
-                    .clone()
-                    .unwrap_or(State::Stopped { end: None });
-                self.end(id, last);
-            } else {
-                self.end(
-                    id,
-                    State::Skipped {
-                        reason: "pipeline stopped".into(),
-                    },
-                );
-            }
+            self.cancel_unstarted(id, "pipeline stopped");
         }
         self.close_batches("pipeline stopped");
+    }
+
+    /// An instance that has not started (waiting, starting, or waiting to restart) will
+    /// not: its permits and pending opens are released; a cancelled restart keeps its
+    /// last run's end, anything else is skipped for `reason`.
+    pub(super) fn cancel_unstarted(&mut self, id: InstanceId, reason: &str) {
+        self.release_permits(id);
+        let inst = &self.insts[id];
+        if let Life::Starting { opens, .. } = &inst.life {
+            crate::runtime::opener::cancel_opens(opens);
+        }
+        if matches!(
+            inst.life,
+            Life::Waiting {
+                backoff: Some(_),
+                ..
+            }
+        ) {
+            self.withdraw_expected(id);
+            // The restart is cancelled: the last run's end state is final.
+            let last = self.insts[id]
+                .last_end
+                .clone()
+                .unwrap_or(State::Stopped { end: None });
+            self.end(id, last);
+        } else {
+            self.end(
+                id,
+                State::Skipped {
+                    reason: reason.into(),
+                },
+            );
+        }
     }
 
     /// Walk `Plan::stop_order`: each step starts once every earlier step has ended.
